@@ -1,0 +1,189 @@
+"""The contract every storage backend keeps.
+
+The engine (transfer, sync, datastore) owns policy: retries, temporary names,
+verification, resume. A backend only talks to its storage. It implements the
+required methods, declares what else it can do in ``caps``, and maps its native
+errors to the project's own at its edge (see ``error_edge``), so the engine never
+sees a botocore, asyncssh or aioftp exception.
+
+Paths given to a backend are POSIX strings. For S3 the first component is the
+bucket (``"bucket/key/in/it"``); for SFTP, FTP and local they are server paths,
+absolute (``"/srv/data/x"``) or relative to the login folder (``"data/x"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from typing import Any, ClassVar
+
+import msgspec
+
+from pipedaemon_sdk.errors import DaemonError, StorageError
+
+
+class TransientError(StorageError):
+    """A failure worth retrying (reset, timeout, 5xx, throttling)."""
+
+
+class Entry(msgspec.Struct, omit_defaults=True):
+    """One file (or folder) as a listing or ``stat`` reports it."""
+
+    name: str  # relative to the listed folder in list(); the path asked for in stat()
+    size: int = 0
+    mtime: float | None = None  # seconds since the epoch, UTC
+    etag: str | None = None  # S3 ETag without quotes; None where the storage has none
+    is_dir: bool = False
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    atomic_write: bool = False  # write() publishes whole or not at all (S3 PUT)
+    rename: bool = False  # rename(src, dst) on the server
+    multipart: bool = False  # mp_create / mp_upload_part / mp_complete / mp_abort / mp_parts
+    server_copy: bool = False  # copy(src, dst) without the data passing through us
+    set_mtime: bool = False  # set_mtime(path, mtime)
+    ranged_read: bool = True  # read(path, offset, length) starts mid-file cheaply
+    offset_write: bool = False  # open_writer(): parallel writes at offsets
+    buckets: bool = False  # list_buckets / create_bucket / remove_bucket are native
+    checksums: tuple[str, ...] = ()  # what stat()/list() can report: "s3etag", "md5"...
+
+
+class RangeWriter(ABC):
+    """A file open for writing at offsets, for parallel chunked uploads."""
+
+    @abstractmethod
+    async def write_at(self, offset: int, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Backend(ABC):
+    protocol: ClassVar[str]
+    caps: ClassVar[Capabilities]
+
+    def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
+                 max_streams: int = 8) -> None:
+        self.options = options
+        self.credentials = credentials
+        self.max_streams = max_streams
+
+    # -- lifecycle -------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open connections and prove the credentials work (AuthFailedError if not)."""
+
+    async def close(self) -> None:
+        """Release every connection; the backend is not used afterwards."""
+
+    def describe(self) -> str:
+        """Endpoint or identity for check_remote; never a secret."""
+        return self.protocol
+
+    # -- required --------------------------------------------------------------
+    @abstractmethod
+    def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
+        """Files under the folder ``path``, names relative to it with ``/``.
+
+        Non-recursive listings also yield immediate sub-folders with ``is_dir``.
+        A folder that does not exist lists as empty.
+        """
+
+    @abstractmethod
+    async def stat(self, path: str) -> Entry:
+        """The file at ``path``; NotFoundError if there is none."""
+
+    @abstractmethod
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes of ``path`` from ``offset``, ``length`` of them or to the end."""
+
+    @abstractmethod
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+        """Store the whole stream at ``path``, making parent folders; return its entry."""
+
+    @abstractmethod
+    async def delete(self, path: str) -> None:
+        """Remove the file ``path``; NotFoundError if there is none."""
+
+    @abstractmethod
+    async def mkdir(self, path: str) -> None:
+        """Make the folder ``path`` and its parents; fine if it exists."""
+
+    @abstractmethod
+    async def rmdir(self, path: str) -> None:
+        """Remove the empty folder ``path`` (for S3: the empty bucket)."""
+
+    # -- optional, declared in caps -------------------------------------------
+    async def rename(self, src: str, dst: str) -> None:
+        raise NotImplementedError
+
+    async def copy(self, src: str, dst: str) -> Entry:
+        raise NotImplementedError
+
+    async def set_mtime(self, path: str, mtime: float) -> None:
+        raise NotImplementedError
+
+    async def open_writer(self, path: str, size: int) -> RangeWriter:
+        raise NotImplementedError
+
+    async def mp_create(self, path: str) -> str:
+        raise NotImplementedError
+
+    async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
+        """Upload one part (numbered from 1); return its ETag without quotes."""
+        raise NotImplementedError
+
+    async def mp_parts(self, path: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        """Parts already uploaded: part number -> (etag, size)."""
+        raise NotImplementedError
+
+    async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> Entry:
+        raise NotImplementedError
+
+    async def mp_abort(self, path: str, upload_id: str) -> None:
+        raise NotImplementedError
+
+    async def list_buckets(self) -> list[str]:
+        raise NotImplementedError
+
+    async def create_bucket(self, name: str) -> None:
+        raise NotImplementedError
+
+
+ErrorMapper = Callable[[BaseException], DaemonError | None]
+
+
+@contextlib.contextmanager
+def error_edge(mapper: ErrorMapper, path: str = "") -> Iterator[None]:
+    """Turn a backend's native exceptions into the project's at the backend's edge.
+
+    ``mapper`` returns the DaemonError for a native exception (or None to let it
+    through). Our own errors pass unchanged; ``path`` is added to ``error.data``.
+    """
+    try:
+        yield
+    except DaemonError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this is the one place we translate
+        mapped = mapper(exc)
+        if mapped is None:
+            raise
+        if path and "path" not in mapped.data:
+            mapped.data["path"] = path
+        raise mapped from exc
+
+
+BACKENDS: dict[str, str] = {
+    "local": "pipedaemon.backends.local:LocalBackend",
+    "s3": "pipedaemon.backends.s3:S3Backend",
+    "sftp": "pipedaemon.backends.sftp:SFTPBackend",
+    "ftp": "pipedaemon.backends.ftp:FTPBackend",
+}
+
+
+def backend_class(protocol: str) -> type[Backend]:
+    """Import the backend for ``protocol`` only when it is used."""
+    import importlib
+
+    module, _, name = BACKENDS[protocol].partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,108 @@
+"""Wire types of the JSON-RPC 2.0 protocol, shared by the SDK and the daemon.
+
+One message per line: compact UTF-8 JSON followed by ``\\n``. Envelopes are decoded
+first with ``params``/``result`` left raw, so a request whose params are bad still
+gets an answer carrying its id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+MAX_LINE = 16 * 2**20  # a longer line is refused with -32600 and the connection closed
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+Id = int | str | None
+
+
+class ErrorObject(msgspec.Struct, omit_defaults=True):
+    code: int
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class Request(msgspec.Struct, omit_defaults=True):
+    method: str
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+    id: Id | msgspec.UnsetType = msgspec.UNSET
+    jsonrpc: str = "2.0"
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """Anything the daemon sends: a response (``id``) or a notification (``method``)."""
+
+    jsonrpc: str = "2.0"
+    id: Id | msgspec.UnsetType = msgspec.UNSET
+    method: str | msgspec.UnsetType = msgspec.UNSET
+    params: Any = msgspec.UNSET
+    result: Any = msgspec.UNSET
+    error: ErrorObject | msgspec.UnsetType = msgspec.UNSET
+
+
+class ProgressEvent(msgspec.Struct, omit_defaults=False):
+    """Progress of one job, pushed as the params of ``job.progress``."""
+
+    job_id: str
+    transfer_id: str = ""
+    file_name: str = ""
+    file_index: int = 0
+    file_count: int = 1
+    bytes_done: int = 0
+    bytes_total: int = 0
+    chunk_index: int = 0
+    chunk_count: int = 0
+    rate_bps: float = 0.0
+
+    @property
+    def percent(self) -> float:
+        if self.bytes_total <= 0:
+            return 100.0 if self.bytes_done >= self.bytes_total else 0.0
+        return min(100.0, 100.0 * self.bytes_done / self.bytes_total)
+
+    @property
+    def rate_mbps(self) -> float:
+        return self.rate_bps / 1e6
+
+
+class JobInfo(msgspec.Struct, omit_defaults=False):
+    """A job as ``job.get``/``job.list`` return it and ``job.finished`` announces it."""
+
+    id: str
+    kind: str
+    state: str
+    created_at: float
+    updated_at: float
+    params: dict[str, Any] = {}
+    result: Any = None
+    error: ErrorObject | None = None
+    progress: ProgressEvent | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class Status(msgspec.Struct):
+    version: str
+    pid: int
+    uptime_s: float
+    socket_path: str
+    home: str
+    jobs: dict[str, int]
+
+
+encoder = msgspec.json.Encoder()
+request_decoder = msgspec.json.Decoder(Request)
+message_decoder = msgspec.json.Decoder(Message)
+
+
+def encode_line(msg: Any) -> bytes:
+    """Compact JSON plus the newline that ends a message."""
+    buf = bytearray()
+    encoder.encode_into(msg, buf)
+    buf += b"\n"
+    return bytes(buf)
