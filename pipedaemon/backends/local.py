@@ -1,0 +1,269 @@
+"""A folder on this machine as a remote.
+
+Paths are absolute local paths; a relative path is taken relative to
+``options.remotepath`` (the remote's root), the way other backends take it
+relative to their login folder. Every blocking call runs in a worker thread so
+the event loop never waits on the disk, and data moves in 1 MiB chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import stat as statmod
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, BinaryIO
+
+from pipedaemon.backends.base import (
+    Backend,
+    Capabilities,
+    Entry,
+    RangeWriter,
+    TransientError,
+    error_edge,
+)
+from pipedaemon_sdk.errors import (
+    DaemonError,
+    InvalidSettingsError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+)
+
+CHUNK = 1024 * 1024  # bytes per read() chunk and per write() flush
+LIST_BATCH = 512  # directory entries fetched per worker-thread hop
+
+_OS_MESSAGES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system",
+    errno.ENOTEMPTY: "folder not empty",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EEXIST: "a file is in the way",
+    errno.EROFS: "read-only file system",
+}
+_TRANSIENT = {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT}
+
+
+def map_error(exc: BaseException) -> DaemonError | None:
+    """The one place local OS errors become the project's errors."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        # ENOTDIR: a parent of the path is a file, so the path cannot exist either.
+        return NotFoundError("no such file or folder")
+    if isinstance(exc, PermissionError):
+        return PermissionDeniedError("permission denied by the local file system")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        message = _OS_MESSAGES.get(exc.errno, exc.strerror or name)
+        cls = TransientError if exc.errno in _TRANSIENT else StorageError
+        return cls(message, {"errno": name})
+    return StorageError(f"local file system: {type(exc).__name__}: {exc}")
+
+
+def _entry(name: str, st: os.stat_result, is_dir: bool = False) -> Entry:
+    return Entry(name=name, size=0 if is_dir else st.st_size, mtime=st.st_mtime, is_dir=is_dir)
+
+
+def _scan_batch(it: Any, rel: str, recursive: bool) -> list[tuple[Entry | None, str | None]]:
+    """Up to LIST_BATCH items of one folder: (entry to report, sub-folder to walk)."""
+    out: list[tuple[Entry | None, str | None]] = []
+    for de in it:
+        name = f"{rel}/{de.name}" if rel else de.name
+        try:
+            if de.is_dir(follow_symlinks=False):
+                out.append((None, name) if recursive else (_entry(name, de.stat(), True), None))
+            elif de.is_file():  # follows a symlink to a file; skips dir symlinks, fifos, sockets
+                out.append((_entry(name, de.stat()), None))
+        except FileNotFoundError:
+            continue  # removed while we listed, or a dangling symlink
+        if len(out) >= LIST_BATCH:
+            break
+    return out
+
+
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+class LocalWriter(RangeWriter):
+    """An open file descriptor written with pwrite, safe for parallel chunks."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self._fd: int | None = fd
+        self._path = path
+
+    async def write_at(self, offset: int, data: bytes) -> None:
+        if self._fd is None:
+            raise StorageError("writer is closed", {"path": self._path})
+        with error_edge(map_error, self._path):
+            await asyncio.to_thread(_write_all, self._fd, data, offset)
+
+    async def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with error_edge(map_error, self._path):
+                await asyncio.to_thread(os.close, fd)
+
+
+class LocalBackend(Backend):
+    protocol = "local"
+    caps = Capabilities(
+        rename=True, server_copy=True, set_mtime=True, ranged_read=True, offset_write=True, checksums=(),
+    )
+
+    def _path(self, path: str) -> str:
+        root = str(self.options.get("remotepath") or "/")
+        return os.path.join(root, path)  # join keeps an absolute ``path`` as it is
+
+    def describe(self) -> str:
+        return f"local:{self.options.get('remotepath') or '/'}"
+
+    async def connect(self) -> None:
+        root = self.options.get("remotepath")
+        if root is None:
+            return
+        if not os.path.isabs(str(root)):
+            raise InvalidSettingsError("remotepath must be an absolute folder", {"field": "remotepath"})
+        # A missing root is fine (the first write makes it); a file there or no access is not.
+        with error_edge(map_error, str(root)):
+            if await asyncio.to_thread(os.path.exists, root):
+                if not await asyncio.to_thread(os.path.isdir, root):
+                    raise InvalidSettingsError("remotepath is not a folder", {"field": "remotepath"})
+                # Only read access is required: a read-only folder is a fine source to pull from.
+                if not await asyncio.to_thread(os.access, root, os.R_OK | os.X_OK):
+                    raise PermissionDeniedError("no read access to remotepath", {"path": root})
+
+    # -- required --------------------------------------------------------------
+    async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
+        root = self._path(path)
+        pending = [""]
+        with error_edge(map_error, path):
+            while pending:
+                rel = pending.pop()
+                try:
+                    it = await asyncio.to_thread(os.scandir, os.path.join(root, rel))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # a missing folder lists as empty; a sub-folder may vanish mid-walk
+                try:
+                    while batch := await asyncio.to_thread(_scan_batch, it, rel, recursive):
+                        for entry, subdir in batch:
+                            if subdir is not None:
+                                pending.append(subdir)
+                            if entry is not None:
+                                yield entry
+                finally:
+                    it.close()
+
+    async def stat(self, path: str) -> Entry:
+        with error_edge(map_error, path):
+            st = await asyncio.to_thread(os.stat, self._path(path))
+        return _entry(path, st, is_dir=statmod.S_ISDIR(st.st_mode))
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        with error_edge(map_error, path):
+            f: BinaryIO = await asyncio.to_thread(open, self._path(path), "rb", buffering=0)
+            try:
+                if offset:
+                    await asyncio.to_thread(f.seek, offset)
+                left = length
+                while left is None or left > 0:
+                    want = CHUNK if left is None else min(CHUNK, left)
+                    data = await asyncio.to_thread(f.read, want)
+                    if not data:
+                        break
+                    if left is not None:
+                        left -= len(data)
+                    yield data
+            finally:
+                f.close()
+
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+        local = self._path(path)
+        with error_edge(map_error, path):
+            await asyncio.to_thread(os.makedirs, os.path.dirname(local), exist_ok=True)
+            f: BinaryIO = await asyncio.to_thread(open, local, "wb")
+            try:
+                written = await self._pump(f, chunks)
+                await asyncio.to_thread(f.close)
+                if size is not None and written != size:
+                    raise StorageError(f"stream gave {written} bytes, {size} expected", {"path": path})
+            except BaseException:
+                # Leave no half-written file under the name (rclone does the same).
+                f.close()
+                await asyncio.to_thread(_unlink_quietly, local)
+                raise
+            return await self.stat(path)
+
+    @staticmethod
+    async def _pump(f: BinaryIO, chunks: AsyncIterable[bytes]) -> int:
+        """Copy the stream to ``f``, gathering small chunks so each thread hop moves ~1 MiB."""
+        buf: list[bytes] = []
+        pending = written = 0
+        async for chunk in chunks:
+            buf.append(chunk)
+            pending += len(chunk)
+            if pending >= CHUNK:
+                await asyncio.to_thread(f.writelines, buf)
+                written, buf, pending = written + pending, [], 0
+        if buf:
+            await asyncio.to_thread(f.writelines, buf)
+        return written + pending
+
+    async def delete(self, path: str) -> None:
+        with error_edge(map_error, path):
+            await asyncio.to_thread(os.unlink, self._path(path))
+
+    async def mkdir(self, path: str) -> None:
+        with error_edge(map_error, path):
+            await asyncio.to_thread(os.makedirs, self._path(path), exist_ok=True)
+
+    async def rmdir(self, path: str) -> None:
+        # os.rmdir only ever removes an empty folder: ENOTEMPTY maps to "folder not empty".
+        with error_edge(map_error, path):
+            await asyncio.to_thread(os.rmdir, self._path(path))
+
+    # -- optional --------------------------------------------------------------
+    async def rename(self, src: str, dst: str) -> None:
+        target = self._path(dst)
+        with error_edge(map_error, src):
+            await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
+            await asyncio.to_thread(os.replace, self._path(src), target)
+
+    async def copy(self, src: str, dst: str) -> Entry:
+        target = self._path(dst)
+        with error_edge(map_error, src):
+            await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
+            # copyfile uses copy_file_range/sendfile: the bytes never enter Python.
+            await asyncio.to_thread(shutil.copyfile, self._path(src), target)
+        return await self.stat(dst)
+
+    async def set_mtime(self, path: str, mtime: float) -> None:
+        local = self._path(path)
+        with error_edge(map_error, path):
+            st = await asyncio.to_thread(os.stat, local)
+            await asyncio.to_thread(os.utime, local, (st.st_atime, mtime))
+
+    async def open_writer(self, path: str, size: int) -> RangeWriter:
+        local = self._path(path)
+        with error_edge(map_error, path):
+            await asyncio.to_thread(os.makedirs, os.path.dirname(local), exist_ok=True)
+            # No O_TRUNC: a resumed transfer keeps the chunks that already landed.
+            fd = await asyncio.to_thread(os.open, local, os.O_WRONLY | os.O_CREAT, 0o666)
+            try:
+                await asyncio.to_thread(os.ftruncate, fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+        return LocalWriter(fd, path)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

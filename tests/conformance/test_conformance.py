@@ -1,0 +1,391 @@
+"""One suite, every backend: the Backend contract checked against real servers.
+
+Each test runs once per backend, inside the empty scratch folder its server fixture
+hands out (``spec["root"]``). Optional capabilities are tested where a backend
+declares them; where it does not, the test asserts the method raises
+NotImplementedError, so every test checks something for every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import resource
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from typing import Any
+
+import pytest
+
+from pipedaemon.backends.base import Backend, Entry, backend_class
+from pipedaemon_sdk.errors import NotFoundError, StorageError
+
+BACKENDS = ["local", "s3", "sftp", "ftp", "ftps", "pureftpd"]
+MiB = 1024 * 1024
+BIG = 100 * MiB
+OLD_MTIME = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC, a whole second on purpose
+
+Case = tuple[Backend, str]
+
+
+@pytest.fixture(params=BACKENDS)
+def conformance_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
+    fixture = f"{request.param}_spec"
+    try:
+        return request.getfixturevalue(fixture)
+    except pytest.FixtureLookupError as exc:
+        if exc.argname != fixture:  # the fixture exists but is broken: that must fail, not skip
+            raise
+        pytest.skip(f"{fixture} is not defined yet (its tests/servers module has not landed)")
+
+
+@pytest.fixture
+async def backend(conformance_spec: dict[str, Any]) -> AsyncIterator[Case]:
+    spec = conformance_spec
+    b = backend_class(spec["protocol"])(spec["options"], spec["credentials"], max_streams=4)
+    await b.connect()
+    try:
+        yield b, spec["root"]
+    finally:
+        await b.close()
+
+
+# -- helpers -------------------------------------------------------------------
+async def stream(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def put(b: Backend, path: str, data: bytes, chunk: int = 64 * 1024) -> Entry:
+    pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    return await b.write(path, stream(pieces), size=len(data))
+
+
+async def get(b: Backend, path: str, offset: int = 0, length: int | None = None) -> bytes:
+    return b"".join([c async for c in b.read(path, offset, length)])
+
+
+async def listing(b: Backend, path: str, recursive: bool = True) -> dict[str, Entry]:
+    entries = [e async for e in b.list(path, recursive)]
+    by_name = {e.name: e for e in entries}
+    assert len(by_name) == len(entries), "a name was listed twice"
+    return by_name
+
+
+async def not_implemented(call: Awaitable[Any]) -> None:
+    """An undeclared capability must refuse loudly, never half-work."""
+    with pytest.raises(NotImplementedError):
+        await call
+
+
+def blob(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+# -- required methods ----------------------------------------------------------
+async def test_write_stat_read_round_trip(backend: Case) -> None:
+    b, root = backend
+    path = root + "round.bin"
+    data = blob(1, 300_000)
+    entry = await put(b, path, data)
+    assert entry.size == len(data)
+    st = await b.stat(path)
+    assert (st.name, st.size, st.is_dir) == (path, len(data), False)
+    # A sanity check on the clock and time zone handling, not on speed: an mtime
+    # read back in the wrong zone is off by hours.
+    assert st.mtime is not None and abs(st.mtime - time.time()) < 3600
+    if "s3etag" in b.caps.checksums:
+        assert st.etag == hashlib.md5(data).hexdigest()
+    assert await get(b, path) == data
+    # Overwriting with something shorter must not leave the old tail behind.
+    await put(b, path, b"short")
+    assert (await b.stat(path)).size == 5
+    assert await get(b, path) == b"short"
+
+
+async def test_ranged_reads(backend: Case) -> None:
+    b, root = backend
+    path = root + "ranged.bin"
+    data = blob(2, 3 * MiB + 123)
+    await put(b, path, data, chunk=MiB)
+    n = len(data)
+    cases = [(0, None), (0, 10), (100, 50), (MiB - 7, 20), (2 * MiB + 5, None),
+             (n - 10, 100), (n - 1, None), (n, None), (n, 10), (5, 0)]
+    for offset, length in cases:
+        want = data[offset:] if length is None else data[offset:offset + length]
+        assert await get(b, path, offset, length) == want, (offset, length)
+
+
+async def test_empty_file(backend: Case) -> None:
+    b, root = backend
+    path = root + "empty.txt"
+    assert (await b.write(path, stream([]), size=0)).size == 0
+    assert (await b.stat(path)).size == 0
+    assert await get(b, path) == b""
+    assert (await listing(b, root))["empty.txt"].size == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_big_file_streams_with_bounded_memory(backend: Case) -> None:
+    b, root = backend
+    path = root + "big.bin"
+    sent = hashlib.sha256()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(BIG // MiB):
+            chunk = blob(1000 + i, MiB)
+            sent.update(chunk)
+            yield chunk
+
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert (await b.write(path, chunks(), size=BIG)).size == BIG
+    assert (await b.stat(path)).size == BIG
+    got, total, largest = hashlib.sha256(), 0, 0
+    async for chunk in b.read(path):
+        got.update(chunk)
+        total += len(chunk)
+        largest = max(largest, len(chunk))
+    assert (total, got.hexdigest()) == (BIG, sent.hexdigest())
+    assert largest <= 16 * MiB, "read() must stream in pieces, not hand back the whole file"
+    # ru_maxrss is in KiB on Linux. Holding the whole file in memory (once for
+    # writing, once for reading) would raise the peak by at least BIG.
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) * 1024
+    assert grown < BIG, f"peak memory grew by {grown / MiB:.0f} MiB moving a {BIG // MiB} MiB file"
+
+
+async def test_awkward_names(backend: Case) -> None:
+    b, root = backend
+    names = ["with space.txt", "café é.txt", "日本/データ 1.txt", "a/b/c/d/e/f.txt"]
+    for name in names:
+        await put(b, root + name, name.encode())
+    for name in names:
+        st = await b.stat(root + name)
+        assert st.size == len(name.encode())
+        assert await get(b, root + name) == name.encode()
+    deep = await listing(b, root)
+    assert set(deep) == set(names)
+    assert all(not e.is_dir and e.size == len(n.encode()) for n, e in deep.items())
+    flat = await listing(b, root, recursive=False)
+    assert {n for n, e in flat.items() if not e.is_dir} == {"with space.txt", "café é.txt"}
+    assert {n for n, e in flat.items() if e.is_dir} == {"日本", "a"}
+    assert set(await listing(b, root + "a/b/c")) == {"d/e/f.txt"}
+
+
+@pytest.mark.timeout(900)
+async def test_thousand_files_listed_completely(backend: Case) -> None:
+    b, root = backend
+    folder = root + "many/"
+    gate = asyncio.Semaphore(16)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await put(b, f"{folder}f{i:04d}.txt", str(i).encode())
+
+    await asyncio.gather(*(one(i) for i in range(1000)))
+    want = {f"f{i:04d}.txt": len(str(i)) for i in range(1000)}
+    for recursive in (True, False):
+        got = await listing(b, folder, recursive)
+        assert {n: e.size for n, e in got.items()} == want
+        assert all(e.mtime is not None for e in got.values())
+
+
+async def test_recursive_and_flat_listing(backend: Case) -> None:
+    b, root = backend
+    for name in ["top.txt", "sub/inner.txt", "sub/deeper/x.txt", "subfoo.txt"]:
+        await put(b, root + name, b"x" * len(name))
+    deep = await listing(b, root)
+    assert set(deep) == {"top.txt", "sub/inner.txt", "sub/deeper/x.txt", "subfoo.txt"}
+    assert deep["sub/deeper/x.txt"].size == len("sub/deeper/x.txt")
+    assert not any(e.is_dir for e in deep.values()), "recursive listings report files only"
+    flat = await listing(b, root, recursive=False)
+    assert {n: e.is_dir for n, e in flat.items()} == {"top.txt": False, "subfoo.txt": False, "sub": True}
+    # With or without the trailing slash, "sub" is the folder, never a prefix of "subfoo.txt".
+    for folder in (root + "sub", root + "sub/"):
+        assert set(await listing(b, folder)) == {"inner.txt", "deeper/x.txt"}
+        flat_sub = await listing(b, folder, recursive=False)
+        assert {n: e.is_dir for n, e in flat_sub.items()} == {"inner.txt": False, "deeper": True}
+
+
+async def test_missing_folder_lists_empty(backend: Case) -> None:
+    b, root = backend
+    for folder in (root + "missing", root + "missing/", root + "missing/deeper/"):
+        assert await listing(b, folder) == {}
+        assert await listing(b, folder, recursive=False) == {}
+
+
+async def test_missing_file_is_not_found(backend: Case) -> None:
+    b, root = backend
+    for path in (root + "nope.txt", root + "no/such/folder/nope.txt"):
+        with pytest.raises(NotFoundError):
+            await b.stat(path)
+        with pytest.raises(NotFoundError):
+            await get(b, path)
+        with pytest.raises(NotFoundError):
+            await b.delete(path)
+
+
+async def test_delete_then_stat(backend: Case) -> None:
+    b, root = backend
+    await put(b, root + "keep.txt", b"keep")
+    await put(b, root + "gone.txt", b"gone")
+    await b.delete(root + "gone.txt")
+    with pytest.raises(NotFoundError):
+        await b.stat(root + "gone.txt")
+    assert set(await listing(b, root)) == {"keep.txt"}
+    with pytest.raises(NotFoundError):
+        await b.delete(root + "gone.txt")
+
+
+async def test_mkdir_is_idempotent(backend: Case) -> None:
+    b, root = backend
+    await b.mkdir(root + "made/inner")
+    await b.mkdir(root + "made/inner")
+    await b.mkdir(root + "made")
+    if not b.caps.buckets:  # object stores have no real folders to show
+        flat = await listing(b, root + "made", recursive=False)
+        assert {n: e.is_dir for n, e in flat.items()} == {"inner": True}
+    await put(b, root + "made/inner/f.txt", b"f")
+    assert (await b.stat(root + "made/inner/f.txt")).size == 1
+
+
+async def test_rmdir_of_empty_folder(backend: Case) -> None:
+    b, root = backend
+    await b.mkdir(root + "emptydir")
+    await put(b, root + "other.txt", b"o")
+    if not b.caps.buckets:
+        assert (await listing(b, root, recursive=False))["emptydir"].is_dir
+    await b.rmdir(root + "emptydir")
+    assert set(await listing(b, root, recursive=False)) == {"other.txt"}
+
+
+async def test_rmdir_of_full_folder_deletes_nothing(backend: Case) -> None:
+    b, root = backend
+    await put(b, root + "full/x.txt", b"x")
+    if b.caps.buckets:
+        # A prefix in an object store may ignore rmdir; it must still delete nothing.
+        try:
+            await b.rmdir(root + "full")
+        except StorageError:
+            pass
+    else:
+        with pytest.raises(StorageError):
+            await b.rmdir(root + "full")
+    assert await get(b, root + "full/x.txt") == b"x"
+
+
+# -- optional capabilities -----------------------------------------------------
+async def test_rename_overwrites(backend: Case) -> None:
+    b, root = backend
+    src, dst = root + "src.txt", root + "dst.txt"
+    await put(b, src, b"A" * 10)
+    await put(b, dst, b"B" * 5)
+    if not b.caps.rename:
+        await not_implemented(b.rename(src, dst))
+        return
+    await b.rename(src, dst)
+    assert await get(b, dst) == b"A" * 10
+    assert (await b.stat(dst)).size == 10
+    with pytest.raises(NotFoundError):
+        await b.stat(src)
+
+
+async def test_server_copy(backend: Case) -> None:
+    b, root = backend
+    src, dst = root + "orig.bin", root + "copy.bin"
+    data = blob(3, 200_000)
+    await put(b, src, data)
+    await put(b, dst, b"old content")
+    if not b.caps.server_copy:
+        await not_implemented(b.copy(src, dst))
+        return
+    assert (await b.copy(src, dst)).size == len(data)
+    assert await get(b, dst) == data
+    assert await get(b, src) == data
+
+
+async def test_set_mtime(backend: Case) -> None:
+    b, root = backend
+    path = root + "dated.txt"
+    await put(b, path, b"dated")
+    if not b.caps.set_mtime:
+        await not_implemented(b.set_mtime(path, OLD_MTIME))
+        return
+    await b.set_mtime(path, OLD_MTIME)
+    st = await b.stat(path)
+    assert st.mtime is not None and abs(st.mtime - OLD_MTIME) < 1
+    listed = (await listing(b, root))["dated.txt"].mtime
+    assert listed is not None and abs(listed - OLD_MTIME) < 1
+    assert await get(b, path) == b"dated"
+
+
+async def test_open_writer_parallel_offsets(backend: Case) -> None:
+    b, root = backend
+    path = root + "pieces.bin"
+    part = 256 * 1024
+    pieces = [(i * part, blob(10 + i, part)) for i in range(4)] + [(4 * part, blob(20, 1000))]
+    size = 4 * part + 1000
+    if not b.caps.offset_write:
+        await not_implemented(b.open_writer(path, size))
+        return
+    writer = await b.open_writer(path, size)
+    try:
+        await asyncio.gather(*(writer.write_at(off, data) for off, data in reversed(pieces)))
+    finally:
+        await writer.close()
+    assert (await b.stat(path)).size == size
+    assert await get(b, path) == b"".join(data for _, data in pieces)
+
+
+async def test_multipart_upload(backend: Case) -> None:
+    b, root = backend
+    path = root + "multi.bin"
+    one, two = blob(30, 5 * MiB), blob(31, 1234)  # S3 parts but the last are >= 5 MiB
+    if not b.caps.multipart:
+        await not_implemented(b.mp_create(path))
+        await not_implemented(b.mp_upload_part(path, "id", 1, one))
+        await not_implemented(b.mp_parts(path, "id"))
+        await not_implemented(b.mp_complete(path, "id", [(1, "etag")]))
+        await not_implemented(b.mp_abort(path, "id"))
+        return
+    upload = await b.mp_create(path)
+    tags = {2: await b.mp_upload_part(path, upload, 2, two), 1: await b.mp_upload_part(path, upload, 1, one)}
+    assert await b.mp_parts(path, upload) == {1: (tags[1], len(one)), 2: (tags[2], len(two))}
+    entry = await b.mp_complete(path, upload, [(1, tags[1]), (2, tags[2])])
+    assert entry.size == len(one) + len(two)
+    assert await get(b, path) == one + two
+    if "s3etag" in b.caps.checksums:
+        assert (await b.stat(path)).etag.endswith("-2")
+
+
+async def test_multipart_abort(backend: Case) -> None:
+    b, root = backend
+    path = root + "aborted.bin"
+    if not b.caps.multipart:
+        await not_implemented(b.mp_abort(path, "id"))
+        return
+    upload = await b.mp_create(path)
+    await b.mp_upload_part(path, upload, 1, blob(40, 1000))
+    await b.mp_abort(path, upload)
+    with pytest.raises(NotFoundError):
+        await b.stat(path)
+    with pytest.raises(NotFoundError):
+        await b.mp_parts(path, upload)
+
+
+async def test_buckets(backend: Case) -> None:
+    b, _ = backend
+    name = f"pdconf-{uuid.uuid4().hex[:12]}"
+    if not b.caps.buckets:
+        await not_implemented(b.list_buckets())
+        await not_implemented(b.create_bucket(name))
+        return
+    await b.create_bucket(name)
+    assert name in await b.list_buckets()
+    await put(b, f"{name}/k.txt", b"in a bucket")
+    assert await get(b, f"{name}/k.txt") == b"in a bucket"
+    await b.delete(f"{name}/k.txt")
+    await b.rmdir(name)
+    assert name not in await b.list_buckets()
