@@ -1,0 +1,159 @@
+"""JSON-RPC 2.0 dispatch: method registry, envelope-first decoding, error mapping.
+
+Methods are registered beside the code they expose with ``@rpc("ns.verb", Params)``.
+A line is decoded into the envelope first (params left raw), then ``params`` with
+the method's own Struct, so a request with bad params still gets an answer with
+its id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.wire import ErrorObject, Message, Request, encode_line, request_decoder
+
+if TYPE_CHECKING:
+    from .server import Connection, Daemon
+
+log = logging.getLogger("pipedaemon.rpc")
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every method's params: unknown fields are refused with -32602."""
+
+
+class NoParams(Params):
+    pass
+
+
+class ProfileParams(Params):
+    profile: str = "default"
+
+
+@dataclass
+class Context:
+    daemon: Daemon
+    conn: Connection | None
+
+
+Handler = Callable[[Context, Any], Awaitable[Any]]
+
+
+@dataclass
+class Method:
+    name: str
+    params: type[Params]
+    handler: Handler
+    doc: str
+    raw: bool  # the method takes over the connection for a byte stream
+    decoder: msgspec.json.Decoder[Any]
+
+
+METHODS: dict[str, Method] = {}
+
+
+def rpc(name: str, params: type[Params] = NoParams, *, raw: bool = False) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        if name in METHODS:
+            raise RuntimeError(f"RPC method {name} registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        METHODS[name] = Method(name, params, fn, doc, raw, msgspec.json.Decoder(params))
+        return fn
+
+    return register
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+def validation_error(exc: msgspec.ValidationError, code: int = E.INVALID_PARAMS) -> E.DaemonError:
+    """A DaemonError naming the offending field, from msgspec's message."""
+    text = str(exc)
+    m = _AT.search(text)
+    field = m.group(1).lstrip(".") if m else ""
+    unknown = re.search(r"unknown field `([^`]*)`", text)
+    if unknown:
+        field = ".".join(p for p in (field, unknown.group(1)) if p)
+    msg = _AT.sub("", text)
+    data = {"field": field} if field else {}
+    return E.error_from_code(code, f"{msg}" + (f" (field: {field})" if field else ""), data)
+
+
+def error_message(rid: Any, err: E.DaemonError) -> Message:
+    return Message(id=rid, error=ErrorObject(err.code, err.message, err.data or None))
+
+
+def parse(line: bytes) -> tuple[Request | None, Message | None]:
+    """The request on a line, or the error answer for a line that is not one."""
+    try:
+        return request_decoder.decode(line), None
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None, error_message(None, E.ParseError("parse error: the line is not valid JSON"))
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        rid = None
+    if not isinstance(obj, dict):
+        what = "an array" if isinstance(obj, list) else "a scalar"
+        err = E.InvalidRequestError(f"invalid request: expected an object, got {what}")
+        return None, error_message(None, err)
+    if not isinstance(obj.get("method"), str):
+        return None, error_message(rid, E.InvalidRequestError(
+            "invalid request: `method` must be a string", {"field": "method"}))
+    try:
+        msgspec.convert(obj, Request)
+    except msgspec.ValidationError as exc:
+        return None, error_message(rid, validation_error(exc, E.INVALID_REQUEST))
+    return None, error_message(rid, E.InvalidRequestError("invalid request"))
+
+
+def lookup(req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:
+    method = METHODS.get(req.method)
+    if method is None:
+        return None, None, E.MethodNotFoundError(f"unknown method: {req.method}", {"method": req.method})
+    try:
+        params = method.decoder.decode(req.params)
+    except msgspec.ValidationError as exc:
+        return method, None, validation_error(exc)
+    except msgspec.DecodeError as exc:
+        return method, None, E.InvalidParamsError(f"params: {exc}")
+    return method, params, None
+
+
+async def invoke(method: Method, params: Any, ctx: Context) -> tuple[Any, E.DaemonError | None]:
+    """Run a handler: its result, or the DaemonError to answer with."""
+    try:
+        return await method.handler(ctx, params), None
+    except E.DaemonError as err:
+        return None, err
+    except msgspec.ValidationError as exc:
+        return None, validation_error(exc, E.INVALID_SETTINGS)
+    except Exception:
+        log.exception("internal error in %s", method.name)
+        return None, E.InternalError(f"internal error in {method.name}; see the daemon log")
+
+
+def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | None:
+    """The response line, or None for a notification (a request without id)."""
+    if req.id is msgspec.UNSET:
+        return None
+    if err is not None:
+        return encode_line(error_message(req.id, err))
+    return encode_line(Message(id=req.id, result=result))
+
+
+def method_list() -> list[dict[str, Any]]:
+    return [
+        {"name": m.name, "doc": m.doc, "params": msgspec.json.schema(m.params), "stream": m.raw}
+        for m in sorted(METHODS.values(), key=lambda m: m.name)
+    ]

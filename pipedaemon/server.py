@@ -1,0 +1,312 @@
+"""The daemon: one per socket, serving JSON-RPC lines to same-user clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.autostart import try_lock
+from pipedaemon_sdk.wire import MAX_LINE, Status, encode_line
+
+from . import __version__, rpc, systemd
+from .jobs import JobManager
+from .rpc import Context, Params
+from .rpc import rpc as register
+from .state import State
+
+log = logging.getLogger("pipedaemon.server")
+
+# Modules whose import registers RPC methods and job kinds.
+METHOD_MODULES = ["pipedaemon.jobs", "pipedaemon.hashing"]
+
+MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
+EVENT_DROP_BYTES = 1 << 20  # a client this far behind loses progress events, never answers
+MAX_BUFFER = 64 << 20  # a client this far behind is disconnected
+SHUTDOWN_GRACE = 5.0
+
+
+class Connection:
+    def __init__(self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.daemon = daemon
+        self.reader = reader
+        self.writer = writer
+        self.watching: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.dropped_events = 0
+        self.closed = False
+
+    def send(self, line: bytes, droppable: bool = False) -> None:
+        """Queue a line; progress events are dropped for a client that does not read."""
+        if self.closed or self.writer.is_closing():
+            return
+        buffered = self.writer.transport.get_write_buffer_size()
+        if droppable and buffered > EVENT_DROP_BYTES:
+            self.dropped_events += 1
+            return
+        if buffered > MAX_BUFFER:
+            log.warning("disconnecting a client that stopped reading (%d bytes queued)", buffered)
+            self.abort()
+            return
+        self.writer.write(line)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.writer.transport.abort()
+
+    async def serve(self) -> None:
+        try:
+            while not self.closed:
+                try:
+                    line = await self.reader.readuntil(b"\n")
+                except asyncio.LimitOverrunError:
+                    self.send(encode_line(rpc.error_message(None, E.InvalidRequestError(
+                        f"line longer than {MAX_LINE} bytes; closing the connection"))))
+                    break
+                except asyncio.IncompleteReadError:
+                    break  # the client closed (a half line at EOF is dropped)
+                if line.strip():
+                    await self._handle(line)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await self._close()
+
+    async def _handle(self, line: bytes) -> None:
+        req, error_msg = rpc.parse(line)
+        if req is None:
+            self.send(encode_line(error_msg))
+            return
+        method, params, err = rpc.lookup(req)
+        if err is not None or method is None:
+            out = rpc.answer(req, None, err)
+            if out:
+                self.send(out)
+            return
+        if method.raw:  # the connection now belongs to this byte stream
+            await self._respond(method, params, req)
+            self.closed = True
+            return
+        if len(self.tasks) >= MAX_INFLIGHT:
+            out = rpc.answer(req, None, E.BusyError(f"more than {MAX_INFLIGHT} requests in flight"))
+            if out:
+                self.send(out)
+            return
+        task = asyncio.get_running_loop().create_task(self._respond(method, params, req))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _respond(self, method: rpc.Method, params: Any, req: Any) -> None:
+        result, err = await rpc.invoke(method, params, Context(self.daemon, self))
+        out = rpc.answer(req, result, err)
+        if out:
+            self.send(out)
+
+    async def _close(self) -> None:
+        self.closed = True
+        for t in list(self.tasks):
+            t.cancel()
+        self.daemon.jobs.unwatch_all(self)
+        self.daemon.connections.discard(self)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", raw)[1]
+
+
+class Daemon:
+    def __init__(self, socket_path: Path, home: Path, idle_timeout: float = 0.0) -> None:
+        self.socket_path = socket_path
+        self.home = home
+        self.idle_timeout = idle_timeout
+        self.started = time.time()
+        self.state = State(home / "state.db")
+        self.jobs = JobManager(self)
+        self.connections: set[Connection] = set()
+        self.stop_event = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._lock_fd: int | None = None
+        self._own_socket = True
+        self._last_busy = time.monotonic()
+        self.services: dict[str, Any] = {}  # later layers keep their shared objects here
+        for name in METHOD_MODULES:
+            importlib.import_module(name)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- startup ---------------------------------------------------------------------
+    def _take_lock(self) -> bool:
+        inherited = os.environ.pop("PIPEDAEMON_LOCK_FD", None)
+        if inherited is not None:  # the SDK locked it for us before starting us
+            self._lock_fd = int(inherited)
+            os.set_inheritable(self._lock_fd, False)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # already ours: a no-op
+                return True
+            except OSError:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        self._lock_fd = try_lock(self.socket_path)
+        return self._lock_fd is not None
+
+    def _listen_socket(self) -> socket.socket:
+        inherited = systemd.inherited_socket()
+        if inherited is not None:
+            self._own_socket = False
+            return inherited
+        folder = self.socket_path.parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.stat().st_uid == os.getuid():
+            folder.chmod(0o700)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # stale: we hold the lock, so no daemon owns it
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.socket_path))
+        finally:
+            os.umask(old)
+        self.socket_path.chmod(0o600)
+        sock.listen(512)
+        return sock
+
+    async def run(self) -> int:
+        if not self._take_lock():
+            log.info("another daemon already serves %s; exiting", self.socket_path)
+            return 0
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await self.state.open()
+        await self.start_services()
+        resumed = await self.jobs.resume_unfinished()
+        sock = self._listen_socket()
+        self._server = await asyncio.start_unix_server(self._on_client, sock=sock, limit=MAX_LINE + 1)
+        log.info("pipedaemon %s listening on %s (pid %d, %d jobs resumed)",
+                 __version__, self.socket_path, os.getpid(), resumed)
+        systemd.notify("READY=1")
+        idle = loop.create_task(self._idle_watch())
+        await self.stop_event.wait()
+        idle.cancel()
+        await self._shutdown()
+        return 0
+
+    async def start_services(self) -> None:
+        """Hook for later layers (remotes, pipes) to open what they keep."""
+
+    async def _shutdown(self) -> None:
+        log.info("shutting down")
+        systemd.notify("STOPPING=1")
+        if self._server is not None:
+            self._server.close()
+        await self.jobs.shutdown(SHUTDOWN_GRACE)
+        for conn in list(self.connections):
+            conn.closed = True
+            conn.writer.close()
+        await self.stop_services()
+        await self.state.close()
+        if self._own_socket:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        log.info("stopped")
+
+    async def stop_services(self) -> None:
+        for svc in self.services.values():
+            close = getattr(svc, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = peer_uid(writer)
+        if uid != os.getuid():
+            log.warning("refused a connection from uid %s", uid)
+            err = E.PermissionDeniedError("only the daemon's own user may connect", {"uid": uid})
+            writer.write(encode_line(rpc.error_message(None, err)))
+            with contextlib.suppress(Exception):
+                await writer.drain()
+                writer.close()
+            return
+        conn = Connection(self, reader, writer)
+        self.connections.add(conn)
+        await conn.serve()
+
+    async def _idle_watch(self) -> None:
+        if self.idle_timeout <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(1.0, self.idle_timeout))
+            if self.connections or self.jobs.live:
+                self._last_busy = time.monotonic()
+            elif time.monotonic() - self._last_busy >= self.idle_timeout:
+                log.info("idle for %.0f s; exiting", self.idle_timeout)
+                self.stop()
+                return
+
+    def status(self) -> Status:
+        return Status(version=__version__, pid=os.getpid(), uptime_s=round(time.time() - self.started, 3),
+                      socket_path=str(self.socket_path), home=str(self.home), jobs=self.jobs.counts())
+
+
+def serve(socket_path: Path, home: Path, idle_timeout: float) -> int:
+    """Run a daemon until it is stopped; the exit status."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
+        runner = asyncio.run
+
+    async def main() -> int:
+        return await Daemon(socket_path, home, idle_timeout).run()
+
+    return runner(main())
+
+
+# -- daemon.* methods ---------------------------------------------------------------
+@register("daemon.ping")
+async def daemon_ping(ctx: Context, p: Params) -> dict[str, Any]:
+    """Answer at once: is the daemon alive."""
+    return {"pong": True, "time": time.time()}
+
+
+@register("daemon.status")
+async def daemon_status(ctx: Context, p: Params) -> Status:
+    """Version, pid, uptime, socket, home and job counts."""
+    return ctx.daemon.status()
+
+
+@register("daemon.methods")
+async def daemon_methods(ctx: Context, p: Params) -> list[dict[str, Any]]:
+    """Every method with its parameter schema."""
+    return rpc.method_list()
+
+
+@register("daemon.shutdown")
+async def daemon_shutdown(ctx: Context, p: Params) -> dict[str, Any]:
+    """Stop: running jobs finish or are checkpointed, then the daemon exits 0."""
+    asyncio.get_running_loop().call_soon(ctx.daemon.stop)
+    return {"stopping": True, "pid": os.getpid()}

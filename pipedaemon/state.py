@@ -1,0 +1,87 @@
+"""The daemon's SQLite state (WAL), with a schema version and forward migrations.
+
+Each migration is applied once, in order, inside a transaction; ``PRAGMA
+user_version`` records how far a database has come. Add new tables by appending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+MIGRATIONS: list[str] = [
+    # 1: jobs and their final state, so job.get answers after a restart.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        profile TEXT NOT NULL DEFAULT 'default',
+        state TEXT NOT NULL,
+        params BLOB NOT NULL,
+        result BLOB,
+        error BLOB,
+        progress BLOB,
+        checkpoint BLOB,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    """,
+]
+
+
+class State:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.db = await aiosqlite.connect(self.path, isolation_level=None)
+        self.path.chmod(0o600)
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")
+        await self.db.execute("PRAGMA foreign_keys=ON")
+        await self.migrate()
+
+    async def migrate(self) -> None:
+        version = (await self.fetchone("PRAGMA user_version"))[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self.db is None:
+            raise RuntimeError("state is closed")
+        return self.db
+
+    async def schema_version(self) -> int:
+        return int((await self.fetchone("PRAGMA user_version"))[0])
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> int:
+        cur = await self._conn.execute(sql, tuple(args))
+        n = cur.rowcount
+        await cur.close()
+        return n
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        await self._conn.executemany(sql, [tuple(r) for r in rows])
+
+    async def fetchone(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return list(await cur.fetchall())
+
+    async def integrity_ok(self) -> bool:
+        return (await self.fetchone("PRAGMA integrity_check"))[0] == "ok"

@@ -1,0 +1,91 @@
+"""Start the daemon when no one answers, without races.
+
+The daemon holds an exclusive ``flock`` on ``<socket>.lock`` for its whole life. A
+client that cannot connect tries that lock: if it gets it, no daemon is alive, so it
+re-checks, then spawns ``python -m pipedaemon serve`` handing over the *locked* file
+descriptor (a flock belongs to the open file, which the child inherits). The lock is
+therefore held without a gap from the client's check to the daemon's exit, and ten
+clients racing end up with exactly one daemon. A client that finds the lock taken
+just waits for the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DaemonConnectionError
+from .paths import home_dir, lock_path
+
+if TYPE_CHECKING:
+    import subprocess
+
+RETRYABLE = (errno.ENOENT, errno.ECONNREFUSED)
+
+
+def ensure_socket_dir(socket_path: Path) -> None:
+    socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def try_lock(socket_path: Path) -> int | None:
+    """The locked fd of ``<socket>.lock``, or None when someone holds it."""
+    ensure_socket_dir(socket_path)
+    fd = os.open(lock_path(socket_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def spawn_daemon(socket_path: Path, lock_fd: int) -> subprocess.Popen[bytes]:
+    import subprocess  # only a client that starts the daemon pays for it
+
+    home = home_dir()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = dict(os.environ, PIPEDAEMON_LOCK_FD=str(lock_fd), PIPEDAEMON_SOCKET=str(socket_path))
+    with open(home / "daemon.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipedaemon", "serve", "--socket", str(socket_path), "--detached"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            start_new_session=True, pass_fds=(lock_fd,), close_fds=True,
+        )
+
+
+def connect_or_start(socket_path: Path, attempt: Callable[[], bool], *, auto_start: bool,
+                     timeout: float) -> None:
+    """Call ``attempt`` (True once connected) until it succeeds, starting the daemon if needed."""
+    deadline = time.monotonic() + timeout
+    child: subprocess.Popen[bytes] | None = None
+    while True:
+        if attempt():
+            return
+        if not auto_start:
+            raise DaemonConnectionError(f"no daemon is listening on {socket_path} (auto_start is off)")
+        if child is None:
+            fd = try_lock(socket_path)
+            if fd is not None:
+                try:
+                    if attempt():
+                        return
+                    child = spawn_daemon(socket_path, fd)
+                finally:
+                    os.close(fd)
+        elif child.poll() not in (None, 0):
+            raise DaemonConnectionError(
+                f"the daemon exited with status {child.returncode} while starting; "
+                f"see {home_dir() / 'daemon.log'}")
+        if time.monotonic() > deadline:
+            raise DaemonConnectionError(f"the daemon did not answer on {socket_path} within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def is_retryable(exc: OSError) -> bool:
+    return exc.errno in RETRYABLE

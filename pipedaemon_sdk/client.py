@@ -1,0 +1,206 @@
+"""PipeClient (blocking) and AsyncPipeClient (asyncio): the SDK's entry points."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import autostart
+from ._api import Api, Convert, ProgressCallback
+from ._sync import SyncConnection
+from .errors import DaemonConnectionError
+from .job import AsyncJob, Job
+from .paths import default_socket_path
+from .wire import JobInfo
+
+if TYPE_CHECKING:  # asyncio costs ~50 ms to import: only AsyncPipeClient pays it
+    from ._async import AsyncConnection
+
+
+class _Options:
+    def __init__(self, socket_path: str | os.PathLike[str] | None, profile: str | None,
+                 auto_start: bool, start_timeout_s: float, request_timeout_s: float) -> None:
+        self.socket_path = Path(socket_path) if socket_path else default_socket_path()
+        self.profile = profile or os.environ.get("PIPEDAEMON_PROFILE") or "default"
+        self.auto_start = auto_start
+        self.start_timeout_s = start_timeout_s
+        self.request_timeout_s = request_timeout_s
+
+
+class PipeClient(Api):
+    """Blocking client. Starts the daemon when it is not running (``auto_start``)."""
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None, profile: str | None = None,
+                 auto_start: bool = True, start_timeout_s: float = 10.0,
+                 request_timeout_s: float = 30.0) -> None:
+        self._opts = _Options(socket_path, profile, auto_start, start_timeout_s, request_timeout_s)
+        self.profile = self._opts.profile
+        self.socket_path = self._opts.socket_path
+        self.request_timeout_s = request_timeout_s
+        self._conn: SyncConnection | None = None
+
+    def connect(self) -> PipeClient:
+        if self._conn is not None and not self._conn.closed:
+            return self
+        path = str(self.socket_path)
+
+        def attempt() -> bool:
+            conn = SyncConnection(path)
+            try:
+                conn.open()
+            except OSError as exc:
+                if autostart.is_retryable(exc):
+                    return False
+                raise DaemonConnectionError(f"cannot connect to {path}: {exc}") from exc
+            self._conn = conn
+            return True
+
+        autostart.connect_or_start(self.socket_path, attempt, auto_start=self._opts.auto_start,
+                                   timeout=self._opts.start_timeout_s)
+        return self
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> PipeClient:
+        return self.connect()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- plumbing used by Api and Job ------------------------------------------
+    def _connection(self) -> SyncConnection:
+        if self._conn is None:
+            self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    def _conn_request(self, method: str, params: dict[str, Any], job_start: bool = False,
+                      timeout: float | None = -1.0) -> Any:
+        t = self.request_timeout_s if timeout == -1.0 else timeout
+        return self._connection().request(method, params, t, job_start)
+
+    def _job_queue(self, job_id: str) -> Any:
+        return self._connection().job_queue(job_id)
+
+    def _forget_job(self, job_id: str) -> None:
+        if self._conn is not None:
+            self._conn.forget_job(job_id)
+
+    def _call(self, method: str, params: dict[str, Any], convert: Convert = None) -> Any:
+        raw = self._conn_request(method, params)
+        return convert(raw) if convert else raw
+
+    def _start_job(self, method: str, params: dict[str, Any], *, on_progress: ProgressCallback,
+                   wait: bool, convert: Convert = None, timeout: float | None = None) -> Any:
+        info = msgspec.convert(self._conn_request(method, params, job_start=True), JobInfo)
+        job = Job(self, info, subscribed=True)
+        if not wait:
+            return job
+        result = job.wait(timeout=timeout, on_progress=on_progress).result
+        return convert(result) if convert else result
+
+    def _job_handle(self, info: JobInfo) -> Job:
+        return Job(self, info, subscribed=False)
+
+
+class AsyncPipeClient(Api):
+    """asyncio client: the same methods as PipeClient, as coroutines."""
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None, profile: str | None = None,
+                 auto_start: bool = True, start_timeout_s: float = 10.0,
+                 request_timeout_s: float = 30.0) -> None:
+        self._opts = _Options(socket_path, profile, auto_start, start_timeout_s, request_timeout_s)
+        self.profile = self._opts.profile
+        self.socket_path = self._opts.socket_path
+        self.request_timeout_s = request_timeout_s
+        self._conn: AsyncConnection | None = None
+
+    async def connect(self) -> AsyncPipeClient:
+        if self._conn is not None and not self._conn.closed:
+            return self
+        import asyncio
+
+        from ._async import AsyncConnection
+
+        path = str(self.socket_path)
+        conn = AsyncConnection(path)
+        try:
+            await conn.open()
+        except OSError as exc:
+            if not autostart.is_retryable(exc):
+                raise DaemonConnectionError(f"cannot connect to {path}: {exc}") from exc
+
+            def probe() -> bool:  # blocking: runs in a thread while we wait for the daemon
+                import socket
+
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(path)
+                    return True
+                except OSError as err:
+                    if autostart.is_retryable(err):
+                        return False
+                    raise DaemonConnectionError(f"cannot connect to {path}: {err}") from err
+                finally:
+                    s.close()
+
+            await asyncio.to_thread(autostart.connect_or_start, self.socket_path, probe,
+                                    auto_start=self._opts.auto_start, timeout=self._opts.start_timeout_s)
+            await conn.open()
+        self._conn = conn
+        return self
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def __aenter__(self) -> AsyncPipeClient:
+        return await self.connect()
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None:
+            await self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    async def _conn_request(self, method: str, params: dict[str, Any], job_start: bool = False,
+                            timeout: float | None = -1.0) -> Any:
+        t = self.request_timeout_s if timeout == -1.0 else timeout
+        return await (await self._connection()).request(method, params, t, job_start)
+
+    def _job_queue(self, job_id: str) -> Any:
+        assert self._conn is not None
+        return self._conn.job_queue(job_id)
+
+    def _forget_job(self, job_id: str) -> None:
+        if self._conn is not None:
+            self._conn.forget_job(job_id)
+
+    async def _call(self, method: str, params: dict[str, Any], convert: Convert = None) -> Any:
+        raw = await self._conn_request(method, params)
+        return convert(raw) if convert else raw
+
+    async def _start_job(self, method: str, params: dict[str, Any], *, on_progress: ProgressCallback,
+                         wait: bool, convert: Convert = None, timeout: float | None = None) -> Any:
+        info = msgspec.convert(await self._conn_request(method, params, job_start=True), JobInfo)
+        job = AsyncJob(self, info, subscribed=True)
+        if not wait:
+            return job
+        result = (await job.wait(timeout=timeout, on_progress=on_progress)).result
+        return convert(result) if convert else result
+
+    def _job_handle(self, info: JobInfo) -> AsyncJob:
+        return AsyncJob(self, info, subscribed=False)
