@@ -1,0 +1,496 @@
+"""S3 (and S3-compatible endpoints) through aiobotocore.
+
+Paths are ``"bucket/key..."``. S3 has no folders: ``mkdir``/``rmdir`` inside a bucket
+do nothing, and on a bare bucket name they create / remove the bucket. Retries belong
+to the engine: botocore makes at most one extra attempt (a stale pooled connection),
+everything else comes back as TransientError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import aiohttp
+import botocore.exceptions as bce
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+
+from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge
+from pipedaemon_sdk.errors import (
+    AlreadyExistsError,
+    AuthFailedError,
+    ChecksumMismatchError,
+    DaemonError,
+    InvalidSettingsError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MIN_PART_SIZE = 5 * MiB  # every part but the last (S3 rule)
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+MAX_SINGLE_COPY = 5 * GiB  # CopyObject limit; above it UploadPartCopy
+DEFAULT_PART_SIZE = 8 * MiB
+DEFAULT_COPY_PART_SIZE = 512 * MiB
+READ_CHUNK = 1 * MiB
+
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "NotFound", "404"}
+_AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+         "TokenRefreshRequired", "InvalidClientTokenId", "ExpiredTokenException"}
+_DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"}
+_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+_TRANSIENT = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
+              "ThrottlingException", "RequestLimitExceeded", "OperationAborted", "500", "502",
+              "503", "504"}
+_TRANSIENT_NATIVE = (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError,
+                     bce.HTTPClientError, bce.IncompleteReadError, bce.ConnectionError,
+                     aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, TimeoutError)
+
+
+def _code(exc: bce.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _map_client_error(exc: bce.ClientError) -> DaemonError:
+    code = _code(exc)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    text = exc.response.get("Error", {}).get("Message") or code
+    data = {"code": code, "status": status}
+    if code == "BucketNotEmpty":
+        return StorageError("bucket not empty: remove its objects first", data)
+    if code in _NOT_FOUND or status == 404:
+        return NotFoundError(f"not found: {text}", data)
+    if code in _AUTH:
+        return AuthFailedError(f"S3 refused the credentials: {code}", data)
+    if code in _DENIED or status == 403:
+        return PermissionDeniedError(f"access denied: {text}", data)
+    if code in _EXISTS:
+        return AlreadyExistsError(f"bucket exists: {text}", data)
+    if code == "InvalidBucketName":
+        return InvalidSettingsError(f"invalid bucket name: {text}", data)
+    if code in _TRANSIENT or status >= 500:
+        return TransientError(f"S3 {code or status}: {text}", data)
+    return StorageError(f"S3 {code or status}: {text}", data)
+
+
+def map_s3_error(exc: BaseException) -> DaemonError | None:
+    """The one place botocore/aiohttp failures become the project's errors."""
+    if isinstance(exc, bce.ClientError):
+        return _map_client_error(exc)
+    if isinstance(exc, bce.SSLError):  # a certificate problem does not heal by retrying
+        return StorageError(f"TLS failure: {exc}")
+    if isinstance(exc, bce.ChecksumError):
+        return ChecksumMismatchError(str(exc))
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError,
+                        bce.CredentialRetrievalError)):
+        return AuthFailedError(f"no usable S3 credentials: {exc}")
+    if isinstance(exc, bce.ProfileNotFound):
+        return InvalidSettingsError(str(exc), {"field": "profile"})
+    if isinstance(exc, _TRANSIENT_NATIVE):
+        return TransientError(f"S3 connection failed: {exc}")
+    if isinstance(exc, (bce.BotoCoreError, OSError)):
+        return StorageError(f"S3 failure: {exc}")
+    return None  # programming errors stay visible
+
+
+def _is_not_found(exc: bce.ClientError) -> bool:
+    return isinstance(_map_client_error(exc), NotFoundError)
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """``"bucket/key"`` -> (bucket, key); a path without a bucket is a settings error."""
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket:
+        raise InvalidSettingsError("an S3 path needs a bucket", {"path": path})
+    return bucket, key
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
+
+
+def _head_entry(name: str, head: dict[str, Any]) -> Entry:
+    return Entry(name=name, size=int(head.get("ContentLength", 0)), etag=_etag(head.get("ETag")),
+                 mtime=head["LastModified"].timestamp() if head.get("LastModified") else None)
+
+
+class _PartQueue:
+    """Uploads parts of one multipart upload, at most ``depth`` at a time."""
+
+    def __init__(self, backend: S3Backend, path: str, upload_id: str, depth: int) -> None:
+        self.backend, self.path, self.upload_id = backend, path, upload_id
+        self.depth = max(1, depth)
+        self.tasks: dict[int, asyncio.Task[str]] = {}
+        self.pending: set[asyncio.Task[str]] = set()
+
+    async def submit(self, number: int, data: bytes) -> None:
+        while len(self.pending) >= self.depth:
+            done, self.pending = await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the first failure stops the upload
+        task = asyncio.create_task(self.backend.mp_upload_part(self.path, self.upload_id, number, data))
+        self.tasks[number] = task
+        self.pending.add(task)
+
+    async def finish(self) -> list[tuple[int, str]]:
+        await asyncio.gather(*self.pending)
+        return [(n, t.result()) for n, t in sorted(self.tasks.items())]
+
+    async def cancel(self) -> None:
+        for task in self.pending:
+            task.cancel()
+        # Collect every outcome, so no failed part is reported as "never retrieved".
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+class S3Backend(Backend):
+    protocol = "s3"
+    caps = Capabilities(atomic_write=True, multipart=True, server_copy=True, ranged_read=True,
+                        buckets=True, checksums=("s3etag",))
+
+    def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
+                 max_streams: int = 8) -> None:
+        super().__init__(options, credentials, max_streams=max_streams)
+        self.endpoint_url: str | None = options.get("endpoint_url") or None
+        self.region: str | None = options.get("region") or ("us-east-1" if self.endpoint_url else None)
+        remote = str(options.get("remotepath") or "").removeprefix("s3://").lstrip("/")
+        self.bucket, _, self.prefix = remote.partition("/")
+        self.part_size = int(options.get("part_size", DEFAULT_PART_SIZE))
+        self.put_threshold = int(options.get("put_threshold", self.part_size))
+        self.copy_threshold = int(options.get("copy_threshold", MAX_SINGLE_COPY))
+        self.copy_part_size = int(options.get("copy_part_size", DEFAULT_COPY_PART_SIZE))
+        self.list_page_size: int | None = options.get("list_page_size")
+        self.write_depth = int(options.get("write_concurrency", 2))
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def _config(self) -> AioConfig:
+        kwargs: dict[str, Any] = {
+            "max_pool_connections": max(10, self.max_streams + 2 + self.write_depth),
+            "retries": {"mode": "standard", "total_max_attempts": 2},
+            "connect_timeout": float(self.options.get("connect_timeout", 10)),
+            "read_timeout": float(self.options.get("read_timeout", 60)),
+        }
+        style = self.options.get("addressing_style") or ("path" if self.endpoint_url else None)
+        if style:
+            kwargs["s3"] = {"addressing_style": style}
+        if self.endpoint_url:
+            # Many S3-compatible servers reject the newer flexible-checksum headers and
+            # trailers; AWS itself keeps the default integrity checks.
+            kwargs["request_checksum_calculation"] = "when_required"
+            kwargs["response_checksum_validation"] = "when_required"
+        return AioConfig(**kwargs)
+
+    def _client_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"config": self._config()}
+        if self.endpoint_url:
+            args["endpoint_url"] = self.endpoint_url
+        if self.region:
+            args["region_name"] = self.region
+        if "verify" in self.options:  # False, or a CA bundle path for private endpoints
+            args["verify"] = self.options["verify"]
+        creds = self.credentials
+        if creds.get("aws_access_key_id"):
+            args["aws_access_key_id"] = creds["aws_access_key_id"]
+            args["aws_secret_access_key"] = creds.get("aws_secret_access_key")
+            if creds.get("aws_session_token"):
+                args["aws_session_token"] = creds["aws_session_token"]
+        return args
+
+    async def connect(self) -> None:
+        with error_edge(map_s3_error):
+            session = AioSession(profile=self.options.get("profile") or None)
+            self._stack = contextlib.AsyncExitStack()
+            self._client = await self._stack.enter_async_context(
+                session.create_client("s3", **self._client_args()))
+        try:
+            await self._verify()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _verify(self) -> None:
+        """One cheap signed GET: its error body tells bad keys from denied access."""
+        with error_edge(map_s3_error, self.bucket):
+            if self.bucket:
+                await self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            else:
+                await self._client.list_buckets()
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+
+    def describe(self) -> str:
+        where = self.endpoint_url or f"AWS {self.region or 'default region'}"
+        root = f"s3://{self.bucket}/{self.prefix}" if self.bucket else "all buckets"
+        profile = f" (profile {self.options['profile']})" if self.options.get("profile") else ""
+        return f"s3 {where} {root}{profile}"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise StorageError("S3 backend is not connected")
+        return self._client
+
+    async def _head(self, bucket: str, key: str) -> dict[str, Any]:
+        """HeadObject; a bare 403 is re-asked with a GET, whose error body names bad keys."""
+        try:
+            return dict(await self.client.head_object(Bucket=bucket, Key=key))
+        except bce.ClientError as exc:
+            if _code(exc) != "403":
+                raise
+            denied = exc
+        try:
+            resp = await self.client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
+        except bce.ClientError as probe:
+            if _code(probe) in _AUTH:
+                raise probe from denied
+            raise denied from None
+        resp["Body"].close()
+        raise denied
+
+    # -- required --------------------------------------------------------------
+    async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
+        if not path.strip("/") and not recursive:
+            for name in await self.list_buckets():
+                yield Entry(name=name, is_dir=True)
+            return
+        bucket, key = split_path(path)
+        prefix = key if not key or key.endswith("/") else key + "/"
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if not recursive:
+            kwargs["Delimiter"] = "/"
+        if self.list_page_size:
+            kwargs["PaginationConfig"] = {"PageSize": int(self.list_page_size)}
+        with error_edge(map_s3_error, path):
+            async for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for common in page.get("CommonPrefixes", []):
+                    name = common["Prefix"][len(prefix):].rstrip("/")
+                    if name:
+                        yield Entry(name=name, is_dir=True)
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(prefix):]
+                    if name and not name.endswith("/"):  # "x/" objects are console folder markers
+                        yield Entry(name=name, size=int(obj["Size"]), etag=_etag(obj.get("ETag")),
+                                    mtime=obj["LastModified"].timestamp())
+
+    async def stat(self, path: str) -> Entry:
+        bucket, key = split_path(path)
+        with error_edge(map_s3_error, path):
+            if not key:
+                await self.client.head_bucket(Bucket=bucket)
+                return Entry(name=path, is_dir=True)
+            if not key.endswith("/"):
+                try:
+                    return _head_entry(path, await self._head(bucket, key))
+                except bce.ClientError as exc:
+                    if not _is_not_found(exc):
+                        raise
+            # No such object: it is a "folder" if some key starts with it.
+            folder = key.rstrip("/") + "/"
+            found = await self.client.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
+            if found.get("KeyCount", 0):
+                return Entry(name=path, is_dir=True)
+            raise NotFoundError(f"no such object: {path}", {"path": path})
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        bucket, key = split_path(path)
+        if length == 0:
+            return
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            kwargs["Range"] = f"bytes={offset}-{end}"
+        with error_edge(map_s3_error, path):
+            try:
+                resp = await self.client.get_object(**kwargs)
+            except bce.ClientError as exc:
+                if _code(exc) == "InvalidRange":  # offset at or past the end: nothing to read
+                    return
+                raise
+            async with resp["Body"] as body:
+                while chunk := await body.read(READ_CHUNK):
+                    yield chunk
+
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+        bucket, key = split_path(path)
+        stream = aiter(chunks)
+        buf = bytearray()
+        # The caller's stream is read outside error_edge: its failures are not S3's.
+        async for chunk in stream:
+            buf += chunk
+            if len(buf) > self.put_threshold:
+                return await self._write_multipart(path, buf, stream, size)
+        with error_edge(map_s3_error, path):  # small enough for one atomic PUT
+            await self.client.put_object(Bucket=bucket, Key=key, Body=bytes(buf))
+            return _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
+
+    def _first_part_size(self, size: int | None) -> int:
+        if size is None:
+            return self.part_size
+        return min(MAX_PART_SIZE, max(self.part_size, math.ceil(size / MAX_PARTS)))
+
+    async def _write_multipart(self, path: str, buf: bytearray, stream: AsyncIterator[bytes],
+                               size: int | None) -> Entry:
+        part_size = self._first_part_size(size)
+        upload_id = await self.mp_create(path)
+        queue = _PartQueue(self, path, upload_id, self.write_depth)
+        number = 1
+        try:  # mp_* map their own errors; the caller's stream keeps its own
+            while True:
+                while len(buf) >= part_size:
+                    await queue.submit(number, bytes(buf[:part_size]))
+                    del buf[:part_size]
+                    number += 1
+                    if size is None and number % 1000 == 0:  # unknown size: grow to fit 10,000 parts
+                        part_size = min(MAX_PART_SIZE, part_size * 2)
+                chunk = await anext(stream, None)
+                if chunk is None:
+                    break
+                buf += chunk
+            if buf or number == 1:
+                await queue.submit(number, bytes(buf))
+            return await self.mp_complete(path, upload_id, await queue.finish())
+        except BaseException:
+            await queue.cancel()
+            await self._abort_quietly(path, upload_id)
+            raise
+
+    async def _abort_quietly(self, path: str, upload_id: str) -> None:
+        # Shielded: a cancelled write must still not leave paid-for parts behind.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(self.mp_abort(path, upload_id))
+
+    async def delete(self, path: str) -> None:
+        bucket, key = split_path(path)
+        with error_edge(map_s3_error, path):
+            # S3 deletes missing keys silently; the contract wants NotFoundError.
+            await self._head(bucket, key)
+            await self.client.delete_object(Bucket=bucket, Key=key)
+
+    async def mkdir(self, path: str) -> None:
+        bucket, key = split_path(path)
+        if key.strip("/"):
+            return  # folders inside a bucket do not exist on S3
+        with error_edge(map_s3_error, path):
+            try:
+                await self.client.head_bucket(Bucket=bucket)
+                return
+            except bce.ClientError as exc:
+                if not _is_not_found(exc):
+                    raise
+        with contextlib.suppress(AlreadyExistsError):  # created meanwhile by someone else
+            await self.create_bucket(bucket)
+
+    async def rmdir(self, path: str) -> None:
+        bucket, key = split_path(path)
+        if key.strip("/"):
+            return  # nothing to remove: an S3 "folder" vanishes with its last object
+        with error_edge(map_s3_error, path):
+            await self.client.delete_bucket(Bucket=bucket)
+
+    # -- optional ----------------------------------------------------------------
+    async def copy(self, src: str, dst: str) -> Entry:
+        sbucket, skey = split_path(src)
+        dbucket, dkey = split_path(dst)
+        with error_edge(map_s3_error, src):
+            size = int((await self._head(sbucket, skey))["ContentLength"])
+        source = {"Bucket": sbucket, "Key": skey}
+        if size > self.copy_threshold:
+            return await self._copy_multipart(source, dst, size)
+        with error_edge(map_s3_error, dst):
+            resp = await self.client.copy_object(Bucket=dbucket, Key=dkey, CopySource=source)
+        result = resp["CopyObjectResult"]
+        return Entry(name=dst, size=size, etag=_etag(result.get("ETag")),
+                     mtime=result["LastModified"].timestamp() if result.get("LastModified") else None)
+
+    async def _copy_multipart(self, source: dict[str, str], dst: str, size: int) -> Entry:
+        bucket, key = split_path(dst)
+        part = min(MAX_PART_SIZE, max(self.copy_part_size, math.ceil(size / MAX_PARTS)))
+        upload_id = await self.mp_create(dst)
+        limit = asyncio.Semaphore(max(1, min(4, self.max_streams)))
+
+        async def copy_part(number: int, start: int) -> tuple[int, str]:
+            async with limit:
+                resp = await self.client.upload_part_copy(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, CopySource=source,
+                    CopySourceRange=f"bytes={start}-{min(start + part, size) - 1}")
+            return number, _etag(resp["CopyPartResult"]["ETag"]) or ""
+
+        tasks = [asyncio.create_task(copy_part(i + 1, start))
+                 for i, start in enumerate(range(0, size, part))]
+        try:
+            with error_edge(map_s3_error, dst):
+                parts = await asyncio.gather(*tasks)
+            return await self.mp_complete(dst, upload_id, list(parts))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._abort_quietly(dst, upload_id)
+            raise
+
+    async def mp_create(self, path: str) -> str:
+        bucket, key = split_path(path)
+        with error_edge(map_s3_error, path):
+            resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key)
+        return str(resp["UploadId"])
+
+    async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
+        bucket, key = split_path(path)
+        with error_edge(map_s3_error, path):
+            resp = await self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                 PartNumber=part_number, Body=data)
+        return _etag(resp["ETag"]) or ""
+
+    async def mp_parts(self, path: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        bucket, key = split_path(path)
+        parts: dict[int, tuple[str, int]] = {}
+        with error_edge(map_s3_error, path):
+            paginator = self.client.get_paginator("list_parts")
+            async for page in paginator.paginate(Bucket=bucket, Key=key, UploadId=upload_id):
+                for p in page.get("Parts", []):
+                    parts[int(p["PartNumber"])] = (_etag(p["ETag"]) or "", int(p["Size"]))
+        return parts
+
+    async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> Entry:
+        bucket, key = split_path(path)
+        listed = [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in sorted(parts)]
+        with error_edge(map_s3_error, path):
+            await self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
+            return _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
+
+    async def mp_abort(self, path: str, upload_id: str) -> None:
+        bucket, key = split_path(path)
+        with error_edge(map_s3_error, path):
+            try:
+                await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except bce.ClientError as exc:
+                if _code(exc) != "NoSuchUpload":  # already gone is what we wanted
+                    raise
+
+    async def list_buckets(self) -> list[str]:
+        with error_edge(map_s3_error):
+            resp = await self.client.list_buckets()
+        return [b["Name"] for b in resp.get("Buckets", [])]
+
+    async def create_bucket(self, name: str) -> None:
+        if not name or "/" in name.strip("/"):
+            raise InvalidSettingsError("a bucket name has no '/'", {"bucket": name})
+        kwargs: dict[str, Any] = {"Bucket": name.strip("/")}
+        if self.region and self.region != "us-east-1":  # us-east-1 refuses an explicit constraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        with error_edge(map_s3_error, name):
+            await self.client.create_bucket(**kwargs)

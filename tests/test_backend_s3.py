@@ -1,0 +1,338 @@
+"""S3Backend against a real moto_server: what only S3 has (pages, multipart, buckets, ETags)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from pipedaemon.backends.base import Entry, TransientError, backend_class
+from pipedaemon.backends.s3 import READ_CHUNK, S3Backend
+from pipedaemon_sdk.errors import (
+    AuthFailedError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+)
+from tests.servers.s3 import RequestLog, S3Server, new_bucket_name, spec_for
+
+MiB = 1024 * 1024
+Factory = Callable[..., Awaitable[S3Backend]]
+
+
+async def collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [x async for x in items]
+
+
+async def stream(data: bytes, step: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), step):
+        yield data[i:i + step]
+
+
+def multipart_etag(data: bytes, part: int) -> str:
+    digests = b"".join(hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part))
+    return f"{hashlib.md5(digests).hexdigest()}-{math.ceil(len(data) / part)}"
+
+
+@pytest.fixture
+async def make_backend() -> AsyncIterator[Factory]:
+    """Connected S3Backends from a spec (plus option overrides); closed after the test."""
+    made: list[S3Backend] = []
+
+    async def make(spec: dict[str, Any], credentials: dict[str, Any] | None = None,
+                   connect: bool = True, **options: Any) -> S3Backend:
+        backend = S3Backend({**spec["options"], **options},
+                            spec["credentials"] if credentials is None else credentials, max_streams=4)
+        made.append(backend)
+        if connect:
+            await backend.connect()
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.close()
+
+
+def test_boto3_smoke(s3_client: Any, s3_spec: dict[str, Any]) -> None:
+    bucket = s3_spec["root"].rstrip("/")
+    s3_client.put_object(Bucket=bucket, Key="hello.txt", Body=b"hello moto")
+    assert s3_client.get_object(Bucket=bucket, Key="hello.txt")["Body"].read() == b"hello moto"
+    assert s3_spec["options"]["remotepath"] == f"s3://{bucket}/"
+
+
+def test_registry_names_s3() -> None:
+    assert backend_class("s3") is S3Backend
+    assert S3Backend.caps.multipart and S3Backend.caps.server_copy and not S3Backend.caps.rename
+
+
+async def test_list_1001_objects_in_small_pages(s3_client: Any, s3_spec: dict[str, Any],
+                                                make_backend: Factory, s3_request_log: RequestLog) -> None:
+    bucket = s3_spec["root"].rstrip("/")
+    names = {f"many/f{i:04d}.txt" for i in range(1001)}
+    for name in names:
+        s3_client.put_object(Bucket=bucket, Key=name, Body=name.encode())
+    s3_client.put_object(Bucket=bucket, Key="many/sub/deeper.txt", Body=b"x")
+    backend = await make_backend(s3_spec, list_page_size=100)
+    s3_request_log.reset()
+
+    entries = await collect(backend.list(s3_spec["root"] + "many"))
+    assert {e.name for e in entries} == {n.removeprefix("many/") for n in names} | {"sub/deeper.txt"}
+    assert all(e.size == len(e.name) + 5 and e.etag and e.mtime for e in entries if e.name[0] == "f")
+    assert s3_request_log.count("GET", "list-type=2") == 11  # 1,002 keys / 100 per page
+
+    shallow = await collect(backend.list(s3_spec["root"] + "many/", recursive=False))
+    assert len(shallow) == 1002
+    assert [e for e in shallow if e.is_dir] == [Entry(name="sub", is_dir=True)]
+    assert await collect(backend.list(s3_spec["root"] + "nothing-here/")) == []
+
+
+async def test_ranged_read_streams_in_chunks(s3_spec: dict[str, Any], make_backend: Factory) -> None:
+    backend = await make_backend(s3_spec)
+    data = os.urandom(3 * MiB + 17)
+    path = s3_spec["root"] + "blob.bin"
+    entry = await backend.write(path, stream(data), len(data))
+    assert entry.size == len(data) and entry.etag == hashlib.md5(data).hexdigest()
+
+    assert b"".join(await collect(backend.read(path, 1000, 5000))) == data[1000:6000]
+    assert b"".join(await collect(backend.read(path, len(data) - 10))) == data[-10:]
+    assert await collect(backend.read(path, len(data))) == []
+    assert await collect(backend.read(path, 5, 0)) == []
+    chunks = await collect(backend.read(path))
+    assert b"".join(chunks) == data and max(map(len, chunks)) <= READ_CHUNK
+
+
+async def test_small_write_is_one_put(s3_spec: dict[str, Any], make_backend: Factory,
+                                      s3_request_log: RequestLog) -> None:
+    backend = await make_backend(s3_spec)
+    s3_request_log.reset()
+    entry = await backend.write(s3_spec["root"] + "a/b/small.txt", stream(b"small" * 100))
+    assert entry.etag == hashlib.md5(b"small" * 100).hexdigest() and entry.size == 500
+    assert [m for m, p in s3_request_log.entries() if "uploads" in p or "uploadId" in p] == []
+    assert s3_request_log.count("PUT") == 1
+
+
+async def test_multipart_write_has_md5_of_md5s_etag(s3_client: Any, s3_spec: dict[str, Any],
+                                                    make_backend: Factory,
+                                                    s3_request_log: RequestLog) -> None:
+    backend = await make_backend(s3_spec, part_size=5 * MiB, put_threshold=5 * MiB)
+    data = os.urandom(12 * MiB)
+    path = s3_spec["root"] + "big/twelve.bin"
+    s3_request_log.reset()
+    entry = await backend.write(path, stream(data, 1000 * 1000))  # size unknown: streamed parts
+    assert entry.etag == multipart_etag(data, 5 * MiB) and entry.etag.endswith("-3")
+    assert entry.size == len(data)
+    assert s3_request_log.count("PUT", "partNumber=") == 3
+    assert b"".join(await collect(backend.read(path))) == data
+    bucket = s3_spec["root"].rstrip("/")
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_failed_stream_aborts_the_upload(s3_client: Any, s3_spec: dict[str, Any],
+                                               make_backend: Factory) -> None:
+    backend = await make_backend(s3_spec, part_size=5 * MiB, put_threshold=5 * MiB)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield os.urandom(6 * MiB)
+        yield os.urandom(6 * MiB)
+        raise OSError("local disk went away")
+
+    path = s3_spec["root"] + "broken.bin"
+    with pytest.raises(OSError, match="went away"):
+        await backend.write(path, broken())
+    bucket = s3_spec["root"].rstrip("/")
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    with pytest.raises(NotFoundError):
+        await backend.stat(path)
+
+
+async def test_cancelled_write_aborts_the_upload(s3_client: Any, s3_spec: dict[str, Any],
+                                                 make_backend: Factory) -> None:
+    backend = await make_backend(s3_spec, part_size=5 * MiB, put_threshold=5 * MiB)
+    in_multipart = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield os.urandom(6 * MiB)
+        in_multipart.set()  # asked for more: the upload exists and part 1 is on its way
+        await asyncio.Event().wait()
+        yield b""
+
+    bucket = s3_spec["root"].rstrip("/")
+    task = asyncio.create_task(backend.write(s3_spec["root"] + "stalled.bin", stalls()))
+    await in_multipart.wait()
+    assert len(s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_mp_parts_complete_and_abort(s3_client: Any, s3_spec: dict[str, Any],
+                                           make_backend: Factory) -> None:
+    backend = await make_backend(s3_spec)
+    path = s3_spec["root"] + "parts/x.bin"
+    p1, p2, p3 = os.urandom(5 * MiB), os.urandom(5 * MiB), b"tail"
+    upload = await backend.mp_create(path)
+    e2 = await backend.mp_upload_part(path, upload, 2, p2)
+    e1 = await backend.mp_upload_part(path, upload, 1, p1)
+    assert e1 == hashlib.md5(p1).hexdigest()
+    assert await backend.mp_parts(path, upload) == {1: (e1, len(p1)), 2: (e2, len(p2))}
+    e3 = await backend.mp_upload_part(path, upload, 3, p3)
+    entry = await backend.mp_complete(path, upload, [(3, e3), (1, e1), (2, e2)])
+    assert entry.size == len(p1 + p2 + p3) and entry.etag == multipart_etag(p1 + p2 + p3, 5 * MiB)
+    assert b"".join(await collect(backend.read(path))) == p1 + p2 + p3
+
+    upload = await backend.mp_create(path + ".2")
+    await backend.mp_upload_part(path + ".2", upload, 1, b"abc")
+    await backend.mp_abort(path + ".2", upload)
+    bucket = s3_spec["root"].rstrip("/")
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    with pytest.raises(NotFoundError):
+        await backend.mp_parts(path + ".2", upload)
+    await backend.mp_abort(path + ".2", upload)  # aborting twice is fine
+
+
+async def test_copy_single_and_multipart(s3_spec: dict[str, Any], make_backend: Factory,
+                                         s3_request_log: RequestLog) -> None:
+    backend = await make_backend(s3_spec, copy_threshold=6 * MiB, copy_part_size=5 * MiB)
+    root = s3_spec["root"]
+    small = b"copy me"
+    await backend.write(root + "src/small.txt", stream(small))
+    entry = await backend.copy(root + "src/small.txt", root + "dst/small copy.txt")
+    assert entry.size == len(small) and entry.etag == hashlib.md5(small).hexdigest()
+    assert b"".join(await collect(backend.read(root + "dst/small copy.txt"))) == small
+
+    big = os.urandom(12 * MiB)
+    await backend.write(root + "src/big.bin", stream(big, MiB))
+    s3_request_log.reset()
+    entry = await backend.copy(root + "src/big.bin", root + "dst/big.bin")
+    assert entry.size == len(big) and entry.etag == multipart_etag(big, 5 * MiB)
+    assert s3_request_log.count("PUT", "partNumber=") == 3  # UploadPartCopy, no data through us
+    assert s3_request_log.count("GET") == 0
+    assert b"".join(await collect(backend.read(root + "dst/big.bin"))) == big
+    with pytest.raises(NotFoundError):
+        await backend.copy(root + "src/none", root + "dst/none")
+
+
+async def test_names_with_spaces_and_unicode(s3_spec: dict[str, Any], make_backend: Factory) -> None:
+    backend = await make_backend(s3_spec)
+    root = s3_spec["root"]
+    name = "dir with space/ünïcødé 名前 +%&=?#;.csv"
+    await backend.write(root + name, stream(b"a,b\n1,2\n"))
+    assert (await backend.stat(root + name)).size == 8
+    listed = await collect(backend.list(root))
+    assert [e.name for e in listed] == [name]
+    assert [e.name for e in await collect(backend.list(root, recursive=False))] == ["dir with space"]
+    assert (await backend.stat(root + "dir with space")).is_dir
+    await backend.copy(root + name, root + name + " copy")
+    assert b"".join(await collect(backend.read(root + name + " copy"))) == b"a,b\n1,2\n"
+    await backend.delete(root + name)
+    with pytest.raises(NotFoundError):
+        await backend.delete(root + name)
+    with pytest.raises(NotFoundError):
+        await backend.stat(root + name)
+
+
+async def test_missing_bucket_is_not_found(s3_spec: dict[str, Any], make_backend: Factory) -> None:
+    missing = new_bucket_name("missing")
+    spec = {**s3_spec, "options": {**s3_spec["options"], "remotepath": f"s3://{missing}/x/"}}
+    with pytest.raises(NotFoundError):
+        await make_backend(spec)
+    backend = await make_backend(s3_spec)
+    with pytest.raises(NotFoundError):
+        await collect(backend.list(f"{missing}/"))
+    with pytest.raises(NotFoundError):
+        await collect(backend.read(f"{missing}/a"))
+    with pytest.raises(NotFoundError):
+        await backend.write(f"{missing}/a", stream(b"x"))
+    with pytest.raises(NotFoundError) as info:
+        await backend.stat(f"{missing}/a")
+    assert info.value.data["path"] == f"{missing}/a"
+
+
+async def test_buckets_mkdir_and_rmdir(s3_client: Any, make_backend: Factory,
+                                       s3_spec: dict[str, Any]) -> None:
+    backend = await make_backend(s3_spec)
+    bucket = new_bucket_name("mk")
+    await backend.mkdir(bucket)
+    await backend.mkdir(bucket + "/")  # exists: fine
+    await backend.mkdir(bucket + "/some/folder")  # no folders on S3: nothing happens
+    assert bucket in await backend.list_buckets()
+    assert Entry(name=bucket, is_dir=True) in await collect(backend.list("", recursive=False))
+    assert (await backend.stat(bucket)).is_dir
+    await backend.write(f"{bucket}/keep.txt", stream(b"keep"))
+
+    with pytest.raises(StorageError, match="bucket not empty") as info:
+        await backend.rmdir(bucket)
+    assert type(info.value) is StorageError
+    assert s3_client.get_object(Bucket=bucket, Key="keep.txt")["Body"].read() == b"keep"
+    await backend.rmdir(f"{bucket}/some/folder")  # a no-op inside a bucket
+    assert [e.name for e in await collect(backend.list(bucket))] == ["keep.txt"]
+
+    await backend.delete(f"{bucket}/keep.txt")
+    await backend.rmdir(bucket + "/")
+    assert bucket not in await backend.list_buckets()
+    with pytest.raises(NotFoundError):
+        await backend.rmdir(bucket)
+
+
+async def test_wrong_keys_fail_auth(s3_auth_server: S3Server, make_backend: Factory) -> None:
+    bucket = new_bucket_name("auth")
+    s3_auth_server.boto3_client().create_bucket(Bucket=bucket)
+    spec = spec_for(s3_auth_server, bucket)
+    good = await make_backend(spec)
+    await good.write(f"{bucket}/secret.txt", stream(b"42"))
+    assert all(secret not in good.describe() for secret in spec["credentials"].values())
+
+    wrong_secret = {**spec["credentials"], "aws_secret_access_key": "not-the-secret"}
+    unknown_key = {"aws_access_key_id": "AKIAUNKNOWNUNKNOWN00", "aws_secret_access_key": "x"}
+    for creds in (wrong_secret, unknown_key):
+        with pytest.raises(AuthFailedError):
+            await make_backend(spec, credentials=creds)
+        bad = await make_backend(spec, credentials=creds, connect=False)
+        bad._verify = _no_verify  # type: ignore[method-assign]  # open without the check
+        await bad.connect()
+        with pytest.raises(AuthFailedError):
+            await collect(bad.read(f"{bucket}/secret.txt"))
+        with pytest.raises(AuthFailedError):
+            await bad.stat(f"{bucket}/secret.txt")  # HEAD has no error body: re-asked by GET
+        with pytest.raises(AuthFailedError):
+            await collect(bad.list(f"{bucket}/"))
+
+
+async def _no_verify() -> None:
+    return None
+
+
+async def test_denied_is_permission_error(s3_auth_server: S3Server, make_backend: Factory) -> None:
+    bucket = new_bucket_name("deny")
+    admin = s3_auth_server.boto3_client()
+    admin.create_bucket(Bucket=bucket)
+    iam = s3_auth_server.boto3_client("iam")
+    user = new_bucket_name("reader")
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    iam.put_user_policy(UserName=user, PolicyName="list-only", PolicyDocument=(
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListBucket",'
+        '"Resource":"*"}]}'))
+    creds = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    backend = await make_backend(spec_for(s3_auth_server, bucket), credentials=creds)
+    with pytest.raises(PermissionDeniedError):
+        await backend.write(f"{bucket}/nope.txt", stream(b"x"))
+
+
+async def test_unreachable_endpoint_is_transient(make_backend: Factory) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = {"options": {"endpoint_url": f"http://127.0.0.1:{port}", "remotepath": "s3://b/",
+                        "connect_timeout": 2},
+            "credentials": {"aws_access_key_id": "k", "aws_secret_access_key": "s"}}
+    with pytest.raises(TransientError):
+        await make_backend(spec)
