@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipedaemon.rpc")
 
 
-class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class _KwOnly(type(msgspec.Struct)):  # type: ignore[misc]
+    """Makes every subclass keyword-only, so required fields may follow inherited defaults."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> Any:
+        kw.setdefault("kw_only", True)
+        return super().__new__(mcls, name, bases, ns, **kw)
+
+
+class Params(msgspec.Struct, metaclass=_KwOnly, forbid_unknown_fields=True):
     """Base of every method's params: unknown fields are refused with -32602."""
 
 
@@ -44,6 +52,14 @@ class Context:
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
+
+
+@dataclass
+class RawReply:
+    """A stream method's answer: the response line, then ``body``'s bytes, then close."""
+
+    header: Any
+    body: AsyncIterator[bytes]
 
 
 @dataclass

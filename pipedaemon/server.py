@@ -28,7 +28,11 @@ from .state import State
 log = logging.getLogger("pipedaemon.server")
 
 # Modules whose import registers RPC methods and job kinds.
-METHOD_MODULES = ["pipedaemon.jobs", "pipedaemon.hashing"]
+# A module may also define ``async def start_service(daemon)``, called before serving.
+METHOD_MODULES = [
+    "pipedaemon.jobs", "pipedaemon.hashing", "pipedaemon.remotes", "pipedaemon.datastore",
+    "pipedaemon.filejobs",
+]
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
 EVENT_DROP_BYTES = 1 << 20  # a client this far behind loses progress events, never answers
@@ -94,7 +98,7 @@ class Connection:
                 self.send(out)
             return
         if method.raw:  # the connection now belongs to this byte stream
-            await self._respond(method, params, req)
+            await self._respond_raw(method, params, req)
             self.closed = True
             return
         if len(self.tasks) >= MAX_INFLIGHT:
@@ -111,6 +115,23 @@ class Connection:
         out = rpc.answer(req, result, err)
         if out:
             self.send(out)
+
+    async def _respond_raw(self, method: rpc.Method, params: Any, req: Any) -> None:
+        """Answer a stream method: the response line, then raw bytes until the body ends."""
+        result, err = await rpc.invoke(method, params, Context(self.daemon, self))
+        if err is not None or not isinstance(result, rpc.RawReply):
+            out = rpc.answer(req, result, err)
+            if out:
+                self.send(out)
+            return
+        self.send(rpc.answer(req, result.header, None) or b"")
+        try:
+            async for chunk in result.body:
+                self.writer.write(chunk)
+                await self.writer.drain()
+        except Exception as exc:  # noqa: BLE001 - the reader sees a short stream and reports it
+            log.warning("stream %s ended early: %s", method.name, exc)
+            self.abort()
 
     async def _close(self) -> None:
         self.closed = True
@@ -148,9 +169,8 @@ class Daemon:
         self._lock_fd: int | None = None
         self._own_socket = True
         self._last_busy = time.monotonic()
-        self.services: dict[str, Any] = {}  # later layers keep their shared objects here
-        for name in METHOD_MODULES:
-            importlib.import_module(name)
+        self.services: dict[str, Any] = {}  # shared objects of later layers (remotes, pipes)
+        self._modules = [importlib.import_module(name) for name in METHOD_MODULES]
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -213,7 +233,10 @@ class Daemon:
         return 0
 
     async def start_services(self) -> None:
-        """Hook for later layers (remotes, pipes) to open what they keep."""
+        for module in self._modules:
+            start = getattr(module, "start_service", None)
+            if start is not None:
+                await start(self)
 
     async def _shutdown(self) -> None:
         log.info("shutting down")

@@ -30,6 +30,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_state ON jobs(state);
     """,
+    # 2: remotes; credentials sealed by secrets.Vault, host keys pinned by accept-new.
+    """
+    CREATE TABLE remotes (
+        profile TEXT NOT NULL,
+        name TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        location TEXT,
+        options BLOB NOT NULL,
+        credentials BLOB NOT NULL,
+        host_key TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (profile, name)
+    );
+    """,
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .wire import JobInfo, ProgressEvent, Status
+from .wire import DownloadResult, JobInfo, ProgressEvent, Status, UploadResult
 
 Convert = Callable[[Any], Any] | None
 ProgressCallback = Callable[[ProgressEvent], Any] | None
@@ -27,6 +27,14 @@ def _status(raw: Any) -> Status:
 
 def _job_infos(raw: Any) -> list[JobInfo]:
     return msgspec.convert(raw, list[JobInfo])
+
+
+def _upload_result(raw: Any) -> UploadResult:
+    return msgspec.convert(raw, UploadResult)
+
+
+def _download_result(raw: Any) -> DownloadResult:
+    return msgspec.convert(raw, DownloadResult)
 
 
 def _abspath(path: str | os.PathLike[str]) -> str:
@@ -48,6 +56,15 @@ class Api:
 
     def _job_handle(self, info: JobInfo) -> Any:
         raise NotImplementedError
+
+    def _open_read(self, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _write_stream(self, params: dict[str, Any], data: Any, length: int, convert: Convert) -> Any:
+        raise NotImplementedError
+
+    def _p(self, **kw: Any) -> dict[str, Any]:
+        return {"profile": self.profile, **kw}
 
     # -- daemon ----------------------------------------------------------------
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
@@ -86,3 +103,47 @@ class Api:
 
     def cancel(self, job_id: str) -> JobInfo:
         return self._call("job.cancel", {"job_id": job_id}, lambda raw: msgspec.convert(raw, JobInfo))
+
+    # -- remotes -----------------------------------------------------------------
+    def upsert_remote(self, settings: dict[str, Any]) -> Any:
+        """Create or replace a remote; the daemon keeps its credentials encrypted."""
+        return self._call("remote.upsert", self._p(settings=settings))
+
+    def get_remote(self, name: str) -> Any:
+        """A remote's settings, secrets shown as "***"."""
+        return self._call("remote.get", self._p(name=name))
+
+    def list_remotes(self, names_only: bool = True) -> Any:
+        return self._call("remote.list", self._p(names_only=names_only))
+
+    def delete_remote(self, name: str) -> Any:
+        return self._call("remote.delete", self._p(name=name))
+
+    def check_remote(self, name: str, write_probe: bool = True) -> Any:
+        """Connect and try reading (and writing a probe file): ok, endpoint, can_read, can_write, error."""
+        return self._call("remote.check", self._p(name=name, write_probe=write_probe))
+
+    def datastore(self, remote: str) -> Any:
+        """The bucket connector over one remote."""
+        from .datastore import Datastore
+
+        return Datastore(self, remote)
+
+    # -- single files ------------------------------------------------------------
+    def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
+               chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,
+               transfer_timeout_s: float | None = 3600.0, wait: bool = True) -> Any:
+        """Upload one local file to ``key`` under the remote's root: an UploadResult."""
+        params = self._p(path=_abspath(path), remote=remote, key=key, chunk_size_mb=chunk_size_mb)
+        return self._start_job("transfer.upload", params, on_progress=on_progress, wait=wait,
+                               timeout=transfer_timeout_s, convert=_upload_result)
+
+    def download(self, *, remote: str, key: str, dest: str | os.PathLike[str],
+                 chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,
+                 transfer_timeout_s: float | None = 3600.0, wait: bool = True) -> Any:
+        """Download ``key``; ``dest`` ending in '/' (or a folder) keeps the key's base name."""
+        d = os.fspath(dest)
+        target = _abspath(d) + ("/" if d.endswith("/") else "")
+        params = self._p(remote=remote, key=key, dest=target, chunk_size_mb=chunk_size_mb)
+        return self._start_job("transfer.download", params, on_progress=on_progress, wait=wait,
+                               timeout=transfer_timeout_s, convert=_download_result)

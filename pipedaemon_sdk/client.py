@@ -110,6 +110,19 @@ class PipeClient(Api):
     def _job_handle(self, info: JobInfo) -> Job:
         return Job(self, info, subscribed=False)
 
+    def _open_read(self, params: dict[str, Any]) -> Any:
+        from .streams import open_read
+
+        self._connection()  # starts the daemon if needed
+        return open_read(str(self.socket_path), params)
+
+    def _write_stream(self, params: dict[str, Any], data: Any, length: int, convert: Convert) -> Any:
+        from .streams import write
+
+        self._connection()
+        raw = write(str(self.socket_path), params, data, length)
+        return convert(raw) if convert else raw
+
 
 class AsyncPipeClient(Api):
     """asyncio client: the same methods as PipeClient, as coroutines."""
@@ -204,3 +217,16 @@ class AsyncPipeClient(Api):
 
     def _job_handle(self, info: JobInfo) -> AsyncJob:
         return AsyncJob(self, info, subscribed=False)
+
+    async def _open_read(self, params: dict[str, Any]) -> Any:
+        from .streams import async_open_read
+
+        await self._connection()
+        return await async_open_read(str(self.socket_path), params)
+
+    async def _write_stream(self, params: dict[str, Any], data: Any, length: int, convert: Convert) -> Any:
+        from .streams import async_write
+
+        await self._connection()
+        raw = await async_write(str(self.socket_path), params, data, length)
+        return convert(raw) if convert else raw

@@ -7,7 +7,7 @@ gets an answer carrying its id.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -106,3 +106,36 @@ def encode_line(msg: Any) -> bytes:
     encoder.encode_into(msg, buf)
     buf += b"\n"
     return bytes(buf)
+
+
+class FileResult(NamedTuple):
+    local_path: str
+    size: int
+
+
+class UploadResult(msgspec.Struct):
+    key: str
+    size: int
+    etag: str | None = None
+    checksum: str | None = None
+    elapsed_s: float = 0.0
+    remote: str = ""
+
+
+class DownloadResult(msgspec.Struct):
+    key: str
+    size: int
+    files: list[FileResult]
+    etag: str | None = None
+    elapsed_s: float = 0.0
+    stat: dict[str, Any] = {}
+
+
+class ObjectInfo(msgspec.Struct):
+    """An object as listings and stat report it (names relative to the bucket or root)."""
+
+    name: str
+    size: int = 0
+    modified_at: float | None = None
+    etag: str | None = None
+    is_dir: bool = False

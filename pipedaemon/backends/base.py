@@ -164,7 +164,7 @@ def error_edge(mapper: ErrorMapper, path: str = "") -> Iterator[None]:
         yield
     except DaemonError:
         raise
-    except Exception as exc:  # noqa: BLE001 - this is the one place we translate
+    except Exception as exc:
         mapped = mapper(exc)
         if mapped is None:
             raise

@@ -1,0 +1,252 @@
+"""Buckets and objects on a remote: the bucket-connector API.
+
+For S3 a bucket is an S3 bucket of the endpoint; for SFTP, FTP and local it is a
+folder directly under the remote's root. Without a bucket, keys are relative to
+the remote's root (DESIGN.md's addressing rule). Object bytes never travel in
+JSON: ``object.read``/``object.write`` hand the connection over to a raw stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pipedaemon_sdk import errors as E
+
+from . import safepath, transfer
+from .backends.base import Backend, Entry
+from .remotes import Mode, Remote, remotes_of
+from .retry import retry
+from .rpc import Context, ProfileParams, RawReply, rpc
+
+log = logging.getLogger("pipedaemon.datastore")
+STREAM_PIECE = 1 << 20
+
+
+def entry_dict(e: Entry, name: str | None = None) -> dict[str, Any]:
+    return {"name": name if name is not None else e.name, "size": e.size, "modified_at": e.mtime,
+            "etag": e.etag, "is_dir": e.is_dir}
+
+
+def bucket_name(name: str) -> str:
+    clean = safepath.clean_key(name)
+    if "/" in clean.rstrip("/"):
+        raise E.InvalidParamsError(f"a bucket name is one folder name, not a path: {name!r}",
+                                   {"field": "bucket"})
+    return clean.rstrip("/")
+
+
+def base_path(remote: Remote, backend: Backend, bucket: str | None) -> str:
+    """The backend folder that keys are relative to."""
+    if bucket is None:
+        return remote.root
+    name = bucket_name(bucket)
+    return f"{name}/" if backend.caps.buckets else f"{remote.root}{name}/"
+
+
+class Target(ProfileParams):
+    remote: str
+    bucket: str | None = None
+
+
+class KeyTarget(Target):
+    key: str
+
+
+async def open_target(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str]:
+    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, mode)
+    return backend, base_path(remote, backend, p.bucket)
+
+
+async def resolve(ctx: Context, p: KeyTarget, mode: Mode = "read") -> tuple[Backend, str]:
+    backend, base = await open_target(ctx, p, mode)
+    return backend, safepath.join(base, p.key)
+
+
+# -- buckets ---------------------------------------------------------------------------
+class RemoteOnly(ProfileParams):
+    remote: str
+
+
+class BucketParams(ProfileParams):
+    remote: str
+    bucket: str
+
+
+@rpc("bucket.list", RemoteOnly)
+async def bucket_list(ctx: Context, p: RemoteOnly) -> list[str]:
+    """Names of the buckets (S3) or of the folders under the remote's root."""
+    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote)
+    if backend.caps.buckets:
+        return sorted(await retry(backend.list_buckets, what="list buckets"))
+    return sorted([e.name.rstrip("/") async for e in backend.list(remote.root, recursive=False) if e.is_dir])
+
+
+async def _bucket_exists(ctx: Context, p: BucketParams) -> bool:
+    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote)
+    path = base_path(remote, backend, p.bucket)
+    try:
+        entry = await retry(lambda: backend.stat(path.rstrip("/")), what=f"stat {path}")
+    except E.NotFoundError:
+        return False
+    return entry.is_dir or backend.caps.buckets
+
+
+@rpc("bucket.exists", BucketParams)
+async def bucket_exists(ctx: Context, p: BucketParams) -> bool:
+    """Whether the bucket exists."""
+    return await _bucket_exists(ctx, p)
+
+
+@rpc("bucket.create", BucketParams)
+async def bucket_create(ctx: Context, p: BucketParams) -> bool:
+    """Create a bucket; AlreadyExists (1002) if it is there."""
+    if await _bucket_exists(ctx, p):
+        raise E.AlreadyExistsError(f"bucket {p.bucket} exists", {"bucket": p.bucket, "remote": p.remote})
+    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, "write")
+    path = base_path(remote, backend, p.bucket).rstrip("/")
+    if backend.caps.buckets:
+        await retry(lambda: backend.create_bucket(path), what=f"create bucket {path}")
+    else:
+        await retry(lambda: backend.mkdir(path), what=f"mkdir {path}")
+    return True
+
+
+@rpc("bucket.remove", BucketParams)
+async def bucket_remove(ctx: Context, p: BucketParams) -> bool:
+    """Remove an empty bucket; a bucket with objects is refused and left as it is."""
+    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, "write")
+    path = base_path(remote, backend, p.bucket)
+    if not await _bucket_exists(ctx, p):
+        raise E.NotFoundError(f"no such bucket: {p.bucket}", {"bucket": p.bucket, "remote": p.remote})
+    async for e in backend.list(path, recursive=True):
+        raise E.StorageError(f"bucket {p.bucket} is not empty (it holds {e.name!r}); nothing was removed",
+                             {"bucket": p.bucket, "reason": "not empty"})
+    await retry(lambda: backend.rmdir(path.rstrip("/")), what=f"remove bucket {p.bucket}")
+    return True
+
+
+# -- objects ---------------------------------------------------------------------------
+class ListObjects(Target):
+    prefix: str = ""
+    recursive: bool = True
+    metadata: bool = True
+    contains: str = ""
+
+
+@rpc("object.list", ListObjects)
+async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
+    """Objects under a bucket (or the remote's root), names relative to it."""
+    backend, base = await open_target(ctx, p)
+    prefix = safepath.clean_key(p.prefix, allow_empty=True)
+    folder = prefix.rpartition("/")[0]
+    folder = f"{folder}/" if folder else ""
+    out: list[Any] = []
+    async for e in backend.list(base + folder, recursive=p.recursive):
+        name = folder + e.name
+        if not name.startswith(prefix) or transfer.is_temp(name) or p.contains not in name:
+            continue
+        out.append(entry_dict(e, name) if p.metadata else name)
+    return out
+
+
+class StatObjects(Target):
+    key: str | list[str]
+
+
+@rpc("object.stat", StatObjects)
+async def object_stat(ctx: Context, p: StatObjects) -> Any:
+    """Size, modified time and etag of one object (or a list of them)."""
+    backend, base = await open_target(ctx, p)
+    keys = [p.key] if isinstance(p.key, str) else p.key
+    out = []
+    for key in keys:
+        path = safepath.join(base, key)
+        entry = await retry(lambda path=path: backend.stat(path), what=f"stat {key}")
+        out.append(entry_dict(entry, safepath.clean_key(key)))
+    return out[0] if isinstance(p.key, str) else out
+
+
+class DeleteObjects(Target):
+    key: str | list[str]
+
+
+@rpc("object.delete", DeleteObjects)
+async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
+    """Delete objects; if any is missing nothing is deleted (1001 names them)."""
+    backend, base = await open_target(ctx, p, "write")
+    keys = [p.key] if isinstance(p.key, str) else p.key
+    paths = [safepath.join(base, k) for k in keys]
+    missing = []
+    for key, path in zip(keys, paths, strict=True):
+        try:
+            await retry(lambda path=path: backend.stat(path), what=f"stat {key}")
+        except E.NotFoundError:
+            missing.append(key)
+    if missing:
+        raise E.NotFoundError(f"no such object: {', '.join(missing)}; nothing was deleted",
+                              {"keys": missing, "remote": p.remote})
+    for path in paths:
+        await retry(lambda path=path: backend.delete(path), what=f"delete {path}")
+        remotes_of(ctx).changed(p.profile, p.remote, path, None)
+    return {"deleted": [safepath.clean_key(k) for k in keys]}
+
+
+# -- raw streams -----------------------------------------------------------------------
+class ReadObject(KeyTarget):
+    offset: int = 0
+    length: int | None = None
+
+
+@rpc("object.read", ReadObject, raw=True)
+async def object_read(ctx: Context, p: ReadObject) -> RawReply:
+    """Stream an object's bytes on this connection after the response line."""
+    backend, path = await resolve(ctx, p)
+    entry = await retry(lambda: backend.stat(path), what=f"stat {p.key}")
+    if entry.is_dir:
+        raise E.NotFoundError(f"{p.key} is a folder, not an object", {"key": p.key})
+    start = min(max(p.offset, 0), entry.size)
+    length = entry.size - start if p.length is None else max(0, min(p.length, entry.size - start))
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        while sent < length:
+            try:
+                async for piece in backend.read(path, start + sent, length - sent):
+                    sent += len(piece)
+                    yield piece
+            except transfer.TransientError:
+                continue  # resume from what was sent
+            if sent < length:
+                raise E.StorageError(f"{p.key}: the storage ended the object early", {"key": p.key})
+
+    return RawReply({**entry_dict(entry, p.key), "offset": start, "length": length}, body())
+
+
+class WriteObject(KeyTarget):
+    size: int
+
+
+@rpc("object.write", WriteObject, raw=True)
+async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
+    """Take ``size`` raw bytes following the request line and store them as an object."""
+    if p.size < 0:
+        raise E.InvalidParamsError("size must be >= 0", {"field": "size"})
+    conn = ctx.conn
+    assert conn is not None
+    backend, path = await resolve(ctx, p, "write")
+
+    async def body() -> AsyncIterator[bytes]:
+        left = p.size
+        while left:
+            piece = await conn.reader.read(min(STREAM_PIECE, left))
+            if not piece:
+                raise E.StorageError(f"the client sent {p.size - left} of {p.size} bytes; nothing was stored",
+                                     {"key": p.key})
+            left -= len(piece)
+            yield piece
+
+    entry = await transfer.upload_stream(backend, body(), path, p.size)
+    remotes_of(ctx).changed(p.profile, p.remote, path, entry)
+    return entry_dict(entry, safepath.clean_key(p.key))

@@ -1,0 +1,221 @@
+"""Single-file jobs: upload, download, copy, and fetching a URL into storage.
+
+``client.upload``/``download`` address keys under the remote's root; the bucket
+API's ``fput``/``fget``/``fcopy_to``/``put_request`` add a bucket. All of them run
+as jobs (progress, cancel, survive the client) through the transfer engine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pipedaemon_sdk import errors as E
+
+from . import safepath, transfer
+from .backends.base import Backend
+from .datastore import KeyTarget, base_path, entry_dict
+from .hashing import check_local_file
+from .jobs import JobContext, job_kind
+from .remotes import Mode, Remotes
+from .retry import retry
+from .rpc import Context, rpc
+
+MiB = 1 << 20
+
+
+class UploadParams(KeyTarget):
+    path: str
+    chunk_size_mb: int | None = None
+
+
+class DownloadParams(KeyTarget):
+    dest: str
+    chunk_size_mb: int | None = None
+
+
+class CopyParams(KeyTarget):
+    dst_key: str
+    dst_bucket: str | None = None
+    dst_remote: str | None = None
+
+
+class UrlParams(KeyTarget):
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = {}
+    data: str | None = None
+
+
+def _remotes(ctx: Context | JobContext) -> Remotes:
+    return ctx.daemon.services["remotes"]
+
+
+def _tuning(chunk_size_mb: int | None) -> transfer.Tuning:
+    if chunk_size_mb is not None and chunk_size_mb < 5:
+        raise E.InvalidParamsError("chunk_size_mb must be at least 5", {"field": "chunk_size_mb"})
+    return transfer.Tuning(chunk_size=chunk_size_mb * MiB if chunk_size_mb else None)
+
+
+def download_target(dest: str, key: str) -> Path:
+    """``dest`` ending in '/' or naming a folder receives the key's base name."""
+    if not os.path.isabs(dest):
+        raise E.InvalidParamsError(f"dest must be an absolute path: {dest!r}", {"field": "dest"})
+    name = safepath.clean_key(key).rstrip("/").rsplit("/", 1)[-1]
+    if dest.endswith("/") or os.path.isdir(dest):
+        return safepath.local_target(Path(dest), name)
+    return Path(dest)
+
+
+async def _submit(ctx: Context, kind: str, p: msgspec.Struct) -> Any:
+    return await ctx.daemon.jobs.submit(kind, msgspec.to_builtins(p), p.profile, ctx.conn)  # type: ignore[attr-defined]
+
+
+@rpc("transfer.upload", UploadParams)
+async def rpc_upload(ctx: Context, p: UploadParams) -> Any:
+    """Start a job uploading a local file to ``key`` (under the remote's root or a bucket)."""
+    check_local_file(p.path)
+    safepath.clean_key(p.key)
+    _tuning(p.chunk_size_mb)
+    await _remotes(ctx).get(p.profile, p.remote)
+    return await _submit(ctx, "transfer.upload", p)
+
+
+@rpc("transfer.download", DownloadParams)
+async def rpc_download(ctx: Context, p: DownloadParams) -> Any:
+    """Start a job downloading ``key`` to ``dest`` (a file path, or a folder ending in '/')."""
+    download_target(p.dest, p.key)
+    _tuning(p.chunk_size_mb)
+    await _remotes(ctx).get(p.profile, p.remote)
+    return await _submit(ctx, "transfer.download", p)
+
+
+@rpc("transfer.copy", CopyParams)
+async def rpc_copy(ctx: Context, p: CopyParams) -> Any:
+    """Start a job copying an object (server-side where the storage can)."""
+    safepath.clean_key(p.key)
+    safepath.clean_key(p.dst_key)
+    await _remotes(ctx).get(p.profile, p.dst_remote or p.remote)
+    return await _submit(ctx, "transfer.copy", p)
+
+
+@rpc("object.put_request", UrlParams)
+async def rpc_put_request(ctx: Context, p: UrlParams) -> Any:
+    """Start a job in which the daemon fetches a URL and stores the body as an object."""
+    if not p.url.startswith(("http://", "https://")):
+        raise E.InvalidParamsError(f"url must be http(s): {p.url!r}", {"field": "url"})
+    safepath.clean_key(p.key)
+    return await _submit(ctx, "object.put_request", p)
+
+
+async def _open(ctx: JobContext, profile: str, remote_name: str, bucket: str | None, key: str,
+                mode: Mode) -> tuple[Backend, str, str]:
+    """The backend, the backend path of ``key`` and the remote's name."""
+    backend, remote = await _remotes(ctx).backend(profile, remote_name, mode)
+    return backend, safepath.join(base_path(remote, backend, bucket), key), remote.name
+
+
+@job_kind("transfer.upload")
+async def job_upload(ctx: JobContext) -> dict[str, Any]:
+    p = msgspec.convert(ctx.params, UploadParams)
+    size = check_local_file(p.path)
+    backend, path, remote = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "write")
+    started = time.monotonic()
+    done = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        done += n
+        ctx.progress(done, size)
+
+    ctx.progress(0, size, file_name=p.key)
+    entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(p.chunk_size_mb))
+    _remotes(ctx).changed(p.profile, remote, path, entry)
+    return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
+            "checksum": entry.etag, "elapsed_s": round(time.monotonic() - started, 3), "remote": remote}
+
+
+@job_kind("transfer.download")
+async def job_download(ctx: JobContext) -> dict[str, Any]:
+    p = msgspec.convert(ctx.params, DownloadParams)
+    backend, path, _ = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "read")
+    target = download_target(p.dest, p.key)
+    started = time.monotonic()
+    done = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        done += n
+        ctx.progress(done)
+
+    entry = await retry(lambda: backend.stat(path), what=f"stat {p.key}")
+    if entry.is_dir:
+        raise E.NotFoundError(f"{p.key} is a folder, not an object", {"key": p.key})
+    ctx.progress(0, entry.size, file_name=p.key)
+    entry = await transfer.download(backend, path, target, on_bytes, entry=entry,
+                                    tuning=_tuning(p.chunk_size_mb))
+    return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
+            "files": [[str(target), entry.size]], "elapsed_s": round(time.monotonic() - started, 3),
+            "stat": entry_dict(entry, safepath.clean_key(p.key))}
+
+
+@job_kind("transfer.copy")
+async def job_copy(ctx: JobContext) -> dict[str, Any]:
+    p = msgspec.convert(ctx.params, CopyParams)
+    src_backend, src, _ = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "read")
+    dst_bucket = p.dst_bucket if p.dst_bucket is not None else p.bucket
+    dst_backend, dst, dst_remote = await _open(ctx, p.profile, p.dst_remote or p.remote, dst_bucket,
+                                               p.dst_key, "write")
+    entry = await retry(lambda: src_backend.stat(src), what=f"stat {p.key}")
+    ctx.progress(0, entry.size, file_name=p.key)
+    if src_backend is dst_backend and src_backend.caps.server_copy:
+        out = await retry(lambda: src_backend.copy(src, dst), what=f"copy {p.key}")
+    else:
+        done = 0
+
+        async def chunks() -> Any:
+            nonlocal done
+            async for piece in src_backend.read(src):
+                done += len(piece)
+                ctx.progress(done)
+                yield piece
+
+        out = await transfer.upload_stream(dst_backend, chunks(), dst, entry.size)
+    _remotes(ctx).changed(p.profile, dst_remote, dst, out)
+    ctx.progress(entry.size, entry.size)
+    return entry_dict(out, safepath.clean_key(p.dst_key))
+
+
+@job_kind("object.put_request")
+async def job_put_request(ctx: JobContext) -> dict[str, Any]:
+    import aiohttp
+
+    p = msgspec.convert(ctx.params, UrlParams)
+    backend, path, remote = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "write")
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
+            p.method, p.url, headers=p.headers, data=p.data) as resp:
+        if resp.status >= 400:
+            raise E.StorageError(f"{p.method} {p.url} answered HTTP {resp.status}",
+                                 {"url": p.url, "status": resp.status})
+        size = resp.content_length
+        if size is None:
+            raise E.StorageError(f"{p.url} gave no Content-Length; cannot verify the body",
+                                 {"url": p.url})
+        ctx.progress(0, size, file_name=p.key)
+        done = 0
+
+        async def chunks() -> Any:
+            nonlocal done
+            async for piece in resp.content.iter_chunked(1 << 20):
+                done += len(piece)
+                ctx.progress(done)
+                yield piece
+
+        entry = await transfer.upload_stream(backend, chunks(), path, size)
+    _remotes(ctx).changed(p.profile, remote, path, entry)
+    return entry_dict(entry, safepath.clean_key(p.key))

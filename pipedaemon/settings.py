@@ -1,0 +1,182 @@
+"""Remote settings as users write them, validated per protocol with msgspec.
+
+A wrong or missing field is an InvalidSettingsError (1003) whose ``data.field``
+names it (``options.port``, ``credentials.password``...).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import msgspec
+
+from pipedaemon_sdk import errors as E
+
+from .rpc import validation_error
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PROTOCOLS = ("s3", "sftp", "ftp", "local")
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RemoteSettings(_Strict):
+    name: str
+    protocol: Literal["s3", "sftp", "ftp", "local"]
+    location: str | None = None
+    options: dict[str, Any] = {}
+    credentials: dict[str, Any] | None = None  # None: keep what is stored
+
+
+class S3Options(_Strict):
+    remotepath: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: Literal["path", "virtual", "auto"] | None = None
+    verify: bool | str | None = None
+    part_size: int | None = None
+    put_threshold: int | None = None
+    copy_threshold: int | None = None
+    copy_part_size: int | None = None
+    list_page_size: int | None = None
+    read_timeout: float | None = None
+    write_concurrency: int | None = None
+    connect_timeout: float | None = None
+
+
+class S3Credentials(_Strict):
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: str | None = None
+
+
+class SFTPOptions(_Strict):
+    host: str | None = None
+    port: int = 22
+    username: str | None = None
+    remotepath: str = ""
+    known_hosts: str | None = None
+    connections: int = 2
+    connect_timeout: float = 10.0
+
+
+class SFTPCredentials(_Strict):
+    password: str | None = None
+    private_key: str | None = None
+    passphrase: str | None = None
+
+
+class FTPOptions(_Strict):
+    host: str | None = None
+    port: int = 21
+    username: str = "anonymous"
+    remotepath: str = ""
+    tls: bool = False
+    tls_verify: bool = True
+    tls_cafile: str | None = None
+    passive: bool = True
+    list_command: Literal["MLSD", "LIST"] | None = None
+    list_mdtm: bool = True
+    connect_timeout: float = 10.0
+    timeout: float = 60.0
+
+
+class FTPCredentials(_Strict):
+    password: str = ""
+
+
+class LocalOptions(_Strict):
+    remotepath: str
+
+
+class NoCredentials(_Strict):
+    pass
+
+
+SCHEMAS: dict[str, tuple[type[_Strict], type[_Strict]]] = {
+    "s3": (S3Options, S3Credentials),
+    "sftp": (SFTPOptions, SFTPCredentials),
+    "ftp": (FTPOptions, FTPCredentials),
+    "local": (LocalOptions, NoCredentials),
+}
+
+
+def _convert(value: Any, typ: type[Any], prefix: str) -> Any:
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        inner = validation_error(exc, E.INVALID_SETTINGS).data.get("field", "")
+        field = ".".join(p for p in (prefix, inner) if p)
+        reason = str(exc).split(" - at ")[0]
+        raise E.InvalidSettingsError(f"invalid setting {field or 'settings'}: {reason}",
+                                     {"field": field}) from None
+
+
+def split_credentials(creds: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"read": {...}, "write": {...}}`` or one set used for both."""
+    if creds and set(creds) <= {"read", "write"} and all(isinstance(v, dict) for v in creds.values()):
+        read = creds.get("read") or creds.get("write") or {}
+        return {"read": read, "write": creds.get("write") or read}
+    return {"read": creds, "write": creds}
+
+
+def validate(raw: Any) -> tuple[RemoteSettings, dict[str, Any]]:
+    """Settings checked for their protocol; also the options with defaults filled in."""
+    if not isinstance(raw, dict):
+        raise E.InvalidSettingsError("remote settings must be an object", {"field": ""})
+    if "protocol" in raw and raw["protocol"] not in PROTOCOLS:
+        raise E.InvalidSettingsError(
+            f"unknown protocol {raw['protocol']!r}: use one of {', '.join(PROTOCOLS)}", {"field": "protocol"})
+    s = _convert(raw, RemoteSettings, "")
+    if not NAME_RE.match(s.name):
+        raise E.InvalidSettingsError(
+            f"invalid remote name {s.name!r}: letters, digits, '.', '_' and '-' (at most 128)",
+            {"field": "name"})
+    opt_type, cred_type = SCHEMAS[s.protocol]
+    options = msgspec.to_builtins(_convert(s.options, opt_type, "options"))
+    if s.credentials:
+        split = set(s.credentials) <= {"read", "write"}
+        for mode, cset in split_credentials(s.credentials).items():
+            if cset:
+                _convert(cset, cred_type, f"credentials.{mode}" if split else "credentials")
+    _check_location(s, options)
+    return s, {k: v for k, v in options.items() if v is not None}
+
+
+def _check_location(s: RemoteSettings, options: dict[str, Any]) -> None:
+    if s.protocol == "s3":
+        rp = options.get("remotepath")
+        if rp is None:
+            if not s.location:
+                raise E.InvalidSettingsError(
+                    "missing bucket: give `location` (the bucket) or options.remotepath s3://bucket/prefix/",
+                    {"field": "location"})
+            options["remotepath"] = f"s3://{s.location}/"
+        elif not rp.startswith("s3://") or not rp[5:].split("/")[0]:
+            raise E.InvalidSettingsError(f"options.remotepath must look like s3://bucket/prefix/, not {rp!r}",
+                                         {"field": "options.remotepath"})
+    elif s.protocol in ("sftp", "ftp"):
+        if not (options.get("host") or s.location):
+            raise E.InvalidSettingsError(f"missing host: give `location` or options.host for {s.protocol}",
+                                         {"field": "location"})
+        options["host"] = options.get("host") or s.location
+        if s.protocol == "sftp" and not options.get("username"):
+            import getpass
+
+            options["username"] = getpass.getuser()
+    elif s.protocol == "local" and not options["remotepath"].startswith("/"):
+        raise E.InvalidSettingsError("options.remotepath of a local remote must be an absolute folder",
+                                     {"field": "options.remotepath"})
+
+
+def root_of(protocol: str, options: dict[str, Any]) -> str:
+    """The backend path of a remote's root folder, ending in '/' (or '' for a login folder)."""
+    rp = options.get("remotepath") or ""
+    if protocol == "s3":
+        rp = rp[len("s3://"):]
+    rp = rp.rstrip("/")
+    return rp + "/" if rp else ("/" if (options.get("remotepath") or "").startswith("/") else "")

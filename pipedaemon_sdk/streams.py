@@ -1,0 +1,193 @@
+"""Object bytes over their own connection, never inside JSON.
+
+A stream call opens a fresh connection, sends one request line and then the
+connection carries raw bytes: after the response line for ``object.read``, or
+after the request line for ``object.write``. The connection closes at the end.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, BinaryIO
+
+import msgspec
+
+from .errors import DaemonConnectionError, StorageError, error_from_code
+from .wire import Message, Request, encode_line, message_decoder
+
+PIECE = 1 << 20
+
+
+def request_line(method: str, params: dict[str, Any]) -> bytes:
+    return encode_line(Request(method=method, params=msgspec.Raw(encode_line(params)[:-1]), id=1))
+
+
+def parse_header(line: bytes) -> Any:
+    if not line.endswith(b"\n"):
+        raise DaemonConnectionError("the daemon closed the stream before answering")
+    msg: Message = message_decoder.decode(line)
+    if msg.error is not msgspec.UNSET:
+        raise error_from_code(msg.error.code, msg.error.message, msg.error.data)
+    return msg.result
+
+
+class ObjectStream:
+    """A readable object (from ``bucket.get``): ``read()``, ``stream(n)``, ``close()``."""
+
+    def __init__(self, sock: socket.socket, f: BinaryIO, header: dict[str, Any]) -> None:
+        self._sock, self._f = sock, f
+        self.info = header
+        self.size: int = header["length"]
+        self.etag: str | None = header.get("etag")
+        self._left = self.size
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left if n is None or n < 0 else min(n, self._left)
+        if want <= 0:
+            return b""
+        data = self._f.read(want)
+        self._left -= len(data)
+        if len(data) < want:
+            self.close()
+            raise StorageError(f"the object stream ended after {self.size - self._left} of {self.size} bytes")
+        return data
+
+    def stream(self, chunk_size: int = 32 * 1024) -> Iterator[bytes]:
+        while self._left > 0:
+            yield self.read(chunk_size)
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+        self._sock.close()
+
+    def __enter__(self) -> ObjectStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise DaemonConnectionError(f"cannot open a stream to the daemon: {exc}") from exc
+    return sock
+
+
+def open_read(path: str, params: dict[str, Any]) -> ObjectStream:
+    sock = _connect(path)
+    f = sock.makefile("rb", buffering=PIECE)
+    try:
+        sock.sendall(request_line("object.read", params))
+        header = parse_header(f.readline())
+    except BaseException:
+        f.close()
+        sock.close()
+        raise
+    return ObjectStream(sock, f, header)
+
+
+def _pieces(data: Any, length: int) -> Iterator[bytes]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        view = memoryview(data)
+        if len(view) < length:
+            raise ValueError(f"data holds {len(view)} bytes, fewer than length={length}")
+        for off in range(0, length, PIECE):
+            yield bytes(view[off:min(off + PIECE, length)])
+        return
+    left = length
+    while left:
+        piece = data.read(min(PIECE, left))
+        if not piece:
+            raise ValueError(f"data ended {left} bytes before length={length}")
+        left -= len(piece)
+        yield piece
+
+
+def write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
+    """Send ``length`` bytes of ``data`` (bytes or a readable binary file) as an object."""
+    sock = _connect(path)
+    try:
+        with sock.makefile("rb") as f:
+            sock.sendall(request_line("object.write", {**params, "size": length}))
+            try:
+                for piece in _pieces(data, length):
+                    sock.sendall(piece)
+            except BrokenPipeError:
+                pass  # the daemon refused early; its answer says why
+            return parse_header(f.readline())
+    finally:
+        sock.close()
+
+
+class AsyncObjectStream:
+    def __init__(self, reader: Any, writer: Any, header: dict[str, Any]) -> None:
+        self._reader, self._writer = reader, writer
+        self.info = header
+        self.size: int = header["length"]
+        self.etag: str | None = header.get("etag")
+        self._left = self.size
+
+    async def read(self, n: int = -1) -> bytes:
+        import asyncio
+
+        want = self._left if n is None or n < 0 else min(n, self._left)
+        if want <= 0:
+            return b""
+        try:
+            data = await self._reader.readexactly(want)
+        except asyncio.IncompleteReadError as exc:
+            await self.close()
+            raise StorageError(f"the object stream ended after {self.size - self._left + len(exc.partial)}"
+                               f" of {self.size} bytes") from None
+        self._left -= len(data)
+        return data
+
+    async def stream(self, chunk_size: int = 32 * 1024) -> AsyncIterator[bytes]:
+        while self._left > 0:
+            yield await self.read(chunk_size)
+        await self.close()
+
+    async def close(self) -> None:
+        self._writer.close()
+
+    async def __aenter__(self) -> AsyncObjectStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def async_open_read(path: str, params: dict[str, Any]) -> AsyncObjectStream:
+    import asyncio
+
+    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
+    writer.write(request_line("object.read", params))
+    try:
+        header = parse_header(await reader.readline())
+    except BaseException:
+        writer.close()
+        raise
+    return AsyncObjectStream(reader, writer, header)
+
+
+async def async_write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
+    import asyncio
+
+    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
+    try:
+        writer.write(request_line("object.write", {**params, "size": length}))
+        try:
+            for piece in _pieces(data, length):
+                writer.write(piece)
+                await writer.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return parse_header(await reader.readline())
+    finally:
+        writer.close()
