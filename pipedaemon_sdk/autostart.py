@@ -70,14 +70,17 @@ def connect_or_start(socket_path: Path, attempt: Callable[[], bool], *, auto_sta
         if not auto_start:
             raise DaemonConnectionError(f"no daemon is listening on {socket_path} (auto_start is off)")
         if child is None:
-            fd = try_lock(socket_path)
-            if fd is not None:
-                try:
-                    if attempt():
-                        return
-                    child = spawn_daemon(socket_path, fd)
-                finally:
-                    os.close(fd)
+            try:
+                fd = try_lock(socket_path)
+                if fd is not None:
+                    try:
+                        if attempt():
+                            return
+                        child = spawn_daemon(socket_path, fd)
+                    finally:
+                        os.close(fd)
+            except OSError as exc:  # no folder for the socket or the home: say so, as for any start failure
+                raise DaemonConnectionError(f"cannot start the daemon for {socket_path}: {exc}") from exc
         elif child.poll() not in (None, 0):
             raise DaemonConnectionError(
                 f"the daemon exited with status {child.returncode} while starting; "
