@@ -31,11 +31,13 @@ MiB = 1 << 20
 class UploadParams(KeyTarget):
     path: str
     chunk_size_mb: int | None = None
+    bwlimit_bps: int = 0
 
 
 class DownloadParams(KeyTarget):
     dest: str
     chunk_size_mb: int | None = None
+    bwlimit_bps: int = 0
 
 
 class CopyParams(KeyTarget):
@@ -55,10 +57,16 @@ def _remotes(ctx: Context | JobContext) -> Remotes:
     return ctx.daemon.services["remotes"]
 
 
-def _tuning(chunk_size_mb: int | None) -> transfer.Tuning:
-    if chunk_size_mb is not None and chunk_size_mb < 5:
-        raise E.InvalidParamsError("chunk_size_mb must be at least 5", {"field": "chunk_size_mb"})
-    return transfer.Tuning(chunk_size=chunk_size_mb * MiB if chunk_size_mb else None)
+def _check_tuning(p: UploadParams | DownloadParams) -> None:
+    if p.chunk_size_mb is not None and not 5 <= p.chunk_size_mb <= 5 * 1024:
+        raise E.InvalidParamsError("chunk_size_mb must be between 5 and 5120", {"field": "chunk_size_mb"})
+    if p.bwlimit_bps < 0:
+        raise E.InvalidParamsError("bwlimit_bps must be >= 0 (0: unlimited)", {"field": "bwlimit_bps"})
+
+
+def _tuning(ctx: JobContext, p: UploadParams | DownloadParams, remote: str) -> transfer.Tuning:
+    chunk = p.chunk_size_mb * MiB if p.chunk_size_mb else None
+    return ctx.tuning(f"{p.profile}/{remote}", chunk, p.bwlimit_bps)
 
 
 def download_target(dest: str, key: str) -> Path:
@@ -80,7 +88,7 @@ async def rpc_upload(ctx: Context, p: UploadParams) -> Any:
     """Start a job uploading a local file to ``key`` (under the remote's root or a bucket)."""
     check_local_file(p.path)
     safepath.clean_key(p.key)
-    _tuning(p.chunk_size_mb)
+    _check_tuning(p)
     await _remotes(ctx).get(p.profile, p.remote)
     return await _submit(ctx, "transfer.upload", p)
 
@@ -89,7 +97,7 @@ async def rpc_upload(ctx: Context, p: UploadParams) -> Any:
 async def rpc_download(ctx: Context, p: DownloadParams) -> Any:
     """Start a job downloading ``key`` to ``dest`` (a file path, or a folder ending in '/')."""
     download_target(p.dest, p.key)
-    _tuning(p.chunk_size_mb)
+    _check_tuning(p)
     await _remotes(ctx).get(p.profile, p.remote)
     return await _submit(ctx, "transfer.download", p)
 
@@ -133,7 +141,8 @@ async def job_upload(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(done, size)
 
     ctx.progress(0, size, file_name=p.key)
-    entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(p.chunk_size_mb))
+    entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(ctx, p, remote),
+                                  resume=ctx.resume_slot(path))
     _remotes(ctx).changed(p.profile, remote, path, entry)
     return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
             "checksum": entry.etag, "elapsed_s": round(time.monotonic() - started, 3), "remote": remote}
@@ -142,7 +151,7 @@ async def job_upload(ctx: JobContext) -> dict[str, Any]:
 @job_kind("transfer.download")
 async def job_download(ctx: JobContext) -> dict[str, Any]:
     p = msgspec.convert(ctx.params, DownloadParams)
-    backend, path, _ = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "read")
+    backend, path, remote = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "read")
     target = download_target(p.dest, p.key)
     started = time.monotonic()
     done = 0
@@ -157,7 +166,7 @@ async def job_download(ctx: JobContext) -> dict[str, Any]:
         raise E.NotFoundError(f"{p.key} is a folder, not an object", {"key": p.key})
     ctx.progress(0, entry.size, file_name=p.key)
     entry = await transfer.download(backend, path, target, on_bytes, entry=entry,
-                                    tuning=_tuning(p.chunk_size_mb))
+                                    tuning=_tuning(ctx, p, remote), resume=ctx.resume_slot(str(target)))
     return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
             "files": [[str(target), entry.size]], "elapsed_s": round(time.monotonic() - started, 3),
             "stat": entry_dict(entry, safepath.clean_key(p.key))}

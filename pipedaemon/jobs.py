@@ -84,6 +84,19 @@ class JobContext:
     def progress_threadsafe(self, bytes_done: int, bytes_total: int | None = None, **fields: Any) -> None:
         self.loop.call_soon_threadsafe(lambda: self.progress(bytes_done, bytes_total, **fields))
 
+    def resume_slot(self, target: str) -> Any:
+        """Durable notes for one file of this job, so a restarted daemon resumes it mid-file."""
+        from .transfer.resume import ResumeSlot
+
+        return ResumeSlot(self.daemon.state, self.id, target, lambda: self.manager.stopping)
+
+    def tuning(self, remote_key: str, chunk_size: int | None = None, bwlimit_bps: int = 0) -> Any:
+        """How this job's transfers may move: the daemon's limits plus the job's own."""
+        from .transfer import TokenBucket, Tuning
+
+        return Tuning(chunk_size=chunk_size, limits=self.daemon.services.get("limits"),
+                      remote_key=remote_key, bucket=TokenBucket(bwlimit_bps))
+
     async def checkpoint(self, data: Any) -> None:
         """Persist where the job stands, so a restarted daemon resumes from here."""
         self.checkpoint_data = data
@@ -198,6 +211,9 @@ class JobManager:
             "UPDATE jobs SET state=?, result=?, error=?, progress=?, updated_at=? WHERE id=?",
             (state, msgspec.json.encode(result), msgspec.json.encode(info.error),
              msgspec.json.encode(info.progress), info.updated_at, info.id))
+        from .transfer.resume import forget_job
+
+        await forget_job(self.daemon.state, info.id)
         line = encode_line(Message(method="job.finished", params=info))
         for conn in self.watchers.pop(info.id, set()):
             conn.send(line)

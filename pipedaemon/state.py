@@ -45,6 +45,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (profile, name)
     );
     """,
+    # 3: resume notes of the transfer engine (transfer/resume.py).
+    """
+    CREATE TABLE transfer_resume (
+        job_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        note BLOB NOT NULL,
+        PRIMARY KEY (job_id, target)
+    );
+    CREATE TABLE transfer_done (
+        job_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        info BLOB,
+        PRIMARY KEY (job_id, target, idx)
+    );
+    """,
 ]
 
 

@@ -1,0 +1,101 @@
+"""Pieces shared by downloads and uploads: chunking, temporary names, limits, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipedaemon_sdk import errors as E
+
+from ..hashing import MAX_PARTS
+from .limits import Limits, TokenBucket
+
+MiB = 1 << 20
+MIN_CHUNK = 8 * MiB
+PARALLEL_THRESHOLD = 16 * MiB  # below this a file moves as one stream, and restarts whole
+TMP_MARK = ".pdpart"
+
+OnBytes = Callable[[int], None]  # new bytes moved (negative when a retry discards some)
+
+
+@dataclass
+class Tuning:
+    """How one transfer may move: parallelism, chunk size and the limits it obeys."""
+
+    streams: int = 8  # chunks of one file in flight at once
+    chunk_size: int | None = None  # None: chosen per file
+    limits: Limits | None = None  # the daemon's stream slots and bandwidth
+    remote_key: str = ""  # which remote's stream slots to take
+    bucket: TokenBucket = field(default_factory=TokenBucket)  # the job's own bandwidth limit
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.limits is None:
+            yield
+        else:
+            async with self.limits.stream(self.remote_key):
+                yield
+
+    async def throttle(self, n: int) -> None:
+        await self.bucket.take(n)
+        if self.limits is not None:
+            await self.limits.bucket.take(n)
+
+
+def chunk_size_for(size: int, override: int | None = None) -> int:
+    """Part size for ``size`` bytes: 8 MiB unless overridden, never more than 10,000 parts."""
+    return max(override or MIN_CHUNK, math.ceil(size / MAX_PARTS), 1)
+
+
+def ranges(size: int, chunk: int) -> list[tuple[int, int]]:
+    return [(off, min(chunk, size - off)) for off in range(0, size, chunk)] or [(0, 0)]
+
+
+def temp_name(final: str, tag: str | None = None) -> str:
+    """A temporary name beside ``final`` (a local path or a backend path).
+
+    With ``tag`` (a job id) the name is stable, so a restarted job finds its partial file.
+    """
+    head, _, name = final.rpartition("/")
+    tmp = f".{name}{TMP_MARK}-{tag or uuid.uuid4().hex[:8]}"
+    return f"{head}/{tmp}" if head or final.startswith("/") else tmp
+
+
+def is_temp(name: str) -> bool:
+    return TMP_MARK in name.rsplit("/", 1)[-1]
+
+
+def local_error(exc: OSError, path: Path) -> E.DaemonError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return E.StorageError(f"cannot write {path}: {exc.strerror} (disk full or file too large)",
+                              {"path": str(path), "errno": exc.errno})
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return E.PermissionDeniedError(f"cannot write {path}: {exc.strerror}", {"path": str(path)})
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return E.NotFoundError(f"the destination folder {path.parent} is gone", {"path": str(path)})
+    return E.StorageError(f"cannot write {path}: {exc.strerror or exc}", {"path": str(path)})
+
+
+async def run_bounded(makers: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run the coroutines ``makers`` make, ``limit`` at a time; the first error cancels the rest
+    and propagates as itself (not wrapped in an exception group)."""
+    queue = list(reversed(makers))
+
+    async def worker() -> None:
+        while queue:
+            await queue.pop()()
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(limit, len(makers))))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

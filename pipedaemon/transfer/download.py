@@ -1,0 +1,183 @@
+"""Downloads: ranged and parallel into a temporary file, verified, then renamed.
+
+Large files (PARALLEL_THRESHOLD and up) are fetched in chunks by several streams;
+with a resume slot each finished chunk is recorded, so a restarted daemon fetches
+only the chunks that were in flight when the old one died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from pipedaemon_sdk import errors as E
+
+from ..backends.base import Backend, Entry, TransientError
+from ..hashing import hash_path
+from ..retry import retry
+from .common import (
+    PARALLEL_THRESHOLD,
+    OnBytes,
+    Tuning,
+    chunk_size_for,
+    local_error,
+    ranges,
+    run_bounded,
+    temp_name,
+)
+from .resume import ResumeSlot
+
+MiB = 1 << 20
+
+
+async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
+                   entry: Entry | None = None, tuning: Tuning | None = None,
+                   resume: ResumeSlot | None = None) -> Entry:
+    """Fetch ``src`` into the local file ``dest``: whole and verified, or not at all."""
+    tuning = tuning or Tuning()
+    if entry is None:
+        entry = await retry(lambda: backend.stat(src), what=f"stat {src}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise local_error(exc, dest) from exc
+    chunk = chunk_size_for(entry.size, tuning.chunk_size)
+    parallel = entry.size >= PARALLEL_THRESHOLD and backend.caps.ranged_read
+    parts = ranges(entry.size, chunk) if parallel else [(0, entry.size)]
+    if resume is not None and not parallel:
+        resume = None  # a small file restarts whole: at most one chunk again
+    ident = {"src": src, "size": entry.size, "etag": entry.etag, "mtime": entry.mtime, "chunk": chunk}
+    tmp, done = await _resume_point(resume, ident, dest)
+    try:
+        for attempt in (1, 2):
+            await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
+            mismatch = await verify_local(tmp, entry)
+            if mismatch is None:
+                break
+            if attempt == 2:
+                raise E.ChecksumMismatchError(f"{src}: {mismatch} (after one re-transfer)",
+                                              {"path": src, "reason": mismatch})
+            on_bytes(-entry.size)
+            done = set()
+            if resume is not None:
+                await resume.start({"ident": ident, "tmp": str(tmp)})
+        if entry.mtime is not None:
+            os.utime(tmp, (entry.mtime, entry.mtime))
+        os.replace(tmp, dest)
+    except BaseException:
+        if resume is None or not resume.keep_partial():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if resume is not None:
+                await asyncio.shield(resume.clear())
+        raise
+    if resume is not None:
+        await resume.clear()
+    return entry
+
+
+async def _resume_point(resume: ResumeSlot | None, ident: dict[str, object],
+                        dest: Path) -> tuple[Path, set[int]]:
+    """The temporary file and the chunks already in it (a fresh start when unknown)."""
+    if resume is None:
+        return Path(temp_name(str(dest))), set()
+    note, done = await resume.load()
+    if note is not None and note.get("ident") == ident and Path(str(note["tmp"])).exists():
+        return Path(str(note["tmp"])), set(done)
+    if note is not None:
+        with contextlib.suppress(OSError):
+            Path(str(note["tmp"])).unlink()
+    tmp = Path(temp_name(str(dest), resume.job_id[:12]))
+    await resume.start({"ident": ident, "tmp": str(tmp)})
+    return tmp, set()
+
+
+async def _fetch(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, int]], done: set[int],
+                 on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (0 if done else os.O_TRUNC)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise local_error(exc, tmp) from exc
+    try:
+        resumed = sum(n for i, (_, n) in enumerate(parts) if i in done)
+        if resumed:
+            on_bytes(resumed)
+        todo = [i for i in range(len(parts)) if i not in done]
+        await run_bounded([_chunk(backend, src, fd, tmp, i, parts[i], on_bytes, tuning, resume)
+                           for i in todo], tuning.streams)
+    finally:
+        os.close(fd)
+
+
+def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple[int, int],
+           on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None) -> Callable[[], Awaitable[None]]:
+    offset, length = part
+
+    async def run() -> None:
+        done = 0
+
+        async def attempt() -> None:
+            nonlocal done
+            async with tuning.slot():
+                # length 0 (an empty file) reads to the end, which is nothing.
+                async for piece in backend.read(src, offset + done, (length - done) or None):
+                    await tuning.throttle(len(piece))
+                    await _pwrite(fd, piece, offset + done, tmp)
+                    done += len(piece)
+                    on_bytes(len(piece))
+            if done < length:
+                raise TransientError(f"short read of {src}: {done} of {length} bytes", {"path": src})
+
+        await retry(attempt, what=f"download {src}")
+        if resume is not None:
+            await resume.mark(idx)
+
+    return run
+
+
+async def _pwrite(fd: int, data: bytes, offset: int, path: Path) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            n = await asyncio.to_thread(os.pwrite, fd, view, offset)
+            view, offset = view[n:], offset + n
+    except OSError as exc:
+        raise local_error(exc, path) from exc
+
+
+async def verify_local(path: Path, entry: Entry) -> str | None:
+    """Why the local copy differs from the remote entry, or None when it matches."""
+    size = path.stat().st_size
+    if size != entry.size:
+        return f"size {size} differs from the remote's {entry.size}"
+    etag = entry.etag
+    if not etag or len(etag.split("-")[0]) != 32:
+        return None  # this storage offers no checksum we can recompute
+    candidates = part_size_candidates(entry.size, etag)
+    if not candidates:
+        return None  # a multipart ETag whose part size we cannot infer
+    for part in candidates:
+        if await asyncio.to_thread(hash_path, str(path), "s3etag", part) == etag:
+            return None
+    return f"checksum {etag} differs from the local copy's"
+
+
+def part_size_candidates(size: int, etag: str) -> list[int]:
+    """Part sizes that could have produced ``etag`` (``md5`` or ``md5-N``), likeliest first."""
+    if "-" not in etag:
+        return [max(size, 1)]
+    try:
+        n = int(etag.rsplit("-", 1)[1])
+    except ValueError:
+        return []
+    out = [p for p in (m * MiB for m in (8, 5, 16, 15, 32, 64, 128, 256, 512, 1024))
+           if math.ceil(size / p) == n]
+    guess = math.ceil(size / n / MiB) * MiB
+    if guess and math.ceil(size / guess) == n and guess not in out:
+        out.append(guess)
+    return out

@@ -1,0 +1,105 @@
+"""Daemon-wide limits: concurrent streams (global and per remote) and bandwidth.
+
+Every chunk the engine moves holds one global stream slot and one of its remote's
+for as long as it is in flight, and passes its bytes through the daemon's and
+its job's token buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from pipedaemon_sdk import errors as E
+
+from ..rpc import Context, Params, rpc
+
+if TYPE_CHECKING:
+    from ..server import Daemon
+
+
+class TokenBucket:
+    """Bytes per second with a one-second burst; 0 means unlimited."""
+
+    def __init__(self, rate: float = 0) -> None:
+        self.rate = float(rate)
+        self._tokens = self.rate
+        self._stamp = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0 or n <= 0:
+            return
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate) - n
+        self._stamp = now
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class Limits:
+    def __init__(self, max_streams: int | None = None, remote_streams: int | None = None,
+                 bwlimit_bps: int | None = None) -> None:
+        self.max_streams = max_streams or _env_int("PIPEDAEMON_MAX_STREAMS", 16)
+        self.remote_streams = remote_streams or _env_int("PIPEDAEMON_REMOTE_STREAMS", 8)
+        rate = bwlimit_bps if bwlimit_bps is not None else _env_int("PIPEDAEMON_BWLIMIT", 0)
+        self.bucket = TokenBucket(rate)
+        self._global = asyncio.Semaphore(self.max_streams)
+        self._remotes: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def stream(self, remote_key: str) -> AsyncIterator[None]:
+        sem = self._remotes.get(remote_key)
+        if sem is None:
+            sem = self._remotes[remote_key] = asyncio.Semaphore(self.remote_streams)
+        async with self._global, sem:
+            yield
+
+    def update(self, max_streams: int | None, remote_streams: int | None, bwlimit_bps: int | None) -> None:
+        # New semaphores apply to chunks that start from now on; running ones finish as they are.
+        if max_streams:
+            self.max_streams = max_streams
+            self._global = asyncio.Semaphore(max_streams)
+        if remote_streams:
+            self.remote_streams = remote_streams
+            self._remotes.clear()
+        if bwlimit_bps is not None:
+            self.bucket.rate = float(bwlimit_bps)
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_streams": self.max_streams, "remote_streams": self.remote_streams,
+                "bwlimit_bps": int(self.bucket.rate)}
+
+
+async def start_service(daemon: Daemon) -> None:
+    daemon.services["limits"] = Limits()
+
+
+class LimitParams(Params):
+    max_streams: int | None = None
+    remote_streams: int | None = None
+    bwlimit_bps: int | None = None
+
+
+@rpc("daemon.limits", LimitParams)
+async def daemon_limits(ctx: Context, p: LimitParams) -> dict[str, Any]:
+    """Read, or change, the daemon's stream and bandwidth limits (until it restarts)."""
+    for field in ("max_streams", "remote_streams"):
+        v = getattr(p, field)
+        if v is not None and not 1 <= v <= 1024:
+            raise E.InvalidParamsError(f"{field} must be between 1 and 1024", {"field": field})
+    if p.bwlimit_bps is not None and p.bwlimit_bps < 0:
+        raise E.InvalidParamsError("bwlimit_bps must be >= 0 (0: unlimited)", {"field": "bwlimit_bps"})
+    limits: Limits = ctx.daemon.services["limits"]
+    limits.update(p.max_streams, p.remote_streams, p.bwlimit_bps)
+    return limits.describe()

@@ -1,0 +1,323 @@
+"""Uploads: the final name appears only when every byte landed and was checked.
+
+S3 (multipart capability): one PUT for small files, else a parallel multipart
+upload whose parts are checked against their md5 and recorded, so a restarted
+daemon continues the same upload id without re-sending finished parts. Other
+storage: a temporary name beside the target, renamed when complete; with offset
+writes (SFTP, local) large files go up in parallel chunks and resume too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from pipedaemon_sdk import errors as E
+
+from ..backends.base import Backend, Entry
+from ..hashing import S3ETag, multipart_etag
+from ..retry import retry
+from .common import PARALLEL_THRESHOLD, OnBytes, Tuning, chunk_size_for, ranges, run_bounded, temp_name
+from .resume import ResumeSlot
+
+PIECE = 1 << 20
+
+
+async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
+                 tuning: Tuning | None = None, resume: ResumeSlot | None = None) -> Entry:
+    """Store the local file ``src`` at ``dst``; verified, and never half-published."""
+    tuning = tuning or Tuning()
+    try:
+        before = src.stat()
+    except OSError as exc:
+        raise E.NotFoundError(f"cannot read {src}: {exc.strerror}", {"path": str(src)}) from exc
+    big = before.st_size >= PARALLEL_THRESHOLD
+    ident = {"src": str(src), "size": before.st_size, "mtime_ns": before.st_mtime_ns, "dst": dst}
+    if backend.caps.multipart and big:
+        entry = await _multipart(backend, src, dst, ident, on_bytes, tuning, resume)
+    elif backend.caps.atomic_write:
+        entry = await _single(backend, src, dst, before.st_size, on_bytes, tuning)
+    elif backend.caps.offset_write and backend.caps.rename and big:
+        entry = await _offset_chunks(backend, src, dst, ident, on_bytes, tuning, resume)
+    else:
+        entry = await _renamed_stream(backend, src, dst, before.st_size, on_bytes, tuning)
+    _check_unchanged(src, before)
+    return entry
+
+
+def _check_unchanged(src: Path, before: os.stat_result) -> None:
+    after = src.stat()
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise E.StorageError(f"{src} changed while it was being uploaded", {"path": str(src),
+                                                                            "reason": "source changed"})
+
+
+def _changed(src: Path) -> E.StorageError:
+    return E.StorageError(f"{src} changed size while it was being uploaded; nothing was published",
+                          {"path": str(src), "reason": "source changed"})
+
+
+async def file_chunks(src: Path, size: int, on_bytes: OnBytes, tuning: Tuning,
+                      md5: S3ETag | None = None) -> AsyncIterator[bytes]:
+    """The bytes of a local file, refusing to give more or fewer than ``size``."""
+    with open(src, "rb") as f:
+        sent = 0
+        while piece := await asyncio.to_thread(f.read, PIECE):
+            sent += len(piece)
+            if sent > size:
+                raise _changed(src)
+            await tuning.throttle(len(piece))
+            if md5 is not None:
+                md5.update(piece)
+            on_bytes(len(piece))
+            yield piece
+    if sent != size:
+        raise _changed(src)
+
+
+def _verify_etag(entry: Entry, expected: str, dst: str) -> None:
+    if entry.etag and len(entry.etag.split("-")[0]) == 32 and entry.etag != expected:
+        raise E.ChecksumMismatchError(f"{dst}: the storage computed {entry.etag}, we sent {expected}",
+                                      {"path": dst})
+
+
+def _verify_size(entry: Entry, size: int, dst: str) -> None:
+    if entry.size != size:
+        raise E.ChecksumMismatchError(f"{dst}: stored {entry.size} bytes, sent {size}", {"path": dst})
+
+
+class _Counter:
+    """Counts one attempt's bytes so a retry can take them back from the progress."""
+
+    def __init__(self, on_bytes: OnBytes) -> None:
+        self.on_bytes, self.n = on_bytes, 0
+
+    def __call__(self, n: int) -> None:
+        self.n += n
+        self.on_bytes(n)
+
+    def rewind(self) -> None:
+        self.on_bytes(-self.n)
+        self.n = 0
+
+
+async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
+                  tuning: Tuning) -> Entry:
+    count = _Counter(on_bytes)
+
+    async def attempt() -> Entry:
+        count.rewind()
+        md5 = S3ETag(max(size, 1))
+        async with tuning.slot():
+            entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5), size)
+        _verify_etag(entry, md5.hexdigest(), dst)
+        return entry
+
+    return await retry(attempt, what=f"upload {dst}")
+
+
+async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, object], on_bytes: OnBytes,
+                     tuning: Tuning, resume: ResumeSlot | None) -> Entry:
+    size = int(ident["size"])  # type: ignore[call-overload]
+    part = max(chunk_size_for(size, tuning.chunk_size), 5 << 20)
+    upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume)
+    digests: dict[int, str] = {n: info[1] for n, info in done.items()}
+    etags: dict[int, str] = {n: info[0] for n, info in done.items()}
+    if done:
+        on_bytes(sum(min(part, size - (n - 1) * part) for n in done))
+
+    def sender(number: int, offset: int, length: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            data = await asyncio.to_thread(_pread_exact, src, offset, length)
+            digest = hashlib.md5(data).hexdigest()
+
+            async def attempt() -> str:
+                async with tuning.slot():
+                    await tuning.throttle(length)
+                    etag = await backend.mp_upload_part(dst, upload_id, number, data)
+                if etag != digest:  # the part arrived damaged: sent again by retry, once more
+                    raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent")
+                return etag
+
+            etags[number] = await _retry_mismatch(attempt, f"upload part {number} of {dst}")
+            digests[number] = digest
+            if resume is not None:
+                await resume.mark(number, [etags[number], digest])
+            on_bytes(length)
+
+        return run
+
+    todo = [(i + 1, off, n) for i, (off, n) in enumerate(ranges(size, part)) if i + 1 not in done]
+    try:
+        await run_bounded([sender(*t) for t in todo], tuning.streams)
+        parts = sorted(etags.items())
+        entry = await retry(lambda: backend.mp_complete(dst, upload_id, parts), what=f"complete {dst}")
+    except BaseException:
+        if resume is None or not resume.keep_partial():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(backend.mp_abort(dst, upload_id))
+            if resume is not None:
+                await asyncio.shield(resume.clear())
+        raise
+    if resume is not None:
+        await resume.clear()
+    _verify_etag(entry, multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts]), dst)
+    _verify_size(entry, size, dst)
+    return entry
+
+
+class _PartMismatch(E.ChecksumMismatchError):
+    pass
+
+
+async def _retry_mismatch(attempt: Callable[[], Awaitable[str]], what: str) -> str:
+    """Transient errors are retried by retry(); a damaged part is sent once more, then 1009."""
+    try:
+        return await retry(attempt, what=what)
+    except _PartMismatch:
+        return await retry(attempt, what=what)
+
+
+async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object],
+                            resume: ResumeSlot | None) -> tuple[str, dict[int, list[str]]]:
+    """The upload id to use and the parts already stored under it."""
+    if resume is not None:
+        note, done = await resume.load()
+        if note is not None and note.get("ident") == ident:
+            upload_id = str(note["upload_id"])
+            try:
+                stored = await retry(lambda: backend.mp_parts(dst, upload_id), what=f"list parts of {dst}")
+            except E.NotFoundError:
+                stored = None  # the upload was aborted or expired: start again
+            if stored is not None:
+                return upload_id, {n: info for n, info in done.items()
+                                   if n in stored and stored[n][0] == info[0]}
+        elif note is not None:
+            with contextlib.suppress(Exception):
+                await backend.mp_abort(dst, str(note["upload_id"]))
+    upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
+    if resume is not None:
+        await resume.start({"ident": ident, "upload_id": upload_id})
+    return upload_id, {}
+
+
+def _pread_exact(src: Path, offset: int, length: int) -> bytes:
+    with open(src, "rb") as f:
+        data = os.pread(f.fileno(), length, offset)
+    if len(data) != length:
+        raise _changed(src)
+    return data
+
+
+async def _publish(backend: Backend, tmp: str, dst: str, size: int) -> Entry:
+    await retry(lambda: backend.rename(tmp, dst), what=f"rename {tmp}")
+    entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
+    _verify_size(entry, size, dst)
+    return entry
+
+
+async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
+                          tuning: Tuning) -> Entry:
+    tmp = temp_name(dst)
+    count = _Counter(on_bytes)
+
+    async def attempt() -> Entry:
+        count.rewind()
+        async with tuning.slot():
+            return await backend.write(tmp, file_chunks(src, size, count, tuning), size)
+
+    try:
+        await retry(attempt, what=f"upload {dst}")
+        return await _publish(backend, tmp, dst, size)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(backend.delete(tmp))
+        raise
+
+
+async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str, object],
+                         on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None) -> Entry:
+    size = int(ident["size"])  # type: ignore[call-overload]
+    chunk = chunk_size_for(size, tuning.chunk_size)
+    ident = {**ident, "chunk": chunk}
+    tmp, done = temp_name(dst), set[int]()
+    if resume is not None:
+        note, marks = await resume.load()
+        if note is not None and note.get("ident") == ident:
+            tmp, done = str(note["tmp"]), set(marks)
+        else:
+            tmp = temp_name(dst, resume.job_id[:12])
+            await resume.start({"ident": ident, "tmp": tmp})
+    parts = ranges(size, chunk)
+    if done:
+        on_bytes(sum(parts[i][1] for i in done))
+    writer = await retry(lambda: backend.open_writer(tmp, size), what=f"open {tmp}")
+
+    def sender(idx: int) -> Callable[[], Awaitable[None]]:
+        offset, length = parts[idx]
+
+        async def run() -> None:
+            data = await asyncio.to_thread(_pread_exact, src, offset, length)
+
+            async def attempt() -> None:
+                async with tuning.slot():
+                    await tuning.throttle(length)
+                    await writer.write_at(offset, data)
+
+            await retry(attempt, what=f"upload {dst} at {offset}")
+            if resume is not None:
+                await resume.mark(idx)
+            on_bytes(length)
+
+        return run
+
+    try:
+        try:
+            await run_bounded([sender(i) for i in range(len(parts)) if i not in done], tuning.streams)
+        finally:
+            await writer.close()
+        entry = await _publish(backend, tmp, dst, size)
+    except BaseException:
+        if resume is None or not resume.keep_partial():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(backend.delete(tmp))
+            if resume is not None:
+                await asyncio.shield(resume.clear())
+        raise
+    if resume is not None:
+        await resume.clear()
+    return entry
+
+
+async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str, size: int,
+                        tuning: Tuning | None = None) -> Entry:
+    """Store a one-pass stream (it cannot be read twice, so it is not retried)."""
+    tuning = tuning or Tuning()
+    md5 = S3ETag(max(size, 1))
+
+    async def counted() -> AsyncIterator[bytes]:
+        async for piece in chunks:
+            await tuning.throttle(len(piece))
+            md5.update(piece)
+            yield piece
+
+    if backend.caps.atomic_write:
+        async with tuning.slot():
+            entry = await backend.write(dst, counted(), size)
+        if "-" not in (entry.etag or ""):  # a multipart ETag depends on the backend's part size
+            _verify_etag(entry, md5.hexdigest(), dst)
+        _verify_size(entry, size, dst)
+        return entry
+    tmp = temp_name(dst)
+    try:
+        async with tuning.slot():
+            await backend.write(tmp, counted(), size)
+        return await _publish(backend, tmp, dst, size)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(backend.delete(tmp))
+        raise
