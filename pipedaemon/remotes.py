@@ -168,6 +168,7 @@ class Remotes:
     async def check(self, profile: str, name: str, write_probe: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": False, "remote": name, "endpoint": None, "can_read": False,
                                "can_write": None, "error": None}
+        await self.get(profile, name)  # an unknown remote is NotFound, not a failed check
         try:
             backend, remote = await self.backend(profile, name, "read")
             out["endpoint"] = backend.describe()
