@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.servers.s3",
     "tests.servers.sftp",
     "tests.servers.ftp",
+    "tests.servers.local",
 ]
 
 

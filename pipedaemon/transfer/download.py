@@ -65,9 +65,12 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
             done = set()
             if resume is not None:
                 await resume.start({"ident": ident, "tmp": str(tmp)})
-        if entry.mtime is not None:
-            os.utime(tmp, (entry.mtime, entry.mtime))
-        os.replace(tmp, dest)
+        try:
+            if entry.mtime is not None:
+                os.utime(tmp, (entry.mtime, entry.mtime))
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise local_error(exc, dest) from exc
     except BaseException:
         if resume is None or not resume.keep_partial():
             with contextlib.suppress(OSError):
