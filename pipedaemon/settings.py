@@ -110,7 +110,8 @@ def _convert(value: Any, typ: type[Any], prefix: str) -> Any:
         return msgspec.convert(value, typ)
     except msgspec.ValidationError as exc:
         inner = validation_error(exc, E.INVALID_SETTINGS).data.get("field", "")
-        field = ".".join(p for p in (prefix, inner) if p)
+        missing = re.search(r"missing required field `([^`]*)`", str(exc))
+        field = ".".join(p for p in (prefix, inner, missing and missing.group(1)) if p)
         reason = str(exc).split(" - at ")[0]
         raise E.InvalidSettingsError(f"invalid setting {field or 'settings'}: {reason}",
                                      {"field": field}) from None
@@ -140,9 +141,11 @@ def validate(raw: Any) -> tuple[RemoteSettings, dict[str, Any]]:
     options = msgspec.to_builtins(_convert(s.options, opt_type, "options"))
     if s.credentials:
         split = set(s.credentials) <= {"read", "write"}
-        for mode, cset in split_credentials(s.credentials).items():
+        # Each set as given, under its own name (split_credentials would report a lone write set as read).
+        sets = s.credentials if split else {"": s.credentials}
+        for mode, cset in sets.items():
             if cset:
-                _convert(cset, cred_type, f"credentials.{mode}" if split else "credentials")
+                _convert(cset, cred_type, f"credentials.{mode}" if mode else "credentials")
     _check_location(s, options)
     return s, {k: v for k, v in options.items() if v is not None}
 
