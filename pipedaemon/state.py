@@ -61,6 +61,53 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, target, idx)
     );
     """,
+    # 4: pipes (pipes/store.py), profile config, cached remote listings (pipes/scan.py) and
+    # each pipe file's state at its last sync (pipes/syncstate.py).
+    """
+    CREATE TABLE pipes (
+        profile TEXT NOT NULL,
+        name TEXT NOT NULL,
+        settings BLOB NOT NULL,
+        first_pull_done INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (profile, name)
+    );
+    CREATE TABLE pipe_profiles (
+        profile TEXT PRIMARY KEY,
+        config BLOB NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE scan_listings (
+        profile TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        listed_at REAL NOT NULL,
+        PRIMARY KEY (profile, remote, folder)
+    );
+    CREATE TABLE scan_entries (
+        profile TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime REAL,
+        etag TEXT,
+        PRIMARY KEY (profile, remote, folder, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_state (
+        profile TEXT NOT NULL,
+        pipe TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        local_size INTEGER,
+        local_mtime_ns INTEGER,
+        remote_size INTEGER,
+        remote_mtime REAL,
+        remote_etag TEXT,
+        synced_at REAL NOT NULL,
+        PRIMARY KEY (profile, pipe, filename)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
