@@ -37,7 +37,7 @@ METHOD_MODULES = [
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
 EVENT_DROP_BYTES = 1 << 20  # a client this far behind loses progress events, never answers
 MAX_BUFFER = 64 << 20  # a client this far behind is disconnected
-SHUTDOWN_GRACE = 5.0
+SHUTDOWN_GRACE = 2.0  # running jobs may finish this long, then are checkpointed
 
 
 class Connection:
@@ -173,6 +173,10 @@ class Daemon:
         self._modules = [importlib.import_module(name) for name in METHOD_MODULES]
 
     def stop(self) -> None:
+        """Stop accepting at once (a client connecting now starts or waits for the next
+        daemon, never talks to this one), then shut down."""
+        if self._server is not None:
+            self._server.close()
         self.stop_event.set()
 
     # -- startup ---------------------------------------------------------------------
@@ -264,6 +268,9 @@ class Daemon:
                     await close()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stop_event.is_set():  # accepted just before we stopped listening
+            writer.close()
+            return
         uid = peer_uid(writer)
         if uid != os.getuid():
             log.warning("refused a connection from uid %s", uid)
@@ -331,5 +338,5 @@ async def daemon_methods(ctx: Context, p: Params) -> list[dict[str, Any]]:
 @register("daemon.shutdown")
 async def daemon_shutdown(ctx: Context, p: Params) -> dict[str, Any]:
     """Stop: running jobs finish or are checkpointed, then the daemon exits 0."""
-    asyncio.get_running_loop().call_soon(ctx.daemon.stop)
+    ctx.daemon.stop()  # the answer is queued before the connections close
     return {"stopping": True, "pid": os.getpid()}

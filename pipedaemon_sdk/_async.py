@@ -78,6 +78,13 @@ class AsyncConnection:
             raise error_from_code(err.code, err.message, err.data)
         return msg.result
 
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until the daemon closes this connection (as it does when it stops)."""
+        if self._task is None:
+            return True
+        done, _ = await asyncio.wait([self._task], timeout=timeout)
+        return bool(done)
+
     def job_queue(self, job_id: str) -> asyncio.Queue[Any]:
         q = self._jobs.get(job_id)
         if q is None:

@@ -41,6 +41,7 @@ class SyncConnection:
         self._send_lock = threading.Lock()
         self._closed = False
         self._close_reason = "connection closed"
+        self._gone = threading.Event()  # set when the reader sees the connection end
 
     def open(self) -> None:
         """Connect; raises the OSError (FileNotFoundError, ConnectionRefusedError...)."""
@@ -93,6 +94,10 @@ class SyncConnection:
             err = msg.error
             raise error_from_code(err.code, err.message, err.data)
         return msg.result
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until the daemon closes this connection (as it does when it stops)."""
+        return self._gone.wait(timeout)
 
     def job_queue(self, job_id: str) -> queue.SimpleQueue[Any]:
         """The queue of notifications for a job (made on first use)."""
@@ -154,3 +159,4 @@ class SyncConnection:
             slot.event.set()  # msg stays None: the caller raises DaemonConnectionError
         for q in jobs:
             q.put(CLOSED)
+        self._gone.set()

@@ -77,7 +77,7 @@ class PipeClient(Api):
 
     # -- plumbing used by Api and Job ------------------------------------------
     def _connection(self) -> SyncConnection:
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:  # reconnect after the daemon went away
             self.connect()
         assert self._conn is not None
         return self._conn
@@ -106,6 +106,12 @@ class PipeClient(Api):
             return job
         result = job.wait(timeout=timeout, on_progress=on_progress).result
         return convert(result) if convert else result
+
+    def shutdown(self, timeout: float = 30.0) -> Any:
+        result = self._conn_request("daemon.shutdown", {})
+        if self._conn is not None:
+            self._conn.wait_closed(timeout)
+        return result
 
     def _job_handle(self, info: JobInfo) -> Job:
         return Job(self, info, subscribed=False)
@@ -184,7 +190,7 @@ class AsyncPipeClient(Api):
         await self.close()
 
     async def _connection(self) -> AsyncConnection:
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:  # reconnect after the daemon went away
             await self.connect()
         assert self._conn is not None
         return self._conn
@@ -214,6 +220,12 @@ class AsyncPipeClient(Api):
             return job
         result = (await job.wait(timeout=timeout, on_progress=on_progress)).result
         return convert(result) if convert else result
+
+    async def shutdown(self, timeout: float = 30.0) -> Any:
+        result = await self._conn_request("daemon.shutdown", {})
+        if self._conn is not None:
+            await self._conn.wait_closed(timeout)
+        return result
 
     def _job_handle(self, info: JobInfo) -> AsyncJob:
         return AsyncJob(self, info, subscribed=False)
