@@ -98,7 +98,9 @@ class Remotes:
             sealed = old.sealed if old else self.vault.seal({})
         else:
             sealed = self.vault.seal(settings.credentials)
-        host_key = old.host_key if old and old.options.get("host") == options.get("host") else None
+        # A pinned key belongs to host:port (as in known_hosts): another server gets its own pin.
+        same_server = old is not None and all(old.options.get(k) == options.get(k) for k in ("host", "port"))
+        host_key = old.host_key if old and same_server else None
         await self.state.execute(
             "INSERT INTO remotes(profile, name, protocol, location, options, credentials, host_key, "
             "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(profile, name) DO UPDATE SET "
