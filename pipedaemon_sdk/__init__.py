@@ -26,6 +26,7 @@ from .errors import (
     UnsafePathError,
 )
 from .job import AsyncJob, Job
+from .pipe import Pipe, PipeLocal, SyncResult
 from .wire import JobInfo, ProgressEvent, Status
 
 __version__ = "0.1.0"
@@ -35,6 +36,6 @@ __all__ = [
     "CancelledError", "ChecksumMismatchError", "ConflictError", "DaemonConnectionError",
     "DaemonError", "DaemonTimeoutError", "InternalError", "InvalidParamsError",
     "InvalidRequestError", "InvalidSettingsError", "Job", "JobInfo", "MethodNotFoundError",
-    "NotFoundError", "ParseError", "PermissionDeniedError", "PipeClient", "ProgressEvent",
-    "Status", "StorageError", "UnsafePathError", "__version__",
+    "NotFoundError", "ParseError", "PermissionDeniedError", "Pipe", "PipeClient", "PipeLocal",
+    "ProgressEvent", "Status", "StorageError", "SyncResult", "UnsafePathError", "__version__",
 ]

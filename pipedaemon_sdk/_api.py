@@ -130,6 +130,44 @@ class Api:
 
         return Datastore(self, remote)
 
+    # -- pipes (see pipe.py) -------------------------------------------------------
+    def upsert_pipe(self, settings: dict[str, Any]) -> Any:
+        """Create or replace a pipe: a ``remote``, a ``parent`` to inherit from, or self-hosted storage."""
+        return self._call("pipe.upsert", self._p(settings=settings))
+
+    def get_pipe(self, name: str) -> Any:
+        """A pipe's effective settings, schema and local folder (credentials as "***")."""
+        return self._call("pipe.get", self._p(name=name))
+
+    def list_pipes(self, names_only: bool = True) -> Any:
+        return self._call("pipe.list", self._p(names_only=names_only))
+
+    def delete_pipe(self, name: str) -> Any:
+        """Forget a pipe and its sync state; its files stay on both sides."""
+        return self._call("pipe.delete", self._p(name=name))
+
+    def pipe(self, name: str, mode: str = "default", sortby: str = "filename") -> Any:
+        """d6tpipe's Pipe: pull and push only what changed (NotFoundError for an unknown pipe)."""
+        from .pipe import Pipe
+
+        return self._call("pipe.get", self._p(name=name),
+                          lambda info: Pipe(self, name, info, mode=mode, sortby=sortby))
+
+    def get_profile_config(self) -> Any:
+        """This profile's config: filerepo, scan_ttl_s, parallel_files, bwlimit_bps."""
+        return self._call("pipe.config_get", self._p())
+
+    def update_profile_config(self, config: dict[str, Any]) -> Any:
+        """Change keys of this profile's config (changing filerepo moves no files: see move_repo)."""
+        return self._call("pipe.config_update", self._p(config=config))
+
+    def move_repo(self, path: str | os.PathLike[str]) -> Any:
+        """Move this profile's local pipe files to ``path`` and make it the filerepo."""
+        return self._call("pipe.move_repo", self._p(path=_abspath(os.path.expanduser(os.fspath(path)))))
+
+    def list_profiles(self) -> Any:
+        return self._call("pipe.profiles", self._p())
+
     # -- single files ------------------------------------------------------------
     def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
                chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,

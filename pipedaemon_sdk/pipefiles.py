@@ -15,10 +15,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +26,13 @@ SORT_KEYS = {"filename": "filename", "name": "filename", "modified_at": "modifie
              "size": "size"}
 
 
-@dataclass
 class LocalFile:
-    name: str
-    size: int
-    mtime_ns: int
+    __slots__ = ("mtime_ns", "name", "size")
+
+    def __init__(self, name: str, size: int, mtime_ns: int) -> None:
+        self.name = name
+        self.size = size
+        self.mtime_ns = mtime_ns
 
     @property
     def modified_at(self) -> float:
@@ -118,8 +117,9 @@ def sort_rows(rows: list[dict[str, Any]], sortby: str | None) -> list[dict[str, 
     if key is None:
         raise InvalidSettingsError(f"sortby must be one of filename, modified_at, size (not {sortby!r})",
                                    {"field": "sortby"})
-    return sorted(rows, key=lambda r: (r.get(key) is None, r.get(key) or 0, r["filename"]) if key != "filename"
-                  else r["filename"])
+    if key == "filename":
+        return sorted(rows, key=lambda r: r["filename"])
+    return sorted(rows, key=lambda r: (r.get(key) is None, r.get(key) or 0, r["filename"]))
 
 
 # -- names -----------------------------------------------------------------------------
@@ -176,6 +176,9 @@ def local_rows(root: Path, include: str | None = None, exclude: str | None = Non
 # -- importing -------------------------------------------------------------------------
 def _place(src: Path, dst: Path, move: bool) -> None:
     """Copy or move ``src`` to ``dst``; the final name appears only complete."""
+    import shutil
+    import uuid
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}{TMP_MARK}-{uuid.uuid4().hex[:8]}")
     try:

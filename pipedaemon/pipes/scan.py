@@ -1,0 +1,200 @@
+"""Remote listings cached in SQLite, shared by every pipe over the same folder.
+
+A listing is keyed by (remote's profile, remote, folder). A pipe is served from
+any fresh listing of its own folder or of a folder containing it, so a parent and
+its children cost one listing: on a miss the daemon lists the pipe's *scan folder*
+(the outermost folder of a same-remote ancestor that contains the pipe's) and the
+children filter from it. The daemon's own writes and deletes reach the cache
+through ``Remotes.listeners``; ``cached=False`` lists the pipe's folder afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.base import Entry
+from ..remotes import Remotes
+from ..retry import retry
+from ..transfer import is_temp
+from .db import PipeDB, Tx
+
+log = logging.getLogger("pipedaemon.pipes.scan")
+Key = tuple[str, str]  # (remote's profile, remote name)
+STALE_AFTER_S = 7 * 86400  # listings nobody refreshed for this long are dropped at start
+
+
+@dataclass
+class RemoteFile:
+    name: str  # relative to the pipe's folder, as the storage spelled it (unchecked)
+    size: int
+    mtime: float | None
+    etag: str | None
+
+    def row(self) -> dict[str, Any]:
+        return {"filename": self.name, "size": self.size, "modified_at": self.mtime, "etag": self.etag}
+
+
+def _upper(prefix: str) -> str:
+    """The smallest string above every string starting with ``prefix`` (which ends in '/')."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class ScanCache:
+    def __init__(self, db: PipeDB, remotes: Remotes) -> None:
+        self.db = db
+        self.remotes = remotes
+        self.listings = 0  # listings made since start (status and tests)
+        self._pending: list[tuple[str, str, str, Entry | None, float]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        remotes.listeners.append(self.on_change)
+
+    async def open(self) -> None:
+        old = time.time() - STALE_AFTER_S
+        async with self.db.tx() as tx:
+            await tx.execute("DELETE FROM scan_entries WHERE (profile, remote, folder) IN (SELECT profile, "
+                             "remote, folder FROM scan_listings WHERE listed_at < ?)", (old,))
+            await tx.execute("DELETE FROM scan_listings WHERE listed_at < ?", (old,))
+
+    # -- reading ---------------------------------------------------------------------
+    async def files(self, key: Key, folder: str, scan_folder: str, ttl: float,
+                    cached: bool = True) -> tuple[list[RemoteFile], float]:
+        """Files under ``folder`` (names relative to it) and when they were listed."""
+        await self.settle()
+        if cached:
+            hit = await self._cached(key, folder, ttl)
+            if hit is not None:
+                return hit
+            async with self._lock(key, scan_folder):
+                hit = await self._cached(key, folder, ttl)  # another request listed meanwhile
+                if hit is None:
+                    await self._refresh(key, scan_folder)
+        else:
+            async with self._lock(key, folder):
+                await self._refresh(key, folder)
+        hit = await self._cached(key, folder, math.inf)
+        assert hit is not None
+        return hit
+
+    def _lock(self, key: Key, folder: str) -> asyncio.Lock:
+        return self._locks.setdefault((*key, folder), asyncio.Lock())
+
+    async def _cached(self, key: Key, folder: str, ttl: float) -> tuple[list[RemoteFile], float] | None:
+        rows = await self.db.fetchall("SELECT folder, listed_at FROM scan_listings WHERE profile=? AND "
+                                      "remote=?", key)
+        now = time.time()
+        fresh = [(f, t) for f, t in rows if folder.startswith(f) and now - t < ttl]
+        if not fresh:
+            return None
+        base, listed_at = max(fresh, key=lambda r: len(r[0]))  # the closest listing
+        prefix = folder[len(base):]
+        sql = "SELECT name, size, mtime, etag FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
+        args: list[Any] = [*key, base]
+        if prefix:
+            sql += " AND name >= ? AND name < ?"
+            args += [prefix, _upper(prefix)]
+        found = await self.db.fetchall(sql, args)
+        return [RemoteFile(n[len(prefix):], s, m, e) for n, s, m, e in found], listed_at
+
+    # -- listing ---------------------------------------------------------------------
+    async def _refresh(self, key: Key, folder: str) -> None:
+        backend, _ = await self.remotes.backend(*key, "read")
+
+        async def collect() -> list[Entry]:
+            return [e async for e in backend.list(folder, recursive=True)
+                    if not e.is_dir and not is_temp(e.name)]
+
+        entries = await retry(collect, what=f"list {folder or '(login folder)'}")
+        self.listings += 1
+        now = time.time()
+        rows = [(e.name, e.size, e.mtime, e.etag) for e in entries]
+        async with self.db.tx() as tx:
+            listed = await tx.fetchall("SELECT folder FROM scan_listings WHERE profile=? AND remote=?", key)
+            for (other,) in listed:
+                if other != folder and folder.startswith(other):  # a listing containing this folder
+                    await self._replace(tx, key, other, folder[len(other):], rows)
+                elif other != folder and other.startswith(folder):  # superseded by this one
+                    await tx.execute("DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?",
+                                     (*key, other))
+                    await tx.execute("DELETE FROM scan_listings WHERE profile=? AND remote=? AND folder=?",
+                                     (*key, other))
+            await self._replace(tx, key, folder, "", rows)
+            await tx.execute("INSERT OR REPLACE INTO scan_listings(profile, remote, folder, listed_at) "
+                             "VALUES (?,?,?,?)", (*key, folder, now))
+        log.debug("listed %s/%s %r: %d files", key[0], key[1], folder, len(rows))
+
+    @staticmethod
+    async def _replace(tx: Tx, key: Key, base: str, prefix: str,
+                       rows: list[tuple[str, int, float | None, str | None]]) -> None:
+        """Make ``base``'s entries under ``prefix`` exactly ``rows`` (names relative to the prefix)."""
+        sql = "DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
+        args: list[Any] = [*key, base]
+        if prefix:
+            sql += " AND name >= ? AND name < ?"
+            args += [prefix, _upper(prefix)]
+        await tx.execute(sql, args)
+        await tx.executemany(
+            "INSERT OR REPLACE INTO scan_entries(profile, remote, folder, name, size, mtime, etag) "
+            "VALUES (?,?,?,?,?,?,?)", ((*key, base, prefix + n, s, m, e) for n, s, m, e in rows))
+
+    # -- the daemon's own changes ----------------------------------------------------------
+    def on_change(self, profile: str, remote: str, path: str, entry: Entry | None) -> None:
+        """Remotes listener: a file the daemon wrote (entry) or deleted (None)."""
+        if is_temp(path) or (entry is not None and entry.is_dir):
+            return
+        self._pending.append((profile, remote, path, entry, time.time()))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def settle(self) -> None:
+        """Wait until every change reported so far is in the cache."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.db.tx() as tx:
+                    await self._apply(tx, batch)
+            except Exception:  # a lost update only costs freshness; the next listing repairs it
+                log.exception("updating the scan cache failed; dropping the cached listings touched")
+                await self._forget([(p, r) for p, r, *_ in batch])
+
+    async def _apply(self, tx: Tx, batch: list[tuple[str, str, str, Entry | None, float]]) -> None:
+        folders: dict[Key, list[str]] = {}
+        for profile, remote, path, entry, when in batch:
+            key = (profile, remote)
+            if key not in folders:
+                rows = await tx.fetchall("SELECT folder FROM scan_listings WHERE profile=? AND remote=?", key)
+                folders[key] = [r[0] for r in rows]
+            for base in folders[key]:
+                if not path.startswith(base):
+                    continue
+                name = path[len(base):]
+                if entry is not None:
+                    mtime = entry.mtime if entry.mtime is not None else when
+                    await tx.execute("INSERT OR REPLACE INTO scan_entries(profile, remote, folder, name, "
+                                     "size, mtime, etag) VALUES (?,?,?,?,?,?,?)",
+                                     (*key, base, name, entry.size, mtime, entry.etag))
+                elif not name or name.endswith("/"):  # a folder (or everything) went away
+                    sql = "DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
+                    args: list[Any] = [*key, base]
+                    if name:
+                        sql += " AND name >= ? AND name < ?"
+                        args += [name, _upper(name)]
+                    await tx.execute(sql, args)
+                else:
+                    await tx.execute("DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=? "
+                                     "AND name=?", (*key, base, name))
+
+    async def _forget(self, keys: list[Key]) -> None:
+        async with self.db.tx() as tx:
+            for key in set(keys):
+                await tx.execute("DELETE FROM scan_entries WHERE profile=? AND remote=?", key)
+                await tx.execute("DELETE FROM scan_listings WHERE profile=? AND remote=?", key)

@@ -1,0 +1,248 @@
+"""Pull and push jobs: run a plan's moves through the transfer engine, in parallel.
+
+Idempotent: a restarted daemon re-runs the job, which plans again from the
+listing, the local folder and the sync state; files finished before the stop are
+in the checkpoint (or now in sync) and are not moved again. A file downloaded
+whose state row was lost is recognised as equal (same size, the remote's mtime)
+and only recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pipedaemon_sdk import errors as E
+
+from .. import safepath, transfer
+from ..backends.base import Backend, Entry
+from ..jobs import JobContext
+from ..retry import retry
+from .plan import Conflict, Move, Plan
+from .service import Pipes, SyncOptions, View, ensure_writable
+from .store import Resolved
+from .syncstate import FileState, StateWriter, remote_changed
+
+log = logging.getLogger("pipedaemon.pipes.sync")
+CHECKPOINT_EVERY_S = 2.0
+
+
+class Vanished(Exception):
+    """The source file disappeared after the plan was made: skipped, not an error."""
+
+
+class Changed(Exception):
+    """The destination changed after the plan was made: a conflict now."""
+
+
+class Runner:
+    def __init__(self, svc: Pipes, ctx: JobContext, rp: Resolved, opts: SyncOptions, plan: Plan,
+                 view: View, backend: Backend, tuning: Any) -> None:
+        self.svc, self.ctx, self.rp, self.opts, self.plan, self.view = svc, ctx, rp, opts, plan, view
+        self.backend = backend
+        self.tuning = tuning
+        self.writer = StateWriter(svc.state, rp.profile, rp.name)
+        cp = ctx.checkpoint_data if isinstance(ctx.checkpoint_data, dict) else {}
+        self.done: dict[str, dict[str, Any]] = {r["filename"]: r for r in cp.get("done", [])}
+        self.skipped: list[dict[str, Any]] = []
+        self.late_conflicts: list[Conflict] = []
+        self.bytes_done = 0
+        self.files_done = 0
+        self._last_cp = time.monotonic()
+
+    # -- the whole job ------------------------------------------------------------------
+    async def run(self, parallel: int) -> list[dict[str, Any]]:
+        todo = [m for m in self.plan.moves if m.name not in self.done]
+        total = sum(m.src.size for m in todo)
+        count = len(todo)
+        self.ctx.progress(0, total, file_count=max(count, 1), file_index=0, file_name="")
+        one = self._pull_one if self.opts.direction == "pull" else self._push_one
+
+        def maker(m: Move) -> Callable[[], Awaitable[None]]:
+            async def go() -> None:
+                self.ctx.progress(self.bytes_done, total, file_name=m.name, file_index=self.files_done)
+                try:
+                    row = await one(m, lambda n: self._bytes(n, total))
+                except Vanished:
+                    self.skipped.append({**m.row(), "action": "vanished"})
+                except Changed:
+                    self.late_conflicts.append(Conflict(m.name, self.view.local.get(m.name, m.src),
+                                                        self.view.remote.get(m.name, m.src)))
+                else:
+                    self.done[m.name] = row
+                self.files_done += 1
+                self.ctx.progress(self.bytes_done, total, file_index=self.files_done)
+                await self._maybe_checkpoint()
+
+            return go
+
+        try:
+            await bounded([maker(m) for m in todo], parallel)
+        finally:
+            await self.writer.flush()
+        return [self.done[m.name] for m in self.plan.moves if m.name in self.done]
+
+    def _bytes(self, n: int, total: int) -> None:
+        self.bytes_done += n
+        self.ctx.progress(self.bytes_done, total)
+
+    async def _maybe_checkpoint(self) -> None:
+        if time.monotonic() - self._last_cp < CHECKPOINT_EVERY_S:
+            return
+        self._last_cp = time.monotonic()
+        await self.writer.flush()  # rows first: the checkpoint never claims what the state lacks
+        await self.ctx.checkpoint({"done": list(self.done.values())})
+
+    # -- one file each way --------------------------------------------------------------------
+    async def _pull_one(self, m: Move, on_bytes: Callable[[int], None]) -> dict[str, Any]:
+        rp = self.rp
+        target = safepath.local_target(rp.dirpath, m.name)
+        _check_local_unchanged(target, m.dst)
+        src = rp.folder + m.name
+        entry = Entry(name=src, size=m.src.size, mtime=m.src.mtime, etag=m.src.etag)
+        resume = self.ctx.resume_slot(str(target))
+        try:
+            entry = await transfer.download(self.backend, src, target, on_bytes, entry=entry,
+                                            tuning=self.tuning, resume=resume)
+        except (E.NotFoundError, E.ChecksumMismatchError):
+            # The cached listing may be behind the storage: look again once.
+            fresh = await self._stat_remote(src)
+            if fresh is None:
+                raise Vanished(m.name) from None
+            if fresh.size == entry.size and fresh.etag == entry.etag and fresh.mtime == entry.mtime:
+                raise
+            entry = await transfer.download(self.backend, src, target, on_bytes, entry=fresh,
+                                            tuning=self.tuning, resume=resume)
+            self.svc.remotes.changed(*rp.remote_key, src, fresh)
+        st = target.stat()
+        await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag))
+        return {**m.row(), "size": entry.size, "modified_at": entry.mtime, "etag": entry.etag}
+
+    async def _push_one(self, m: Move, on_bytes: Callable[[int], None]) -> dict[str, Any]:
+        rp = self.rp
+        path = rp.dirpath.joinpath(*m.name.split("/"))
+        dst = rp.folder + m.name
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise Vanished(m.name) from None
+        if m.dst is not None and m.action != "overwrite":
+            # Someone else may have changed the remote file since the (cached) listing.
+            fresh = await self._stat_remote(dst)
+            known = FileState(None, None, m.dst.size, m.dst.mtime, m.dst.etag)
+            if fresh is not None and remote_changed(fresh.size, fresh.mtime, fresh.etag, known):
+                self.svc.remotes.changed(*rp.remote_key, dst, fresh)
+                raise Changed(m.name)
+        try:
+            entry = await transfer.upload(self.backend, path, dst, on_bytes, tuning=self.tuning,
+                                          resume=self.ctx.resume_slot(dst))
+        except E.NotFoundError:
+            if not path.exists():
+                raise Vanished(m.name) from None
+            raise
+        self.svc.remotes.changed(*rp.remote_key, dst, entry)
+        await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag))
+        return {**m.row(), "size": st.st_size, "modified_at": st.st_mtime_ns / 1e9, "etag": entry.etag}
+
+    async def _stat_remote(self, path: str) -> Entry | None:
+        try:
+            return await retry(lambda: self.backend.stat(path), what=f"stat {path}")
+        except E.NotFoundError:
+            return None
+
+
+def _check_local_unchanged(target: Path, planned: Any) -> None:
+    """The local file is still what the plan saw (else the user edited it meanwhile)."""
+    try:
+        st = target.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there (any more): nothing of the user's to lose
+    if planned is None or (st.st_size, st.st_mtime_ns) != (planned.size, planned.mtime_ns):
+        raise Changed(str(target))
+
+
+async def bounded(makers: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run the made coroutines ``limit`` at a time; the first error cancels the rest and is raised."""
+    queue = list(reversed(makers))
+
+    async def worker() -> None:
+        while queue:
+            await queue.pop()()
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(limit, len(makers))))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+# -- the job ----------------------------------------------------------------------------------
+async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, Any]:
+    profile, name = ctx.params["profile"], ctx.params["name"]
+    rp = await svc.store.resolve(profile, name)
+    started = time.monotonic()
+    async with svc.lock(rp):
+        plan, view = await svc.plan(rp, opts)
+        if plan.missing:
+            side = "remote" if opts.direction == "pull" else "local"
+            raise E.NotFoundError(f"not on the {side} side of pipe {name}: {', '.join(plan.missing[:10])}",
+                                  {"files": plan.missing})
+        config = await svc.config(profile)
+        if plan.moves and opts.direction == "pull":
+            await asyncio.to_thread(ensure_writable, rp.dirpath)
+        mode = "read" if opts.direction == "pull" else "write"
+        backend, _ = await svc.remotes.backend(*rp.remote_key, mode)
+        tuning = ctx.tuning(f"{rp.remote_profile}/{rp.remote}", None, config["bwlimit_bps"])
+        runner = Runner(svc, ctx, rp, opts, plan, view, backend, tuning)
+        moved = await runner.run(config["parallel_files"])
+        await _record_unmoved(svc, rp, plan, view, opts)
+    conflicts = plan.conflicts + runner.late_conflicts
+    result: dict[str, Any] = {
+        "files": moved, "skipped": runner.skipped,
+        "conflicts": [c.row("conflict", opts.direction) for c in conflicts],  # type: ignore[arg-type]
+        "kept": [c.row("kept", opts.direction) for c in plan.kept],  # type: ignore[arg-type]
+        "docs": {}, "summary": {"moved": len(moved), "bytes": sum(r["size"] for r in moved),
+                                "conflicts": len(conflicts), "kept": len(plan.kept),
+                                "skipped": len(runner.skipped),
+                                "elapsed_s": round(time.monotonic() - started, 3)}}
+    if conflicts and not moved:
+        names = [c.name for c in conflicts]
+        raise E.ConflictError(f"{len(names)} file(s) of pipe {name} changed both locally and remotely since "
+                              f"the last sync; nothing was overwritten: {', '.join(names[:10])}",
+                              {"pipe": name, "conflicts": names, "files": result["conflicts"]})
+    if opts.direction == "pull" and not rp.first_pull_done:
+        result["docs"] = await _first_pull_docs(svc, rp)
+    return result
+
+
+async def _record_unmoved(svc: Pipes, rp: Resolved, plan: Plan, view: View, opts: SyncOptions) -> None:
+    """Record equal copies as synced; on a pull, a kept conflict keeps the local file ahead."""
+    rows: list[Any] = []
+    for n in plan.adopt:
+        lo, re_ = view.local[n], view.remote[n]
+        rows.append((n, lo.size, lo.mtime_ns, re_.size, re_.mtime, re_.etag))
+    if opts.direction == "pull":
+        for c in plan.kept:
+            rows.append((c.name, None, None, c.remote.size, c.remote.mtime, c.remote.etag))
+    await svc.state.save(rp.profile, rp.name, rows)
+
+
+async def _first_pull_docs(svc: Pipes, rp: Resolved) -> dict[str, str]:
+    try:
+        docs = await svc.docs(rp)
+    except E.DaemonError as err:  # documentation is a courtesy: never fail a finished pull for it
+        log.warning("pipe %s: could not read README/LICENSE: %s", rp.name, err)
+        return {}
+    await svc.store.mark_first_pull(rp.profile, rp.name)
+    for doc, text in docs.items():
+        log.info("pipe %s (profile %s) %s:\n%s", rp.name, rp.profile, doc, text)
+    return docs
