@@ -21,8 +21,8 @@ from pipedaemon_sdk import PipeClient
 from tests.servers.local import local_base, local_spec
 from tests.spine_helpers import reaper
 
-__all__ = ["Storage", "client", "local_base", "local_spec", "local_storage", "reaper", "s3_storage",
-           "state_db", "storage"]
+__all__ = ["Storage", "client", "local_base", "local_spec", "local_storage", "mtime_storage", "reaper",
+           "s3_storage", "state_db", "storage"]
 
 
 class Storage:
@@ -92,6 +92,12 @@ def storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
 @pytest.fixture
 def local_storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
     return _register(request, client, "local")
+
+
+@pytest.fixture(params=["local", "sftp"])
+def mtime_storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
+    """Storage whose files keep the modification times we set (S3 sets its own)."""
+    return _register(request, client, request.param)
 
 
 @pytest.fixture
