@@ -50,10 +50,16 @@ class Remote:
         return S.root_of(self.protocol, self.options)
 
     def public(self, vault: Vault) -> dict[str, Any]:
-        creds = vault.open(self.sealed, self.name) if self.sealed else {}
-        return {"name": self.name, "protocol": self.protocol, "location": self.location,
-                "options": self.options, "credentials": mask(creds), "root": self.root,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        out = {"name": self.name, "protocol": self.protocol, "location": self.location,
+               "options": self.options, "credentials": {}, "root": self.root,
+               "created_at": self.created_at, "updated_at": self.updated_at}
+        try:
+            out["credentials"] = mask(vault.open(self.sealed, self.name) if self.sealed else {})
+        except E.InvalidSettingsError as err:
+            # Sealed with another key: still show the settings (to re-register), never the blob.
+            out["credentials"] = "***"
+            out["credentials_error"] = err.message
+        return out
 
 
 class Remotes:
