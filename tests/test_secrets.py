@@ -232,6 +232,11 @@ def test_wrong_key_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
                 assert "key" in err.value.message and "PIPEDAEMON_KEY" in err.value.message
                 check = c.check_remote("f")
                 assert check["ok"] is False and check["error"]["code"] == 1003
+                # The settings stay visible (to register the credentials again); the credentials do not.
+                shown = c.get_remote("f")
+                assert shown["credentials"] == "***" and "key" in shown["credentials_error"]
+                assert shown["options"]["port"] == listener.port
+                assert [r["name"] for r in c.list_remotes(names_only=False)] == ["f"]
                 with pytest.raises(E.InvalidSettingsError):
                     c.download(remote="f", key="x", dest="/tmp/pd-never")
             finally:

@@ -206,9 +206,11 @@ def _show(r: dict[str, Any]) -> str:
     lines = [f"name:        {r['name']}", f"protocol:    {r['protocol']}",
              f"location:    {r['location'] or '-'}", f"root:        {r['root']}", "options:"]
     lines += [f"  {k}: {v}" for k, v in sorted(r["options"].items())]
-    lines.append("credentials:" + ("" if r["credentials"] else " (none stored)"))
-    lines += [f"  {k}: {json.dumps(v) if isinstance(v, dict) else v}"
-              for k, v in sorted(r["credentials"].items())]
+    creds = r["credentials"]
+    if not isinstance(creds, dict):  # sealed with another key
+        return "\n".join([*lines, f"credentials: {creds} ({r.get('credentials_error', 'unreadable')})"])
+    lines.append("credentials:" + ("" if creds else " (none stored)"))
+    lines += [f"  {k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in sorted(creds.items())]
     return "\n".join(lines)
 
 
@@ -289,6 +291,7 @@ def ls_cmd(ctx: click.Context, target: str, recursive: bool, long: bool) -> None
     """List a folder of a remote (names relative to it; --json gives keys relative to the root)."""
     op = remote_operand(target)
     entries, folder = _list(client(ctx), op, recursive)
+    entries.sort(key=lambda e: e["name"])
     emit(ctx, entries, lambda es: "\n".join(_entry_line(e, e["name"][len(folder):], long) for e in es))
 
 
