@@ -53,7 +53,8 @@ class Job:
         self._client = client
         self.info = info
         self.id = info.id
-        self._subscribed = subscribed
+        # The connection that receives this job's events: after a reconnect, watch again.
+        self._sub_conn: Any = client._conn if subscribed else None
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, kind={self.info.kind!r}, state={self.info.state!r})"
@@ -62,18 +63,20 @@ class Job:
     def state(self) -> str:
         return self.info.state
 
-    def _subscribe(self) -> None:
-        if not self._subscribed:
+    def _subscribe(self) -> Any:
+        conn = self._client._connection()
+        if self._sub_conn is not conn:
             self.info = msgspec.convert(self._client._conn_request("job.watch", {"job_id": self.id},
                                                                    job_start=True), JobInfo)
-            self._subscribed = True
+            self._sub_conn = conn
+        return conn
 
     def events(self, timeout: float | None = None) -> Iterator[ProgressEvent]:
         """Progress events as they happen; ends when the job finishes."""
-        self._subscribe()
+        conn = self._subscribe()
         if self.info.done:
             return
-        q = self._client._job_queue(self.id)
+        q = conn.job_queue(self.id)
         deadline = None if timeout is None else time.monotonic() + timeout
         from ._sync import CLOSED
 
@@ -88,7 +91,7 @@ class Job:
             msg = _decode(item)
             if isinstance(msg, JobInfo):
                 self.info = msg
-                self._client._forget_job(self.id)
+                conn.forget_job(self.id)
                 return
             yield msg
 
@@ -114,7 +117,7 @@ class AsyncJob:
         self._client = client
         self.info = info
         self.id = info.id
-        self._subscribed = subscribed
+        self._sub_conn: Any = client._conn if subscribed else None
 
     def __repr__(self) -> str:
         return f"AsyncJob({self.id!r}, kind={self.info.kind!r}, state={self.info.state!r})"
@@ -123,21 +126,23 @@ class AsyncJob:
     def state(self) -> str:
         return self.info.state
 
-    async def _subscribe(self) -> None:
-        if not self._subscribed:
+    async def _subscribe(self) -> Any:
+        conn = await self._client._connection()
+        if self._sub_conn is not conn:
             raw = await self._client._conn_request("job.watch", {"job_id": self.id}, job_start=True)
             self.info = msgspec.convert(raw, JobInfo)
-            self._subscribed = True
+            self._sub_conn = conn
+        return conn
 
     async def events(self, timeout: float | None = None) -> AsyncIterator[ProgressEvent]:
         import asyncio
 
         from ._async import CLOSED
 
-        await self._subscribe()
+        conn = await self._subscribe()
         if self.info.done:
             return
-        q = self._client._job_queue(self.id)
+        q = conn.job_queue(self.id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -151,7 +156,7 @@ class AsyncJob:
             msg = _decode(item)
             if isinstance(msg, JobInfo):
                 self.info = msg
-                self._client._forget_job(self.id)
+                conn.forget_job(self.id)
                 return
             yield msg
 
