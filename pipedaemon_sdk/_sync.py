@@ -74,6 +74,8 @@ class SyncConnection:
         rid = next(self._ids)
         slot = _Slot(job_start)
         with self._lock:
+            if self._closed:  # the reader ended after the check above: nobody would wake us
+                raise DaemonConnectionError(f"not connected to the daemon ({self._close_reason})")
             self._pending[rid] = slot
         line = encode_line(Request(method=method, params=msgspec.Raw(encode_line(params)[:-1]), id=rid))
         try:
