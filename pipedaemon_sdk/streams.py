@@ -109,8 +109,19 @@ def _pieces(data: Any, length: int) -> Iterator[bytes]:
         yield piece
 
 
+def check_data(data: Any, length: int) -> None:
+    """Refuse before connecting what cannot work: the daemon would start a write only to abort it."""
+    if length < 0:
+        raise ValueError(f"length must be >= 0, not {length}")
+    if isinstance(data, (bytes, bytearray, memoryview)) and memoryview(data).nbytes < length:
+        raise ValueError(f"data holds {memoryview(data).nbytes} bytes, fewer than length={length}")
+    if not isinstance(data, (bytes, bytearray, memoryview)) and not hasattr(data, "read"):
+        raise TypeError(f"data must be bytes or a readable binary file, not {type(data).__name__}")
+
+
 def write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
     """Send ``length`` bytes of ``data`` (bytes or a readable binary file) as an object."""
+    check_data(data, length)
     sock = _connect(path)
     try:
         with sock.makefile("rb") as f:
@@ -179,6 +190,7 @@ async def async_open_read(path: str, params: dict[str, Any]) -> AsyncObjectStrea
 async def async_write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
     import asyncio
 
+    check_data(data, length)
     reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
     try:
         writer.write(request_line("object.write", {**params, "size": length}))
