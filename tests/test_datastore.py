@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import os
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -316,3 +318,62 @@ def test_unsafe_names_refused(client: PipeClient, local_spec: dict[str, Any], tm
     assert b.get("fine.txt").read() == b"fine"  # a list with one bad name deleted nothing
     assert list((tmp_path / "dl").iterdir()) == []
     assert not Path("/etc/pd-absolute.txt").exists()
+
+
+# -- clients that go away mid-stream ------------------------------------------------------------
+def cut_put(client: PipeClient, bucket: str, size: int, sent: int) -> dict[str, Any]:
+    """object.write announcing ``size`` bytes, then the client leaves after ``sent``: the answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(client.socket_path))
+    params = {"remote": REMOTE, "bucket": bucket, "key": "cut.bin", "size": size}
+    s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "object.write", "params": params}).encode()
+              + b"\n" + rand(sent, 8))
+    s.shutdown(socket.SHUT_WR)
+    answer = json.loads(s.makefile("rb").readline())
+    s.close()
+    return answer
+
+
+def test_truncated_put_stores_nothing(store: tuple[PipeClient, dict[str, Any], Any]) -> None:
+    client, _spec, b = store
+    answer = cut_put(client, b.name, 3 * MiB, MiB)
+    assert answer["error"]["code"] == 1008 and "nothing was stored" in answer["error"]["message"]
+    assert b.list(metadata=False) == []
+    with pytest.raises(E.NotFoundError):
+        b.stat("cut.bin")
+
+
+def test_truncated_multipart_put_leaves_no_upload(client: PipeClient, s3_spec: dict[str, Any],
+                                                  s3_client: Any) -> None:
+    spec = {**s3_spec, "options": {**s3_spec["options"], "part_size": 5 * MiB}}
+    register(client, spec)
+    bucket = spec["root"].rstrip("/")
+    answer = cut_put(client, bucket, 30 * MiB, 12 * MiB)  # two parts landed before the client left
+    assert answer["error"]["code"] == 1008
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_reader_leaving_early(store: tuple[PipeClient, dict[str, Any], Any]) -> None:
+    client, _spec, b = store
+    data = rand(12 * MiB, 9)
+    b.put("big.bin", data, len(data))
+    for _ in range(3):  # each reader hangs up after a little: the daemon shrugs it off
+        s = b.get("big.bin")
+        assert s.read(1000) == data[:1000]
+        s.close()
+    assert client.ping()["pong"] is True
+    assert b.get("big.bin", offset=len(data) - 10).read() == data[-10:]
+    assert b"".join(b.get("big.bin").stream(MiB)) == data
+
+
+def test_put_refuses_short_or_wrong_data(client: PipeClient, local_spec: dict[str, Any]) -> None:
+    register(client, local_spec)
+    b = client.datastore(REMOTE).get_bucket(ensure_bucket(client, local_spec))
+    with pytest.raises(ValueError, match="fewer than length"):
+        b.put("short.bin", b"abc", 10)
+    with pytest.raises(TypeError):
+        b.put("text.txt", "not bytes", 9)
+    with pytest.raises(ValueError, match="ended"):
+        b.put("file.bin", io.BytesIO(b"abc"), 10)  # a file shorter than promised: found while sending
+    assert b.list() == []
