@@ -178,15 +178,20 @@ async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
     backend, base = await open_target(ctx, p, "write")
     keys = [p.key] if isinstance(p.key, str) else p.key
     paths = [safepath.join(base, k) for k in keys]
-    missing = []
+    missing, folders = [], []
     for key, path in zip(keys, paths, strict=True):
         try:
-            await retry(lambda path=path: backend.stat(path), what=f"stat {key}")
+            entry = await retry(lambda path=path: backend.stat(path), what=f"stat {key}")
         except E.NotFoundError:
             missing.append(key)
-    if missing:
-        raise E.NotFoundError(f"no such object: {', '.join(missing)}; nothing was deleted",
-                              {"keys": missing, "remote": p.remote})
+            continue
+        if entry.is_dir:  # backends disagree on deleting a folder: refuse it the same way everywhere
+            folders.append(key)
+    if missing or folders:
+        why = [f"no such object: {', '.join(missing)}"] * bool(missing)
+        why += [f"a folder, not an object: {', '.join(folders)}"] * bool(folders)
+        raise E.NotFoundError(f"{'; '.join(why)}; nothing was deleted",
+                              {"keys": missing + folders, "remote": p.remote})
     for path in paths:
         await retry(lambda path=path: backend.delete(path), what=f"delete {path}")
         remotes_of(ctx).changed(p.profile, p.remote, path, None)
