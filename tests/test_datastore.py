@@ -98,8 +98,7 @@ def test_put_get_list_stat_delete(store: tuple[PipeClient, dict[str, Any], Any],
     assert all(isinstance(o, ObjectInfo) and o.modified_at for o in objs)
     assert sorted(b.list(prefix="2024/", metadata=False)) == ["2024/deep/two.bin", "2024/one.csv"]
     shallow = {o.name: o.is_dir for o in b.list(prefix="2024/", recursive=False)}
-    assert shallow == {"2024/one.csv": False, "2024/deep/": True} or shallow == {"2024/one.csv": False,
-                                                                                "2024/deep": True}
+    assert shallow == {"2024/one.csv": False, "2024/deep": True}
     assert sorted(b.list_filename(contains="2024")) == ["2024/deep/two.bin", "2024/one.csv"]
     assert b.list_filename(contains="2023", return_type="str") == "top-2023.txt"
 
@@ -131,6 +130,17 @@ def test_delete_missing_deletes_nothing(store: tuple[PipeClient, dict[str, Any],
     assert b.get("a.txt").read() == b"a"
     with pytest.raises(E.NotFoundError):
         b.delete("missing.txt")
+
+
+def test_delete_refuses_folders(store: tuple[PipeClient, dict[str, Any], Any]) -> None:
+    _client, _spec, b = store
+    b.put("dir/inner.txt", b"inner", 5)
+    b.put("top.txt", b"top", 3)
+    for name in ("dir", "dir/"):
+        with pytest.raises(E.NotFoundError) as err:
+            b.delete(["top.txt", name])
+        assert "a folder, not an object" in err.value.message and "nothing was deleted" in err.value.message
+    assert sorted(b.list_filename()) == ["dir/inner.txt", "top.txt"]
 
 
 def test_fput_fget(store: tuple[PipeClient, dict[str, Any], Any], tmp_path: Path) -> None:
