@@ -25,14 +25,16 @@ class ErrorObject(msgspec.Struct, omit_defaults=True):
     data: dict[str, Any] | None = None
 
 
-class Request(msgspec.Struct, omit_defaults=True):
+# Not omit_defaults: every message must carry "jsonrpc": "2.0" (JSON-RPC 2.0 requires it);
+# optional members are UNSET, which msgspec always leaves out.
+class Request(msgspec.Struct):
     method: str
     params: msgspec.Raw = msgspec.Raw(b"{}")
     id: Id | msgspec.UnsetType = msgspec.UNSET
     jsonrpc: str = "2.0"
 
 
-class Message(msgspec.Struct, omit_defaults=True):
+class Message(msgspec.Struct):
     """Anything the daemon sends: a response (``id``) or a notification (``method``)."""
 
     jsonrpc: str = "2.0"
