@@ -94,9 +94,9 @@ def validation_error(exc: msgspec.ValidationError, code: int = E.INVALID_PARAMS)
     text = str(exc)
     m = _AT.search(text)
     field = m.group(1).lstrip(".") if m else ""
-    unknown = re.search(r"unknown field `([^`]*)`", text)
-    if unknown:
-        field = ".".join(p for p in (field, unknown.group(1)) if p)
+    named = re.search(r"(?:unknown|missing required) field `([^`]*)`", text)
+    if named:  # the field is named in the text, its parent in the path
+        field = ".".join(p for p in (field, named.group(1)) if p)
     msg = _AT.sub("", text)
     data = {"field": field} if field else {}
     return E.error_from_code(code, f"{msg}" + (f" (field: {field})" if field else ""), data)
