@@ -59,7 +59,18 @@ async def open_target(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Bac
     return backend, base_path(remote, backend, p.bucket)
 
 
+def object_key(key: str, field: str = "key") -> str:
+    """A key to write an object at: safe, and naming a file (a trailing '/' names a folder)."""
+    clean = safepath.clean_key(key)
+    if clean.endswith("/"):
+        raise E.InvalidParamsError(f"{key!r} ends in '/': it names a folder, not an object",
+                                   {"field": field, "key": key})
+    return clean
+
+
 async def resolve(ctx: Context, p: KeyTarget, mode: Mode = "read") -> tuple[Backend, str]:
+    if mode == "write":
+        object_key(p.key)
     backend, base = await open_target(ctx, p, mode)
     return backend, safepath.join(base, p.key)
 
@@ -123,8 +134,21 @@ async def bucket_remove(ctx: Context, p: BucketParams) -> bool:
     async for e in backend.list(path, recursive=True):
         raise E.StorageError(f"bucket {p.bucket} is not empty (it holds {e.name!r}); nothing was removed",
                              {"bucket": p.bucket, "reason": "not empty"})
+    if not backend.caps.buckets:  # a folder bucket holding only empty folders holds no objects
+        for folder in await _subfolders(backend, path):
+            await retry(lambda folder=folder: backend.rmdir(folder), what=f"remove folder {folder}")
     await retry(lambda: backend.rmdir(path.rstrip("/")), what=f"remove bucket {p.bucket}")
     return True
+
+
+async def _subfolders(backend: Backend, path: str) -> list[str]:
+    """The folders below ``path`` (which ends in '/'), deepest first."""
+    out: list[str] = []
+    async for e in backend.list(path, recursive=False):
+        if e.is_dir:
+            sub = f"{path}{e.name.rstrip('/')}/"
+            out += [*await _subfolders(backend, sub), sub.rstrip("/")]
+    return out
 
 
 # -- objects ---------------------------------------------------------------------------
