@@ -18,7 +18,7 @@ from pipedaemon_sdk import errors as E
 
 from . import safepath, transfer
 from .backends.base import Backend
-from .datastore import KeyTarget, base_path, entry_dict
+from .datastore import KeyTarget, base_path, entry_dict, object_key
 from .hashing import check_local_file
 from .jobs import JobContext, job_kind
 from .remotes import Mode, Remotes
@@ -87,7 +87,7 @@ async def _submit(ctx: Context, kind: str, p: msgspec.Struct) -> Any:
 async def rpc_upload(ctx: Context, p: UploadParams) -> Any:
     """Start a job uploading a local file to ``key`` (under the remote's root or a bucket)."""
     check_local_file(p.path)
-    safepath.clean_key(p.key)
+    object_key(p.key)
     _check_tuning(p)
     await _remotes(ctx).get(p.profile, p.remote)
     return await _submit(ctx, "transfer.upload", p)
@@ -106,7 +106,7 @@ async def rpc_download(ctx: Context, p: DownloadParams) -> Any:
 async def rpc_copy(ctx: Context, p: CopyParams) -> Any:
     """Start a job copying an object (server-side where the storage can)."""
     safepath.clean_key(p.key)
-    safepath.clean_key(p.dst_key)
+    object_key(p.dst_key, "dst_key")
     await _remotes(ctx).get(p.profile, p.dst_remote or p.remote)
     return await _submit(ctx, "transfer.copy", p)
 
@@ -116,7 +116,7 @@ async def rpc_put_request(ctx: Context, p: UrlParams) -> Any:
     """Start a job in which the daemon fetches a URL and stores the body as an object."""
     if not p.url.startswith(("http://", "https://")):
         raise E.InvalidParamsError(f"url must be http(s): {p.url!r}", {"field": "url"})
-    safepath.clean_key(p.key)
+    object_key(p.key)
     return await _submit(ctx, "object.put_request", p)
 
 
@@ -179,6 +179,8 @@ async def job_copy(ctx: JobContext) -> dict[str, Any]:
     dst_bucket = p.dst_bucket if p.dst_bucket is not None else p.bucket
     dst_backend, dst, dst_remote = await _open(ctx, p.profile, p.dst_remote or p.remote, dst_bucket,
                                                p.dst_key, "write")
+    if (p.dst_remote or p.remote) == p.remote and src == dst:  # S3 refuses it, a local copy truncates
+        raise E.InvalidParamsError(f"{p.key} would be copied onto itself", {"field": "dst_key", "key": p.key})
     entry = await retry(lambda: src_backend.stat(src), what=f"stat {p.key}")
     ctx.progress(0, entry.size, file_name=p.key)
     if src_backend is dst_backend and src_backend.caps.server_copy:
