@@ -71,6 +71,19 @@ def test_buckets(client: PipeClient, spec: dict[str, Any]) -> None:
         ds.remove_bucket(name)
 
 
+def test_remove_bucket_holding_only_empty_folders(client: PipeClient, spec: dict[str, Any]) -> None:
+    register(client, spec)
+    ds = client.datastore(REMOTE)
+    name = new_bucket_name()
+    ds.create_bucket(name)
+    b = ds.get_bucket(name)
+    b.put("sub/deeper/x.txt", b"x", 1)
+    b.delete("sub/deeper/x.txt")  # folders may stay behind on folder storage; no object does
+    assert b.list() == []
+    assert ds.remove_bucket(name) is True
+    assert ds.bucket_exists(name) is False
+
+
 def test_remove_bucket_not_empty(store: tuple[PipeClient, dict[str, Any], Any]) -> None:
     client, _spec, _ = store
     ds = client.datastore(REMOTE)
@@ -130,6 +143,32 @@ def test_delete_missing_deletes_nothing(store: tuple[PipeClient, dict[str, Any],
     assert b.get("a.txt").read() == b"a"
     with pytest.raises(E.NotFoundError):
         b.delete("missing.txt")
+
+
+def test_keys_naming_folders_are_refused_for_writes(store: tuple[PipeClient, dict[str, Any], Any],
+                                                    tmp_path: Path, http_url: tuple[str, bytes]) -> None:
+    client, _spec, b = store
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"abc")
+    b.put("x.bin", b"abc", 3)
+    writes = [lambda: b.put("d/", b"abc", 3), lambda: b.fput("e/", local),
+              lambda: client.upload(local, remote=REMOTE, key="u/"),
+              lambda: b.put_request(http_url[0], "p/"), lambda: b.fcopy_to(b.name, "c/", "x.bin")]
+    for write in writes:
+        with pytest.raises(E.InvalidParamsError) as err:
+            write()
+        assert "names a folder" in err.value.message
+    assert b.list_filename() == ["x.bin"]
+    assert client.jobs(state="failed") == []  # refused up front: no job ever started
+
+
+def test_copy_onto_itself_is_refused(store: tuple[PipeClient, dict[str, Any], Any]) -> None:
+    _client, _spec, b = store
+    b.put("same.bin", b"keep", 4)
+    with pytest.raises(E.InvalidParamsError) as err:
+        b.fcopy_to(b.name, "same.bin", "same.bin")
+    assert "onto itself" in err.value.message
+    assert b.get("same.bin").read() == b"keep"
 
 
 def test_delete_refuses_folders(store: tuple[PipeClient, dict[str, Any], Any]) -> None:
