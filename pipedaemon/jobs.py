@@ -94,8 +94,10 @@ class JobContext:
         """How this job's transfers may move: the daemon's limits plus the job's own."""
         from .transfer import TokenBucket, Tuning
 
+        janitor = self.daemon.services.get("janitor")
         return Tuning(chunk_size=chunk_size, limits=self.daemon.services.get("limits"),
-                      remote_key=remote_key, bucket=TokenBucket(bwlimit_bps))
+                      remote_key=remote_key, bucket=TokenBucket(bwlimit_bps),
+                      orphan=janitor.remember if janitor is not None else None)
 
     async def checkpoint(self, data: Any) -> None:
         """Persist where the job stands, so a restarted daemon resumes from here."""

@@ -31,7 +31,8 @@ log = logging.getLogger("pipedaemon.server")
 # A module may also define ``async def start_service(daemon)``, called before serving.
 METHOD_MODULES = [
     "pipedaemon.jobs", "pipedaemon.hashing", "pipedaemon.remotes", "pipedaemon.datastore",
-    "pipedaemon.filejobs", "pipedaemon.transfer.limits", "pipedaemon.pipes",
+    "pipedaemon.filejobs", "pipedaemon.transfer.limits",
+    "pipedaemon.transfer.janitor", "pipedaemon.pipes",
 ]
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy

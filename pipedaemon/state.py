@@ -108,6 +108,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (profile, pipe, filename)
     ) WITHOUT ROWID;
     """,
+    # 5: multipart uploads whose abort failed; the janitor retries them (transfer/janitor.py).
+    """
+    CREATE TABLE pending_aborts (
+        profile TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        path TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (profile, remote, upload_id)
+    );
+    """,
 ]
 
 

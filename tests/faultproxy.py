@@ -8,6 +8,7 @@ end with "pass", or a seeded function of the connection number):
   for ``seconds`` (past the client's timeouts), then close;
 - ``("truncate_after", n)``: forward ``n`` server bytes, then close cleanly (FIN);
 - ``("slow", bytes_per_s)``: forward at a limited rate;
+- ``("corrupt_every", n)``: flip one bit in every ``n``-th byte the server sends;
 - ``("http_status", code)``: answer the first HTTP request with ``code`` and an S3
   style error body (503 SlowDown, 500 InternalError), then close.
 It runs its own event loop in a thread, so tests and the daemon are unaffected.
@@ -54,6 +55,10 @@ class FaultProxy:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -115,17 +120,20 @@ class FaultProxy:
                 return
             if kind == "slow":
                 await asyncio.sleep(len(data) / float(action[1]))  # type: ignore[index]
+            if kind == "corrupt_every":
+                data = _corrupt(data, sent, int(action[1]))  # type: ignore[index]
             w.write(data)
             await w.drain()
             sent += len(data)
 
     async def _http_status(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter, code: int) -> None:
         head = await cr.readuntil(b"\r\n\r\n")
-        length = 0
+        length, expect = 0, False
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":", 1)[1])
-        if length:
+            expect = expect or line.lower().startswith(b"expect: 100-continue")
+        if length and not expect:  # with Expect the client waits for us before sending a body
             await cr.readexactly(length)
         reason, err, msg = BODIES.get(code, (b"Error", b"InternalError", b"error"))
         body = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>" + err + b"</Code><Message>" + msg
@@ -135,3 +143,12 @@ class FaultProxy:
         with contextlib.suppress(Exception):
             await cw.drain()
         cw.close()
+
+
+def _corrupt(data: bytes, start: int, every: int) -> bytes:
+    """Flip a bit at each stream position that is a multiple of ``every`` (past the first)."""
+    out = bytearray(data)
+    first = ((start // every) + 1) * every
+    for pos in range(first, start + len(data), every):
+        out[pos - start] ^= 0x01
+    return bytes(out)

@@ -33,6 +33,8 @@ class Tuning:
     limits: Limits | None = None  # the daemon's stream slots and bandwidth
     remote_key: str = ""  # which remote's stream slots to take
     bucket: TokenBucket = field(default_factory=TokenBucket)  # the job's own bandwidth limit
+    # Told of a multipart upload whose abort failed (remote_key, path, upload_id), to retry later.
+    orphan: Callable[[str, str, str], Awaitable[None]] | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

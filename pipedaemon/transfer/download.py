@@ -53,23 +53,12 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
     ident = {"src": src, "size": entry.size, "etag": entry.etag, "mtime": entry.mtime, "chunk": chunk}
     tmp, done = await _resume_point(resume, ident, dest)
     try:
-        for attempt in (1, 2):
-            await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
-            mismatch = await verify_local(tmp, entry)
-            if mismatch is None:
-                break
-            if attempt == 2:
-                raise E.ChecksumMismatchError(f"{src}: {mismatch} (after one re-transfer)",
-                                              {"path": src, "reason": mismatch})
-            on_bytes(-entry.size)
-            done = set()
-            if resume is not None:
-                await resume.start({"ident": ident, "tmp": str(tmp)})
         try:
+            await _fetch_verified(backend, src, tmp, parts, done, entry, on_bytes, tuning, resume, ident)
             if entry.mtime is not None:
                 os.utime(tmp, (entry.mtime, entry.mtime))
             os.replace(tmp, dest)
-        except OSError as exc:
+        except OSError as exc:  # e.g. the destination folder was removed meanwhile
             raise local_error(exc, dest) from exc
     except BaseException:
         if resume is None or not resume.keep_partial():
@@ -81,6 +70,24 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
     if resume is not None:
         await resume.clear()
     return entry
+
+
+async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, int]],
+                          done: set[int], entry: Entry, on_bytes: OnBytes, tuning: Tuning,
+                          resume: ResumeSlot | None, ident: dict[str, object]) -> None:
+    """Fetch the missing chunks and check the result; a mismatch is fetched again once."""
+    for attempt in (1, 2):
+        await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
+        mismatch = await verify_local(tmp, entry)
+        if mismatch is None:
+            return
+        if attempt == 2:
+            raise E.ChecksumMismatchError(f"{src}: {mismatch} (after one re-transfer)",
+                                          {"path": src, "reason": mismatch})
+        on_bytes(-entry.size)
+        done = set()
+        if resume is not None:
+            await resume.start({"ident": ident, "tmp": str(tmp)})
 
 
 async def _resume_point(resume: ResumeSlot | None, ident: dict[str, object],

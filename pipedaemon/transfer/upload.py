@@ -37,32 +37,40 @@ async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
         raise E.NotFoundError(f"cannot read {src}: {exc.strerror}", {"path": str(src)}) from exc
     big = before.st_size >= PARALLEL_THRESHOLD
     ident = {"src": str(src), "size": before.st_size, "mtime_ns": before.st_mtime_ns, "dst": dst}
+    unchanged = _Unchanged(src, before)
     if backend.caps.multipart and big:
-        entry = await _multipart(backend, src, dst, ident, on_bytes, tuning, resume)
-    elif backend.caps.atomic_write:
-        entry = await _single(backend, src, dst, before.st_size, on_bytes, tuning)
-    elif backend.caps.offset_write and backend.caps.rename and big:
-        entry = await _offset_chunks(backend, src, dst, ident, on_bytes, tuning, resume)
-    else:
-        entry = await _renamed_stream(backend, src, dst, before.st_size, on_bytes, tuning)
-    _check_unchanged(src, before)
-    return entry
+        return await _multipart(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
+    if backend.caps.atomic_write:
+        return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
+    if backend.caps.offset_write and backend.caps.rename and big:
+        return await _offset_chunks(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
+    return await _renamed_stream(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
 
 
-def _check_unchanged(src: Path, before: os.stat_result) -> None:
-    after = src.stat()
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        raise E.StorageError(f"{src} changed while it was being uploaded", {"path": str(src),
-                                                                            "reason": "source changed"})
+class _Unchanged:
+    """Checks, just before an upload is published, that its source is as it was at the start:
+    an object mixing old and new contents must never appear."""
+
+    def __init__(self, src: Path, before: os.stat_result) -> None:
+        self.src, self.before = src, before
+
+    def __call__(self) -> None:
+        try:
+            after = self.src.stat()
+        except OSError:
+            after = None
+        if after is None or (after.st_size, after.st_mtime_ns) != (self.before.st_size,
+                                                                    self.before.st_mtime_ns):
+            raise _changed(self.src)
 
 
 def _changed(src: Path) -> E.StorageError:
-    return E.StorageError(f"{src} changed size while it was being uploaded; nothing was published",
+    return E.StorageError(f"{src} changed while it was being uploaded; nothing was published",
                           {"path": str(src), "reason": "source changed"})
 
 
 async def file_chunks(src: Path, size: int, on_bytes: OnBytes, tuning: Tuning,
-                      md5: S3ETag | None = None) -> AsyncIterator[bytes]:
+                      md5: S3ETag | None = None, unchanged: _Unchanged | None = None) -> AsyncIterator[bytes]:
     """The bytes of a local file, refusing to give more or fewer than ``size``."""
     with open(src, "rb") as f:
         sent = 0
@@ -77,6 +85,8 @@ async def file_chunks(src: Path, size: int, on_bytes: OnBytes, tuning: Tuning,
             yield piece
     if sent != size:
         raise _changed(src)
+    if unchanged is not None:
+        unchanged()  # before the stream ends, so a single PUT fails rather than publishes
 
 
 def _verify_etag(entry: Entry, expected: str, dst: str) -> None:
@@ -106,14 +116,14 @@ class _Counter:
 
 
 async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
-                  tuning: Tuning) -> Entry:
+                  tuning: Tuning, unchanged: _Unchanged) -> Entry:
     count = _Counter(on_bytes)
 
     async def attempt() -> Entry:
         count.rewind()
         md5 = S3ETag(max(size, 1))
         async with tuning.slot():
-            entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5), size)
+            entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5, unchanged), size)
         _verify_etag(entry, md5.hexdigest(), dst)
         return entry
 
@@ -121,7 +131,7 @@ async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: On
 
 
 async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, object], on_bytes: OnBytes,
-                     tuning: Tuning, resume: ResumeSlot | None) -> Entry:
+                     tuning: Tuning, resume: ResumeSlot | None, unchanged: _Unchanged) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
     part = max(chunk_size_for(size, tuning.chunk_size), 5 << 20)
     upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume)
@@ -154,12 +164,12 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
     todo = [(i + 1, off, n) for i, (off, n) in enumerate(ranges(size, part)) if i + 1 not in done]
     try:
         await run_bounded([sender(*t) for t in todo], tuning.streams)
+        unchanged()
         parts = sorted(etags.items())
         entry = await retry(lambda: backend.mp_complete(dst, upload_id, parts), what=f"complete {dst}")
     except BaseException:
         if resume is None or not resume.keep_partial():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(backend.mp_abort(dst, upload_id))
+            await asyncio.shield(_abort(backend, dst, upload_id, tuning))
             if resume is not None:
                 await asyncio.shield(resume.clear())
         raise
@@ -168,6 +178,17 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
     _verify_etag(entry, multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts]), dst)
     _verify_size(entry, size, dst)
     return entry
+
+
+async def _abort(backend: Backend, dst: str, upload_id: str, tuning: Tuning) -> None:
+    """Abort a multipart upload; if the storage refuses, hand it to the janitor."""
+    try:
+        await retry(lambda: backend.mp_abort(dst, upload_id), what=f"abort upload of {dst}", budget_s=5)
+    except E.NotFoundError:
+        pass
+    except Exception:  # noqa: BLE001 - whatever failed, the upload must not be forgotten
+        if tuning.orphan is not None:
+            await tuning.orphan(tuning.remote_key, dst, upload_id)
 
 
 class _PartMismatch(E.ChecksumMismatchError):
@@ -196,9 +217,8 @@ async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object]
             if stored is not None:
                 return upload_id, {n: info for n, info in done.items()
                                    if n in stored and stored[n][0] == info[0]}
-        elif note is not None:
-            with contextlib.suppress(Exception):
-                await backend.mp_abort(dst, str(note["upload_id"]))
+        elif note is not None:  # the source changed since: that upload is of no use
+            await _abort(backend, dst, str(note["upload_id"]), Tuning())
     upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
     if resume is not None:
         await resume.start({"ident": ident, "upload_id": upload_id})
@@ -213,7 +233,8 @@ def _pread_exact(src: Path, offset: int, length: int) -> bytes:
     return data
 
 
-async def _publish(backend: Backend, tmp: str, dst: str, size: int) -> Entry:
+async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _Unchanged) -> Entry:
+    unchanged()
     await retry(lambda: backend.rename(tmp, dst), what=f"rename {tmp}")
     entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
     _verify_size(entry, size, dst)
@@ -221,7 +242,7 @@ async def _publish(backend: Backend, tmp: str, dst: str, size: int) -> Entry:
 
 
 async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
-                          tuning: Tuning) -> Entry:
+                          tuning: Tuning, unchanged: _Unchanged) -> Entry:
     tmp = temp_name(dst)
     count = _Counter(on_bytes)
 
@@ -232,7 +253,7 @@ async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_b
 
     try:
         await retry(attempt, what=f"upload {dst}")
-        return await _publish(backend, tmp, dst, size)
+        return await _publish(backend, tmp, dst, size, unchanged)
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(backend.delete(tmp))
@@ -240,7 +261,8 @@ async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_b
 
 
 async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str, object],
-                         on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None) -> Entry:
+                         on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None,
+                         unchanged: _Unchanged) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
     chunk = chunk_size_for(size, tuning.chunk_size)
     ident = {**ident, "chunk": chunk}
@@ -280,7 +302,7 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
             await run_bounded([sender(i) for i in range(len(parts)) if i not in done], tuning.streams)
         finally:
             await writer.close()
-        entry = await _publish(backend, tmp, dst, size)
+        entry = await _publish(backend, tmp, dst, size, unchanged)
     except BaseException:
         if resume is None or not resume.keep_partial():
             with contextlib.suppress(Exception):
@@ -316,7 +338,10 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
     try:
         async with tuning.slot():
             await backend.write(tmp, counted(), size)
-        return await _publish(backend, tmp, dst, size)
+        await retry(lambda: backend.rename(tmp, dst), what=f"rename {tmp}")
+        entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
+        _verify_size(entry, size, dst)
+        return entry
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(backend.delete(tmp))
