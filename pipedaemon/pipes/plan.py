@@ -18,7 +18,7 @@ from .syncstate import FileState, local_changed, remote_changed
 Direction = Literal["pull", "push"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Side:
     """One side's copy of a file."""
 
@@ -93,15 +93,6 @@ def make_plan(direction: Direction, local: dict[str, Side], remote: dict[str, Si
         names = sorted(src)
     equal = equal or set()
 
-    def changed(side: str, name: str) -> bool:
-        st = state.get(name)
-        if side == "local":
-            c = local[name]
-            return local_changed(c.size, c.mtime_ns or 0, st)
-        c = remote[name]
-        return remote_changed(c.size, c.mtime, c.etag, st)
-
-    src_side, dst_side = ("remote", "local") if direction == "pull" else ("local", "remote")
     for name in _recent(names, src, nrecent):
         force = name in forced or mode == "all"
         s, d = src[name], dst.get(name)
@@ -111,7 +102,8 @@ def make_plan(direction: Direction, local: dict[str, Side], remote: dict[str, Si
             continue
         if mode == "new" and not force:
             continue  # present on both sides: not new
-        if name not in state:
+        st = state.get(name)
+        if st is None:
             if name in equal:
                 if force:
                     plan.moves.append(Move(name, "forced", s, d))
@@ -120,7 +112,11 @@ def make_plan(direction: Direction, local: dict[str, Side], remote: dict[str, Si
                 continue
             _conflict(plan, name, local[name], remote[name], s, d, merge_mode)
             continue
-        src_changed, dst_changed = changed(src_side, name), changed(dst_side, name)
+        lo, re_ = local[name], remote[name]
+        local_moved = local_changed(lo.size, lo.mtime_ns or 0, st)
+        remote_moved = remote_changed(re_.size, re_.mtime, re_.etag, st)
+        src_changed, dst_changed = (remote_moved, local_moved) if direction == "pull" else (local_moved,
+                                                                                           remote_moved)
         if dst_changed and (src_changed or force):
             _conflict(plan, name, local[name], remote[name], s, d, merge_mode)
         elif dst_changed:

@@ -28,7 +28,7 @@ Key = tuple[str, str]  # (remote's profile, remote name)
 STALE_AFTER_S = 7 * 86400  # listings nobody refreshed for this long are dropped at start
 
 
-@dataclass
+@dataclass(slots=True)
 class RemoteFile:
     name: str  # relative to the pipe's folder, as the storage spelled it (unchecked)
     size: int

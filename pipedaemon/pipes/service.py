@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +56,13 @@ class SyncOptions:
             self.files = [clean(f) for f in self.files]
 
 
+# A plain relative name: no empty, '.' or '..' part, no backslash or control character.
+_PLAIN = re.compile(r"(?:[^/\\\x00-\x1f]+/)*[^/\\\x00-\x1f]+")
+
+
 def clean(name: str) -> str:
+    if len(name) < 512 and _PLAIN.fullmatch(name) and "/." not in "/" + name:
+        return name  # the common case, checked cheaply (listings hold thousands of names)
     return safepath.clean_key(name).rstrip("/")
 
 
@@ -107,12 +115,11 @@ class Pipes:
         """The pipe's remote files by name; names that would escape its folder are refused (1010)."""
         files, listed_at = await self.scan.files(rp.remote_key, rp.folder, rp.scan_folder, await self.ttl(rp),
                                                  cached)
-        keep = name_filter(rp.include, rp.exclude) if filtered else (lambda _n: True)
-        also = name_filter(include, exclude)
+        keep = _filters(rp, include, exclude, filtered)
         out: dict[str, RemoteFile] = {}
         unsafe: list[str] = []
         for f in files:
-            if not (keep(f.name) and also(f.name)):
+            if keep is not None and not keep(f.name):
                 continue
             try:
                 name = clean(f.name)
@@ -131,10 +138,9 @@ class Pipes:
 
     async def local_files(self, rp: Resolved, include: str | None = None, exclude: str | None = None,
                           filtered: bool = True) -> dict[str, LocalFile]:
-        keep = name_filter(rp.include, rp.exclude) if filtered else (lambda _n: True)
-        also = name_filter(include, exclude)
+        keep = _filters(rp, include, exclude, filtered)
         found = await asyncio.to_thread(scan_dir, rp.dirpath)
-        return {f.name: f for f in found if keep(f.name) and also(f.name)}
+        return {f.name: f for f in found if keep is None or keep(f.name)}
 
     async def view(self, rp: Resolved, opts: SyncOptions) -> View:
         remote, listed_at = await self.remote_files(rp, opts.cached, opts.include, opts.exclude)
@@ -172,6 +178,20 @@ class Pipes:
                     data += piece
                 out[name] = bytes(data[:DOC_MAX]).decode("utf-8", "replace")
         return out
+
+
+def _filters(rp: Resolved, include: str | None, exclude: str | None,
+             filtered: bool) -> Callable[[str], bool] | None:
+    """The pipe's filters (when ``filtered``) and the call's, as one test; None keeps everything."""
+    tests = [name_filter(include, exclude)] if include or exclude else []
+    if filtered and (rp.include or rp.exclude):
+        tests.append(name_filter(rp.include, rp.exclude))
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+    first, second = tests
+    return lambda n: first(n) and second(n)
 
 
 def _read_text(path: Path) -> str:

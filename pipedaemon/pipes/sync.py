@@ -24,7 +24,7 @@ from ..backends.base import Backend, Entry
 from ..jobs import JobContext
 from ..retry import retry
 from .plan import Conflict, Move, Plan
-from .service import Pipes, SyncOptions, View, ensure_writable
+from .service import Pipes, SyncOptions, View, clean, ensure_writable
 from .store import Resolved
 from .syncstate import FileState, StateWriter, remote_changed
 
@@ -54,6 +54,7 @@ class Runner:
         self.bytes_done = 0
         self.files_done = 0
         self._last_cp = time.monotonic()
+        self.targets = Targets(rp.dirpath)
 
     # -- the whole job ------------------------------------------------------------------
     async def run(self, parallel: int) -> list[dict[str, Any]]:
@@ -101,7 +102,7 @@ class Runner:
     # -- one file each way --------------------------------------------------------------------
     async def _pull_one(self, m: Move, on_bytes: Callable[[int], None]) -> dict[str, Any]:
         rp = self.rp
-        target = safepath.local_target(rp.dirpath, m.name)
+        target = self.targets(m.name)
         _check_local_unchanged(target, m.dst)
         src = rp.folder + m.name
         entry = Entry(name=src, size=m.src.size, mtime=m.src.mtime, etag=m.src.etag)
@@ -154,6 +155,35 @@ class Runner:
             return await retry(lambda: self.backend.stat(path), what=f"stat {path}")
         except E.NotFoundError:
             return None
+
+
+class Targets:
+    """``safepath.local_target`` for the many names of one pull.
+
+    The same checks (no name leaves the folder, no linked folder or file leads out
+    of it), with the folder and each parent folder resolved once instead of once
+    per file: resolving walks every path component, which cost more than a small
+    download.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.base = folder.resolve()
+        self.checked: set[Path] = set()
+
+    def __call__(self, name: str) -> Path:
+        rel = clean(name)
+        target = Path(f"{self.base}/{rel}")
+        parent = target.parent
+        if parent not in self.checked:
+            real = parent.resolve()
+            if real != self.base and self.base not in real.parents:
+                raise E.UnsafePathError(f"unsafe name {name!r}: a folder on the way is a link out of the "
+                                        "pipe's folder", {"path": name})
+            self.checked.add(parent)
+        if target.is_symlink():
+            return safepath.local_target(self.folder, name)  # the full check, and its error
+        return target
 
 
 def _check_local_unchanged(target: Path, planned: Any) -> None:

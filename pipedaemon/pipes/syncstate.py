@@ -18,7 +18,7 @@ from .db import PipeDB
 MTIME_SLACK_S = 0.001  # listings and stat of the same file may round differently below this
 
 
-@dataclass
+@dataclass(slots=True)
 class FileState:
     local_size: int | None
     local_mtime_ns: int | None
