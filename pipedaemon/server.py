@@ -8,6 +8,7 @@ import fcntl
 import importlib
 import logging
 import os
+import resource
 import signal
 import socket
 import struct
@@ -36,6 +37,7 @@ METHOD_MODULES = [
 ]
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
+MAX_CONNECTIONS = 8192  # clients at once before Busy (bounded by the open-files limit too)
 EVENT_DROP_BYTES = 1 << 20  # a client this far behind loses progress events, never answers
 MAX_BUFFER = 64 << 20  # a client this far behind is disconnected
 SHUTDOWN_GRACE = 2.0  # running jobs may finish this long, then are checkpointed
@@ -165,6 +167,9 @@ class Daemon:
         self.state = State(home / "state.db")
         self.jobs = JobManager(self)
         self.connections: set[Connection] = set()
+        # Keep descriptors for streams, files and the database beyond the clients.
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max(16, min(MAX_CONNECTIONS, nofile - 256))
         self.stop_event = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._lock_fd: int | None = None
@@ -281,6 +286,11 @@ class Daemon:
                 await writer.drain()
                 writer.close()
             return
+        if len(self.connections) >= self.max_connections:
+            err = E.BusyError(f"too many connections ({len(self.connections)}); try again later")
+            writer.write(encode_line(rpc.error_message(None, err)))
+            writer.close()
+            return
         conn = Connection(self, reader, writer)
         self.connections.add(conn)
         await conn.serve()
@@ -302,6 +312,20 @@ class Daemon:
                       socket_path=str(self.socket_path), home=str(self.home), jobs=self.jobs.counts())
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft open-files limit to the hard one: each client and stream is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def serve(socket_path: Path, home: Path, idle_timeout: float) -> int:
     """Run a daemon until it is stopped; the exit status."""
     try:
@@ -313,6 +337,8 @@ def serve(socket_path: Path, home: Path, idle_timeout: float) -> int:
 
     async def main() -> int:
         return await Daemon(socket_path, home, idle_timeout).run()
+
+    raise_open_files_limit()
 
     return runner(main())
 
