@@ -12,12 +12,13 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,16 +185,37 @@ class Daemon:
         self.proc = psutil.Process(self.pid)
         return client
 
+    profile_dir: Path | None = None  # set: py-spy records the daemon during every measured call
+    label = "run"  # names the profile file
+
     def measure(self, fn: Callable[[], object]) -> Measured:
         sampler = _RssSampler(self.proc)
         before = self.proc.cpu_times()
         start = time.perf_counter()
-        with sampler:
+        with sampler, self._profiled():
             fn()
         wall = time.perf_counter() - start
         after = self.proc.cpu_times()
         cpu = (after.user - before.user) + (after.system - before.system)
         return Measured(wall, cpu, sampler.peak)
+
+    @contextlib.contextmanager
+    def _profiled(self) -> Iterator[None]:
+        if self.profile_dir is None:
+            yield
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.profile_dir / f"{self.label}.txt"
+        # Raw (collapsed) stacks: text to rank frames from; SIGINT makes py-spy write them and stop.
+        spy = subprocess.Popen([exe("py-spy"), "record", "-p", str(self.pid), "-r", "100", "-f", "raw",
+                                "-o", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # let it attach
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
 
     def hwm(self) -> int:
         """The daemon's peak resident memory over its whole life (VmHWM), in bytes."""

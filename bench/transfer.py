@@ -27,6 +27,14 @@ from typing import Any
 
 from bench import servers, tools
 from bench.tools import Daemon, Measured, execute
+from bench.transfer_checks import (
+    check_file,
+    check_s3_big,
+    check_s3_many,
+    check_tree,
+    s3_delete_prefix,
+    sha256,
+)
 from bench.transfer_report import CaseResult, render, write_section
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -65,10 +73,6 @@ class Case:
     rounds: int = 3  # moto-bound S3 cases take minutes a round: 2 keeps a full run near 15 min
 
 
-class VerifyError(AssertionError):
-    pass
-
-
 # -- the shared state of one run --------------------------------------------------------
 @dataclass
 class Bench:
@@ -76,6 +80,7 @@ class Bench:
     sizes: Sizes
     repeat: int  # rounds per case; 0: each case's own default
     daemon: Daemon
+    only: tuple[str, ...] = ()  # run only these tools
     s3: Any = None
     ssh: Any = None
     ftp: Any = None
@@ -143,71 +148,6 @@ def _random_file(path: Path, size: int) -> None:
     with path.open("wb") as f:
         for off in range(0, size, 16 * MiB):
             f.write(os.urandom(min(16 * MiB, size - off)))
-
-
-def sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-# -- verification -------------------------------------------------------------------------
-def check_file(path: Path, want_sha: str) -> None:
-    if not path.is_file():
-        raise VerifyError(f"{path} was not written")
-    if sha256(path) != want_sha:
-        raise VerifyError(f"{path}: content differs from the source")
-
-
-def check_tree(folder: Path, want: dict[str, str]) -> None:
-    got = {p.name: p for p in folder.rglob("*") if p.is_file()}
-    if set(got) != set(want):
-        raise VerifyError(f"{folder}: {len(got)} files, expected {len(want)}")
-    for name, path in got.items():
-        if hashlib.md5(path.read_bytes()).hexdigest() != want[name]:
-            raise VerifyError(f"{path}: content differs from the source")
-
-
-def check_s3_big(b: Bench, key: str) -> None:
-    """Size, then the ETag recomputed from the source for the part size the uploader used."""
-    head = b.s3.boto3_client().head_object(Bucket=b.bucket, Key=key)
-    if head["ContentLength"] != b.sizes.big:
-        raise VerifyError(f"s3://{b.bucket}/{key}: {head['ContentLength']} bytes, expected {b.sizes.big}")
-    etag = head["ETag"].strip('"')
-    if "-" not in etag:
-        if hashlib.md5(b.big.read_bytes()).hexdigest() != etag:
-            raise VerifyError(f"s3://{b.bucket}/{key}: ETag differs from the source's md5")
-        return
-    nparts = int(etag.split("-")[1])
-    common = [8, 16, 5, 10, 50, 64, 32, 100, 128]
-    sizes = [p * MiB for p in common] + [p * MiB for p in range(5, 5121) if p not in common]
-    for part in sizes:
-        if -(-b.sizes.big // part) == nparts:
-            digests = b.part_md5s(part)
-            if f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}" == etag:
-                return
-    raise VerifyError(f"s3://{b.bucket}/{key}: ETag {etag} matches no part size of the source")
-
-
-def check_s3_many(b: Bench, prefix: str) -> None:
-    want = b.many_md5
-    got = {}
-    pages = b.s3.boto3_client().get_paginator("list_objects_v2").paginate(Bucket=b.bucket, Prefix=prefix)
-    for page in pages:
-        for obj in page.get("Contents", []):
-            got[obj["Key"][len(prefix):]] = (obj["Size"], obj["ETag"].strip('"'))
-    if set(got) != set(want):
-        raise VerifyError(f"s3://{b.bucket}/{prefix}: {len(got)} objects, expected {len(want)}")
-    for name, (size, etag) in got.items():
-        if size != b.sizes.many_size or etag != want[name]:
-            raise VerifyError(f"s3://{b.bucket}/{prefix}{name}: size or ETag differs from the source")
-
-
-def s3_delete_prefix(b: Bench, prefix: str) -> None:
-    client = b.s3.boto3_client()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=b.bucket, Prefix=prefix):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=b.bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def slug(name: str) -> str:
@@ -428,8 +368,9 @@ def run_case(case: Case, b: Bench) -> CaseResult:
     try:
         for rnd in range(result.rounds):
             for c in contenders:
-                if c.name in result.errors:
+                if c.name in result.errors or (b.only and c.name not in b.only):
                     continue
+                b.daemon.label = f"{case.key}-{rnd + 1}-{slug(c.name)}"
                 try:
                     log = servers.RequestLog(b.s3.log_path) if case.server == "s3" else None
                     m = c.run()
@@ -488,13 +429,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--write", dest="write", action="store_true", default=None,
                     help="write docs/benchmarks.md (default: only for a full run of every case)")
     ap.add_argument("--no-write", dest="write", action="store_false")
+    ap.add_argument("--pyspy", type=Path, metavar="DIR",
+                    help="profile the daemon with py-spy during its runs (slows it): raw stacks in DIR")
+    ap.add_argument("--tools", default="", help="comma-separated: run only these tools (e.g. pipedaemon)")
     args = ap.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(args.cases) - set(names)
     if unknown:
         ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
     if args.write is None:
-        args.write = not args.quick and set(args.cases) == set(names)
+        args.write = not (args.quick or args.tools or args.pyspy) and set(args.cases) == set(names)
     return args
 
 
@@ -506,8 +450,10 @@ def bench_env(args: argparse.Namespace, base: Path) -> Iterator[Bench]:
     sizes = QUICK if args.quick else FULL
     with contextlib.ExitStack() as stack:
         daemon = Daemon(base)
+        daemon.profile_dir = args.pyspy
         stack.callback(daemon.stop)
-        b = Bench(base, sizes, args.repeat or (1 if args.quick else 0), daemon)
+        b = Bench(base, sizes, args.repeat or (1 if args.quick else 0), daemon,
+                  only=tuple(t for t in args.tools.split(",") if t))
         if "s3" in wanted:
             b.s3 = stack.enter_context(servers.s3_server())
             b.bucket = servers.s3_bucket(b.s3)
