@@ -28,11 +28,13 @@ __all__ = ["Storage", "client", "local_base", "local_spec", "local_storage", "mt
 class Storage:
     """Direct access to a remote's root folder, around the daemon."""
 
-    def __init__(self, kind: str, spec: dict[str, Any], s3: Any = None) -> None:
+    def __init__(self, kind: str, spec: dict[str, Any], s3: Any = None,
+                 disk_root: Path | None = None) -> None:
         self.kind = kind
         self.spec = spec
         self.s3 = s3
-        self.root = spec["root"]
+        # Where the files are on this machine (an FTP server's paths are under its own root).
+        self.root = str(disk_root / spec["root"].lstrip("/")) if disk_root else spec["root"]
         self.bucket = self.root.split("/")[0] if kind == "s3" else ""
 
     def settings(self, name: str = "r") -> dict[str, Any]:
@@ -83,9 +85,9 @@ def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
     c.close()
 
 
-@pytest.fixture(params=["local", "s3", "sftp"])
+@pytest.fixture(params=["local", "s3", "sftp", "ftp"])
 def storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
-    """Remote ``r`` on each kind of server, registered with the daemon."""
+    """Remote ``r`` on each kind of server (local folder, moto S3, OpenSSH sftp, pyftpdlib), registered."""
     return _register(request, client, request.param)
 
 
@@ -108,7 +110,8 @@ def s3_storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
 def _register(request: pytest.FixtureRequest, client: PipeClient, kind: str) -> Storage:
     spec = request.getfixturevalue(f"{kind}_spec")
     s3 = request.getfixturevalue("s3_client") if kind == "s3" else None
-    st = Storage(kind, spec, s3)
+    disk = request.getfixturevalue("ftp_server").root_dir if kind == "ftp" else None
+    st = Storage(kind, spec, s3, disk)
     client.upsert_remote(st.settings())
     return st
 

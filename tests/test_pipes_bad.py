@@ -55,6 +55,21 @@ def test_remote_name_escaping_the_pipe_folder(client: PipeClient, s3_storage: St
     assert client.pipe("safe").scan_remote() == ["pipe/ok.csv"], "a pipe whose filter skips the name works"
 
 
+def test_local_link_out_of_the_pipe_folder(client: PipeClient, local_storage: Storage,
+                                           tmp_path: Path) -> None:
+    local_storage.put("sub/x.csv", "x")
+    local_storage.put("y.csv", "y")
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    pipe = client.pipe("p")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pipe.dirpath.mkdir(parents=True)
+    (pipe.dirpath / "sub").symlink_to(outside)  # a linked folder leading out of the pipe's folder
+    with pytest.raises(UnsafePathError):
+        pipe.pull()
+    assert list(outside.iterdir()) == [], "nothing written through the link"
+
+
 def test_file_deleted_between_preview_and_sync(client: PipeClient, local_storage: Storage) -> None:
     local_storage.put("r1.csv", "1")
     client.upsert_pipe({"name": "p", "remote": "r"})
