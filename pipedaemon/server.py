@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import importlib
 import logging
@@ -11,13 +12,14 @@ import os
 import resource
 import signal
 import socket
+import stat
 import struct
 import time
 from pathlib import Path
 from typing import Any
 
 from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.autostart import try_lock
+from pipedaemon_sdk.autostart import ensure_socket_dir, try_lock
 from pipedaemon_sdk.wire import MAX_LINE, Status, encode_line
 
 from . import __version__, rpc, systemd
@@ -221,10 +223,23 @@ class Daemon:
         sock.listen(512)
         return sock
 
+    def _check_socket_path(self) -> None:
+        """Refuse a folder another user controls, and a path holding something else than a socket."""
+        ensure_socket_dir(self.socket_path)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(self.socket_path.lstat().st_mode):
+                raise FileExistsError(errno.EEXIST, "exists and is not a socket; not replacing it",
+                                      str(self.socket_path))
+
     async def run(self) -> int:
-        if not self._take_lock():
-            log.info("another daemon already serves %s; exiting", self.socket_path)
-            return 0
+        try:
+            if not self._take_lock():
+                log.info("another daemon already serves %s; exiting", self.socket_path)
+                return 0
+            self._check_socket_path()
+        except OSError as exc:
+            log.error("cannot serve %s: %s", self.socket_path, exc)
+            return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)

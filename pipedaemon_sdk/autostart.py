@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,13 @@ RETRYABLE = (errno.ENOENT, errno.ECONNREFUSED)
 
 
 def ensure_socket_dir(socket_path: Path) -> None:
-    socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Make the socket's folder; refuse one another user controls (they could swap the socket)."""
+    folder = socket_path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid != os.getuid() and not (st.st_uid == 0 and st.st_mode & stat.S_ISVTX):  # /tmp is fine
+        raise PermissionError(errno.EACCES, f"the socket folder belongs to uid {st.st_uid}, not to us",
+                              str(folder))
 
 
 def try_lock(socket_path: Path) -> int | None:
