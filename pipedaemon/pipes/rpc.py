@@ -188,8 +188,7 @@ async def pipe_preview(ctx: Context, p: Preview) -> dict[str, Any]:
     svc = svc_of(ctx)
     rp = await _resolve(ctx, p)
     opts = _opts(p, p.direction)
-    async with svc.lock(rp):
-        plan, _ = await svc.plan(rp, opts)
+    plan, _ = await svc.plan(rp, opts)  # read-only: no need to wait for a running pull or push
     if plan.missing:
         raise E.NotFoundError(f"no such file in pipe {p.name}: {', '.join(plan.missing[:10])}",
                               {"files": plan.missing})

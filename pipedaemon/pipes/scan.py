@@ -162,9 +162,12 @@ class ScanCache:
             try:
                 async with self.db.tx() as tx:
                     await self._apply(tx, batch)
-            except Exception:  # a lost update only costs freshness; the next listing repairs it
+            except Exception:  # a lost update must not leave a wrong listing behind: drop those listings
                 log.exception("updating the scan cache failed; dropping the cached listings touched")
-                await self._forget([(p, r) for p, r, *_ in batch])
+                try:
+                    await self._forget([(p, r) for p, r, *_ in batch])
+                except Exception:  # the database itself fails: the daemon's log already says so
+                    log.exception("dropping cached listings failed")
 
     async def _apply(self, tx: Tx, batch: list[tuple[str, str, str, Entry | None, float]]) -> None:
         folders: dict[Key, list[str]] = {}

@@ -74,11 +74,13 @@ class PipeStore:
 
     # -- pipes -----------------------------------------------------------------------
     async def own_all(self, profile: str) -> dict[str, dict[str, Any]]:
+        S.check_name(profile, "profile", "profile")  # never "<profile>/pipes", the hidden remotes' own
         rows = await self.db.fetchall("SELECT name, settings FROM pipes WHERE profile=? ORDER BY name",
                                       (profile,))
         return {n: msgspec.json.decode(s) for n, s in rows}
 
     async def names(self, profile: str) -> list[str]:
+        S.check_name(profile, "profile", "profile")
         rows = await self.db.fetchall("SELECT name FROM pipes WHERE profile=? ORDER BY name", (profile,))
         return [r[0] for r in rows]
 
