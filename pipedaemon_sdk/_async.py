@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from .autostart import check_peer
 from .errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
 from .wire import MAX_LINE, Message, Request, encode_line, message_decoder
 
@@ -28,6 +29,12 @@ class AsyncConnection:
 
     async def open(self) -> None:
         self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE + 1)
+        try:
+            check_peer(self._writer.get_extra_info("socket"), self.path)
+        except DaemonConnectionError:
+            self._writer.close()
+            self._writer = None
+            raise
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def close(self) -> None:

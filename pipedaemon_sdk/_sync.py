@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .autostart import check_peer
 from .errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
 from .wire import Message, Request, encode_line, message_decoder
 
@@ -48,7 +49,8 @@ class SyncConnection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
-        except OSError:
+            check_peer(sock, self.path)
+        except (OSError, DaemonConnectionError):
             sock.close()
             raise
         self._sock = sock

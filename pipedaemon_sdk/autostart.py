@@ -14,7 +14,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 import stat
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +97,16 @@ def connect_or_start(socket_path: Path, attempt: Callable[[], bool], *, auto_sta
         if time.monotonic() > deadline:
             raise DaemonConnectionError(f"the daemon did not answer on {socket_path} within {timeout:g} s")
         time.sleep(0.02)
+
+
+def check_peer(sock: socket.socket, path: str) -> None:
+    """The daemon must run as our user: another user's socket could collect our credentials."""
+    if not hasattr(socket, "SO_PEERCRED"):  # not Linux: the folder and socket modes must do
+        return
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid = struct.unpack("3i", creds)[1]
+    if uid != os.getuid():
+        raise DaemonConnectionError(f"{path} is served by uid {uid}, not by this user; not using it")
 
 
 def is_retryable(exc: OSError) -> bool:
