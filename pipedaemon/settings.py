@@ -110,8 +110,7 @@ def _convert(value: Any, typ: type[Any], prefix: str) -> Any:
         return msgspec.convert(value, typ)
     except msgspec.ValidationError as exc:
         inner = validation_error(exc, E.INVALID_SETTINGS).data.get("field", "")
-        missing = re.search(r"missing required field `([^`]*)`", str(exc))
-        field = ".".join(p for p in (prefix, inner, missing and missing.group(1)) if p)
+        field = ".".join(p for p in (prefix, inner) if p)
         reason = str(exc).split(" - at ")[0]
         raise E.InvalidSettingsError(f"invalid setting {field or 'settings'}: {reason}",
                                      {"field": field}) from None
