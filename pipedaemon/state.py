@@ -131,11 +131,17 @@ class State:
     async def open(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = await aiosqlite.connect(self.path, isolation_level=None)
-        self.path.chmod(0o600)
-        await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute("PRAGMA synchronous=NORMAL")
-        await self.db.execute("PRAGMA foreign_keys=ON")
-        await self.migrate()
+        try:
+            self.path.chmod(0o600)
+            await self.db.execute("PRAGMA journal_mode=WAL")
+            await self.db.execute("PRAGMA synchronous=NORMAL")
+            await self.db.execute("PRAGMA foreign_keys=ON")
+            await self.migrate()
+        except BaseException:
+            # aiosqlite's worker thread is not a daemon thread: left open, it keeps a failed
+            # daemon alive (holding the lock) instead of letting it exit with its error.
+            await self.close()
+            raise
 
     async def migrate(self) -> None:
         version = (await self.fetchone("PRAGMA user_version"))[0]

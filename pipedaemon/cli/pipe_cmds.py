@@ -50,6 +50,8 @@ def pipe_group() -> None:
 def pipe_upsert(ctx: click.Context, file: Path, credentials_file: Path | None, name: str | None) -> None:
     """Create or replace pipes from a settings file."""
     data = _pick(_load(file), name, "settings")
+    if name is not None and isinstance(data, dict):
+        data = {"name": name, **data}  # in a file of pipes by name, the key is the name
     items = data if isinstance(data, list) else [data]
     if credentials_file is not None:
         creds = _pick(_load(credentials_file), name, "credentials")
