@@ -75,6 +75,8 @@ def connect_or_start(socket_path: Path, attempt: Callable[[], bool], *, auto_sta
     child: subprocess.Popen[bytes] | None = None
     while True:
         if attempt():
+            if child is not None:
+                reap_later(child)
             return
         if not auto_start:
             raise DaemonConnectionError(f"no daemon is listening on {socket_path} (auto_start is off)")
@@ -95,8 +97,18 @@ def connect_or_start(socket_path: Path, attempt: Callable[[], bool], *, auto_sta
                 f"the daemon exited with status {child.returncode} while starting; "
                 f"see {home_dir() / 'daemon.log'}")
         if time.monotonic() > deadline:
+            if child is not None:
+                reap_later(child)
             raise DaemonConnectionError(f"the daemon did not answer on {socket_path} within {timeout:g} s")
         time.sleep(0.02)
+
+
+def reap_later(child: subprocess.Popen[bytes]) -> None:
+    """Collect the daemon's exit status when it ends: no zombie lingers under a long-lived client
+    (``kill(pid, 0)`` still finds a zombie, so `pipedaemon stop` would wait for it in vain)."""
+    import threading
+
+    threading.Thread(target=child.wait, name="pipedaemon-reaper", daemon=True).start()
 
 
 def check_peer(sock: socket.socket, path: str) -> None:
