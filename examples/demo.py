@@ -139,9 +139,10 @@ def main() -> None:
         edited = pipe.dirpath / "daily-2024-01-02.csv"
         with edited.open("a") as f:
             f.write("2024-01-29,5,42.0\n")
-        show_files(pipe.push_preview(), "modified")
-        pushed = pipe.push()
-        show_files(pushed)
+        print("  push_preview():")
+        show_files(pipe.push_preview())
+        print("  push():")
+        show_files(pipe.push())
         remote_copy = VENDOR / "daily-2024-01-02.csv"
         print(f"  the vendor's copy now ends with: {remote_copy.read_text().splitlines()[-1]!r}")
         print(f"  identical to ours: {remote_copy.read_bytes() == edited.read_bytes()}")
