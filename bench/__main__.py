@@ -1,4 +1,4 @@
-"""`python -m bench NAME [ARGS]` runs bench/NAME.py's main(ARGS); without NAME, every benchmark."""
+"""`python -m bench [NAME ...] [ARGS]` runs each bench/NAME.py's main(ARGS); without NAME, every benchmark."""
 
 from __future__ import annotations
 
@@ -20,16 +20,19 @@ def benchmarks() -> list[str]:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: python -m bench [NAME [ARGS]]   NAME: {', '.join(benchmarks())}")
+        print(f"usage: python -m bench [NAME ...] [ARGS]   NAME: {', '.join(benchmarks())}")
         return 0
-    names = argv[:1] or benchmarks()
-    status = 0
-    for name in names:
-        if name not in benchmarks():
-            print(f"unknown benchmark {name!r}: choose from {', '.join(benchmarks())}", file=sys.stderr)
+    known = benchmarks()
+    names = []
+    while argv and not argv[0].startswith("-"):  # leading names: `python -m bench rpc sync`
+        if argv[0] not in known:
+            print(f"unknown benchmark {argv[0]!r}: choose from {', '.join(known)}", file=sys.stderr)
             return 2
+        names.append(argv.pop(0))
+    status = 0
+    for name in names or known:
         module = importlib.import_module(f"bench.{name}")
-        status |= int(module.main(argv[1:]) or 0)
+        status |= int(module.main(list(argv)) or 0)
     return status
 
 
