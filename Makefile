@@ -11,6 +11,9 @@ BENCH_DEBS := rclone lftp
 .PHONY: demo test lint sysdeps bench bench-deps soak clean
 
 $(STAMP): pyproject.toml
+	@# Debian and Ubuntu ship python3 without venv's ensurepip: install it when missing.
+	@$(PY) -c "import ensurepip" 2>/dev/null || { echo "installing python3-venv"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q python3-venv; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
