@@ -106,16 +106,24 @@ def error_message(rid: Any, err: E.DaemonError) -> Message:
     return Message(id=rid, error=ErrorObject(err.code, err.message, err.data or None))
 
 
+def _not_json() -> Message:
+    return error_message(None, E.ParseError("parse error: the line is not valid JSON"))
+
+
 def parse(line: bytes) -> tuple[Request | None, Message | None]:
     """The request on a line, or the error answer for a line that is not one."""
+    # msgspec raises RecursionError for deep nesting and UnicodeDecodeError for bad UTF-8 inside
+    # a string: bad input like any other, never an escape that drops the connection.
     try:
         return request_decoder.decode(line), None
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
+    except (RecursionError, UnicodeDecodeError):
+        return None, _not_json()
     try:
         obj = msgspec.json.decode(line)
-    except msgspec.DecodeError:
-        return None, error_message(None, E.ParseError("parse error: the line is not valid JSON"))
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None, _not_json()
     rid = obj.get("id") if isinstance(obj, dict) else None
     if not isinstance(rid, (int, str)) or isinstance(rid, bool):
         rid = None
