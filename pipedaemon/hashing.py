@@ -97,10 +97,13 @@ def check_local_file(path: str) -> int:
         raise E.InvalidParamsError(f"path must be absolute: {path!r}", {"field": "path", "path": path})
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise E.NotFoundError(f"no such file: {path}", {"path": path}) from None
     except PermissionError:
         raise E.PermissionDeniedError(f"cannot read {path}", {"path": path}) from None
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a symlink loop
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise E.InvalidParamsError(f"bad path {path!r}: {why}", {"field": "path", "path": path}) from None
     if not os.path.isfile(path):
         raise E.InvalidParamsError(f"not a regular file: {path}", {"field": "path", "path": path})
     if not os.access(path, os.R_OK):
