@@ -63,8 +63,17 @@ def still_usable(raw: Raw) -> None:
     assert raw.call("daemon.ping", rid="after")["result"]["pong"] is True
 
 
+DEEP_ARRAY = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECT = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+DEEP_PARAMS = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping","params":{"x":' + DEEP_ARRAY + b"}}"
+BAD_UTF8 = b'{"jsonrpc":"2.0","id":"\xff","method":"daemon.ping"}'
+
+
 @pytest.mark.parametrize("data", [b"hello\n", b"{\"jsonrpc\": \"2.0\", \"id\": 1,\n", b"\xff\xfe\n",
-                                  b"{\"a\":1}}\n"])
+                                  b"{\"a\":1}}\n", b"\x00\x00\n", DEEP_ARRAY + b"\n", DEEP_OBJECT + b"\n",
+                                  DEEP_PARAMS + b"\n", BAD_UTF8 + b"\n"],
+                         ids=["text", "half", "binary", "extra-brace", "nul", "deep-array", "deep-object",
+                              "deep-params", "bad-utf8"])
 def test_not_json_is_parse_error_and_connection_stays(served: Started, data: bytes) -> None:
     raw = Raw(served.socket)
     raw.send(data)
@@ -101,6 +110,23 @@ def test_missing_method_is_invalid_request_with_id(served: Started, req: dict[st
     raw.close()
 
 
+@pytest.mark.parametrize("rid", [1.5, True, {}, [1]])
+def test_bad_id_is_invalid_request(served: Started, rid: Any) -> None:
+    raw = Raw(served.socket)
+    raw.send(line({"jsonrpc": "2.0", "id": rid, "method": "daemon.ping"}))
+    assert error_of(raw.msg(), -32600)["data"]["field"] == "id"
+    still_usable(raw)
+    raw.close()
+
+
+@pytest.mark.parametrize("rid", [None, 0, -7, 2**70, "", "é-id"])
+def test_any_json_rpc_id_is_echoed(served: Started, rid: Any) -> None:
+    raw = Raw(served.socket)
+    answer = raw.call("daemon.ping", rid=rid)
+    assert answer["id"] == rid and answer["result"]["pong"] is True
+    raw.close()
+
+
 def test_unknown_method(served: Started) -> None:
     raw = Raw(served.socket)
     err = error_of(raw.call("daemon.nosuch", {}, rid=8), -32601, 8)
@@ -117,6 +143,10 @@ def test_unknown_method(served: Started) -> None:
     ("daemon.ping", {"x": 1}, "x"),
     ("job.list", {"limit": "ten"}, "limit"),
     ("hash.file", {"path": "/etc/hostname", "algorithm": "crc"}, "algorithm"),
+    ("hash.file", {"path": "/etc/hostname\x00x"}, "path"),
+    ("hash.file", {"path": "relative/name"}, "path"),
+    ("hash.file", {"path": "/" + "n" * 5000}, "path"),
+    ("job.list", {"state": "bogus"}, "state"),
 ])
 def test_bad_params_name_the_field(served: Started, method: str, params: dict[str, Any], field: str) -> None:
     raw = Raw(served.socket)
