@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,7 @@ def test_log_file_gets_the_daemon_log(daemon: Started, pd_env: dict[str, Path]) 
     wait_gone(daemon.pid)
     text = (pd_env["home"] / "daemon.log").read_text()
     assert f"pid {daemon.pid}" in text
+    assert text.count("listening on") == 1  # not twice when stderr goes to the same file
     assert "stopped" in text
 
 
@@ -238,3 +240,24 @@ def test_a_file_at_the_socket_path_is_never_replaced(pd_env: dict[str, Path]) ->
     with pytest.raises(DaemonConnectionError):  # the SDK's auto-start fails the same way, clearly
         PipeClient(start_timeout_s=60).connect()
     assert sock.read_text() == "precious"
+
+
+def test_idle_timeout_waits_for_connected_clients(pd_env: dict[str, Path]) -> None:
+    st = start_serve(pd_env["socket"], "--idle-timeout", "0.5")
+    with PipeClient(auto_start=False) as c:
+        time.sleep(3)  # idle time passes, but a client is connected: the daemon stays
+        assert c.status().pid == st.pid
+    assert st.proc is not None and st.proc.wait(60) == 0  # gone once the client left
+    close_started(st)
+
+
+def test_serve_logs_to_stderr_and_file_once(pd_env: dict[str, Path]) -> None:
+    st = start_serve(pd_env["socket"])
+    with PipeClient() as c:
+        c.shutdown()
+    assert st.proc is not None and st.proc.wait(30) == 0
+    stderr = st.extra["stderr"].read_text()
+    assert f"listening on {pd_env['socket']}" in stderr
+    log = (pd_env["home"] / "daemon.log").read_text()
+    assert log.count("listening on") == 1 and log.count(" stopped") == 1
+    close_started(st)

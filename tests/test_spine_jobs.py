@@ -262,3 +262,25 @@ def test_queued_job_can_be_cancelled_and_counts_add_up(tmp_path: Path) -> None:
             c.cancel(job.id)
         assert c.status().jobs == {"queued": 0, "running": 0}
         assert {j.state for j in c.jobs()} == {"cancelled"}
+
+
+def test_job_that_fails_reports_its_error(tmp_path: Path) -> None:
+    """A queued job whose file is gone when its turn comes fails with NotFound, and says so."""
+    huge = sparse_file(tmp_path / "huge", HUGE)
+    doomed = random_file(tmp_path / "doomed", 1000)
+    limit = inspect.signature(JobManager).parameters["max_running"].default
+    with PipeClient() as c:
+        blockers = [c.hash_file(huge, algorithm="md5", wait=False) for _ in range(limit)]
+        for job in blockers:
+            first_event(job)
+        job = c.hash_file(doomed, algorithm="md5", wait=False)
+        assert c.job(job.id).state == "queued"
+        doomed.unlink()
+        for b in blockers:
+            c.cancel(b.id)
+        with pytest.raises(NotFoundError) as err:
+            job.wait()
+        assert err.value.data["path"] == str(doomed)
+        info = c.job(job.id).info
+        assert info.state == "failed" and info.error is not None and info.error.code == 1001
+        assert [j.id for j in c.jobs(state="failed")] == [job.id]
