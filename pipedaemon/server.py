@@ -208,8 +208,11 @@ class Daemon:
             self._own_socket = False
             return inherited
         folder = self.socket_path.parent
+        existed = folder.exists()
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if folder.stat().st_uid == os.getuid():
+        # Our own socket folder is 0700; a folder the user chose for other things (their home,
+        # /tmp) is left as it is: the socket itself is 0600 and peers are checked.
+        if folder.stat().st_uid == os.getuid() and (not existed or folder.name.startswith("pipedaemon")):
             folder.chmod(0o700)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # stale: we hold the lock, so no daemon owns it
