@@ -21,7 +21,9 @@ from .retry import retry
 from .rpc import Context, ProfileParams, RawReply, rpc
 
 log = logging.getLogger("pipedaemon.datastore")
-STREAM_PIECE = 1 << 20
+# Take whatever the connection has buffered (up to this): reading small pieces off the
+# front of a large buffer would copy the rest of it each time.
+STREAM_PIECE = 16 << 20
 
 
 def entry_dict(e: Entry, name: str | None = None) -> dict[str, Any]:

@@ -91,6 +91,13 @@ class Api:
         params = {"path": _abspath(path), "algorithm": algorithm, "part_size": part_size}
         return self._start_job("hash.file", params, on_progress=on_progress, wait=wait)
 
+    def limits(self, max_streams: int | None = None, remote_streams: int | None = None,
+               bwlimit_bps: int | None = None) -> Any:
+        """The daemon's stream and bandwidth limits; arguments given change them (until restart)."""
+        params = {k: v for k, v in (("max_streams", max_streams), ("remote_streams", remote_streams),
+                                    ("bwlimit_bps", bwlimit_bps)) if v is not None}
+        return self._call("daemon.limits", params)
+
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
         params: dict[str, Any] = {"limit": limit}
         if state:
@@ -171,18 +178,22 @@ class Api:
     # -- single files ------------------------------------------------------------
     def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
                chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,
-               transfer_timeout_s: float | None = 3600.0, wait: bool = True) -> Any:
+               transfer_timeout_s: float | None = 3600.0, wait: bool = True,
+               bwlimit_bps: int = 0) -> Any:
         """Upload one local file to ``key`` under the remote's root: an UploadResult."""
-        params = self._p(path=_abspath(path), remote=remote, key=key, chunk_size_mb=chunk_size_mb)
+        params = self._p(path=_abspath(path), remote=remote, key=key, chunk_size_mb=chunk_size_mb,
+                         bwlimit_bps=bwlimit_bps)
         return self._start_job("transfer.upload", params, on_progress=on_progress, wait=wait,
                                timeout=transfer_timeout_s, convert=_upload_result)
 
     def download(self, *, remote: str, key: str, dest: str | os.PathLike[str],
                  chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,
-                 transfer_timeout_s: float | None = 3600.0, wait: bool = True) -> Any:
+                 transfer_timeout_s: float | None = 3600.0, wait: bool = True,
+                 bwlimit_bps: int = 0) -> Any:
         """Download ``key``; ``dest`` ending in '/' (or a folder) keeps the key's base name."""
         d = os.fspath(dest)
         target = _abspath(d) + ("/" if d.endswith("/") else "")
-        params = self._p(remote=remote, key=key, dest=target, chunk_size_mb=chunk_size_mb)
+        params = self._p(remote=remote, key=key, dest=target, chunk_size_mb=chunk_size_mb,
+                         bwlimit_bps=bwlimit_bps)
         return self._start_job("transfer.download", params, on_progress=on_progress, wait=wait,
                                timeout=transfer_timeout_s, convert=_download_result)

@@ -117,7 +117,12 @@ def _etag(value: str | None) -> str | None:
 
 
 def _head_entry(name: str, head: dict[str, Any]) -> Entry:
-    return Entry(name=name, size=int(head.get("ContentLength", 0)), etag=_etag(head.get("ETag")),
+    # With SSE-KMS or SSE-C the ETag is not an md5 of the data: report none rather than one
+    # the engine would check against and wrongly call a mismatch.
+    encrypted = str(head.get("ServerSideEncryption", "")).startswith("aws:kms") or \
+        bool(head.get("SSECustomerAlgorithm"))
+    return Entry(name=name, size=int(head.get("ContentLength", 0)),
+                 etag=None if encrypted else _etag(head.get("ETag")),
                  mtime=head["LastModified"].timestamp() if head.get("LastModified") else None)
 
 

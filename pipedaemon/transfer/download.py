@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from .common import (
 from .resume import ResumeSlot
 
 MiB = 1 << 20
+log = logging.getLogger("pipedaemon.transfer")
 
 
 async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
@@ -78,7 +80,8 @@ async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tup
     """Fetch the missing chunks and check the result; a mismatch is fetched again once."""
     for attempt in (1, 2):
         await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
-        mismatch = await verify_local(tmp, entry)
+        recheck = lambda: retry(lambda: backend.stat(src), what=f"stat {src}")  # noqa: E731
+        mismatch = await verify_local(tmp, entry, recheck)
         if mismatch is None:
             return
         if attempt == 2:
@@ -160,20 +163,32 @@ async def _pwrite(fd: int, data: bytes, offset: int, path: Path) -> None:
         raise local_error(exc, path) from exc
 
 
-async def verify_local(path: Path, entry: Entry) -> str | None:
-    """Why the local copy differs from the remote entry, or None when it matches."""
+async def verify_local(path: Path, entry: Entry, recheck: Callable[[], Awaitable[Entry]] | None = None
+                       ) -> str | None:
+    """Why the local copy differs from the remote entry, or None when it matches.
+
+    A single-part ETag is the md5 of the data, unless the object is encrypted with KMS
+    or a customer key: ``recheck`` (a fresh stat, which reports no ETag for those) is
+    asked before calling a difference a mismatch. A multipart ETag depends on the part
+    size the uploader chose; when no likely part size reproduces it, the size check is
+    all we can do.
+    """
     size = path.stat().st_size
     if size != entry.size:
         return f"size {size} differs from the remote's {entry.size}"
     etag = entry.etag
     if not etag or len(etag.split("-")[0]) != 32:
         return None  # this storage offers no checksum we can recompute
-    candidates = part_size_candidates(entry.size, etag)
-    if not candidates:
-        return None  # a multipart ETag whose part size we cannot infer
-    for part in candidates:
+    for part in part_size_candidates(entry.size, etag):
         if await asyncio.to_thread(hash_path, str(path), "s3etag", part) == etag:
             return None
+    if "-" in etag:
+        log.info("%s: multipart ETag %s not reproducible (unknown part size); size verified", path, etag)
+        return None
+    if recheck is not None:
+        fresh = await recheck()
+        if fresh.etag is None or fresh.etag != etag:
+            return None if fresh.etag is None else f"the object changed while it was read ({etag})"
     return f"checksum {etag} differs from the local copy's"
 
 
