@@ -300,3 +300,16 @@ def test_auto_started_daemon_leaves_no_zombie() -> None:
     while Path(f"/proc/{pid}").exists():  # a zombie still has its /proc entry
         assert time.monotonic() < deadline, Path(f"/proc/{pid}/stat").read_text()
         time.sleep(0.05)
+
+
+def test_shutdown_then_start_again_at_once(pd_env: dict[str, Path]) -> None:
+    """The next client right after shutdown() waits for the old daemon's lock, then starts a new one."""
+    pids = []
+    for _ in range(3):
+        with PipeClient() as c:
+            pids.append(c.status().pid)
+            c.shutdown()
+    assert len(set(pids)) == 3
+    with PipeClient() as c:
+        assert c.ping()["pong"] is True
+        assert daemon_pids(pd_env["socket"]) == [c.status().pid]
