@@ -42,6 +42,7 @@ class Measured:
     cpu_s: float
     peak_rss: int | None = None  # bytes, pipedaemon's daemon only
     requests: int | None = None  # HTTP requests the S3 server logged during the run
+    server_cpu_s: float | None = None  # CPU the server process spent meanwhile (moto, pyftpdlib)
 
 
 @dataclass
@@ -156,7 +157,9 @@ def rclone_sftp(ssh: SSHDServer, src: str, dst: str) -> Command:
 
 # -- FTP -----------------------------------------------------------------------------
 def lftp_pget(ftp: FTPServer, remote_path: str, dest: Path, streams: int = 4) -> Command:
-    script = (f"set ftp:ssl-allow no; set cmd:fail-exit yes; set xfer:clobber yes; "
+    # net:timeout 15 s instead of 300: pget -n 4 against pyftpdlib now and then leaves one
+    # connection waiting after the data arrived; lftp then reconnects and finishes.
+    script = (f"set ftp:ssl-allow no; set cmd:fail-exit yes; set xfer:clobber yes; set net:timeout 15; "
               f"open -u {ftp.username},{ftp.password} -p {ftp.port} {ftp.host}; "
               f"pget -n {streams} {remote_path} -o {dest}; quit")
     return Command([exe("lftp"), "-c", script], {"LFTP_HOME": str(_CONF_DIR / "lftp")})
@@ -242,6 +245,14 @@ class Daemon:
         self.client.close()
         with contextlib.suppress(psutil.NoSuchProcess):
             self.proc.wait(30)
+
+
+def cpu_seconds(proc: psutil.Process | None) -> float | None:
+    """CPU a process has used so far (user + system), or None when there is no such process."""
+    if proc is None:
+        return None
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 class _RssSampler(threading.Thread):

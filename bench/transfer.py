@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import servers, tools
 from bench.tools import Daemon, Measured, execute
 from bench.transfer_checks import (
@@ -127,6 +129,18 @@ class Bench:
     @property
     def many_md5(self) -> dict[str, str]:
         return self.many and self._many_md5
+
+    def server_process(self, kind: str) -> psutil.Process | None:
+        """The single process serving ``kind`` (moto, pyftpdlib) whose CPU a run can be charged;
+        None for sshd, which forks a process per session."""
+        if kind == "s3":
+            return psutil.Process(self.s3.proc.pid)
+        if kind == "ftp":
+            for child in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "pyftpdlib" in child.cmdline():
+                        return child
+        return None
 
     def register(self, name: str, spec: dict[str, Any]) -> None:
         self.client.upsert_remote({"name": name, "protocol": spec["protocol"], "options": spec["options"],
@@ -365,6 +379,7 @@ def run_case(case: Case, b: Bench) -> CaseResult:
                         rounds=b.repeat or case.rounds)
     print(f"== {title}", flush=True)
     contenders, teardown = case.setup(b)
+    server = b.server_process(case.server)
     try:
         for rnd in range(result.rounds):
             for c in contenders:
@@ -373,8 +388,11 @@ def run_case(case: Case, b: Bench) -> CaseResult:
                 b.daemon.label = f"{case.key}-{rnd + 1}-{slug(c.name)}"
                 try:
                     log = servers.RequestLog(b.s3.log_path) if case.server == "s3" else None
+                    server_before = tools.cpu_seconds(server)
                     m = c.run()
                     m.requests = len(log.entries()) if log else None
+                    if server_before is not None:
+                        m.server_cpu_s = (tools.cpu_seconds(server) or 0.0) - server_before
                     c.verify()
                     result.runs.setdefault(c.name, []).append(m)
                     print(f"   round {rnd + 1} {c.name:22} {result.nbytes / m.wall_s / 1e6:8.1f} MB/s "

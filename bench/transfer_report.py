@@ -42,6 +42,10 @@ class CaseResult:
         runs = self.runs.get(tool)
         return statistics.median(m.cpu_s for m in runs) / (self.nbytes / GiB) if runs else None
 
+    def server_cpu_per_gib(self, tool: str) -> float | None:
+        cpu = [m.server_cpu_s for m in self.runs.get(tool, []) if m.server_cpu_s is not None]
+        return statistics.median(cpu) / (self.nbytes / GiB) if cpu else None
+
     def best_of(self, tools: list[str] | tuple[str, ...]) -> tuple[str, float] | None:
         speeds = [(t, s) for t in tools if (s := self.best_mbps(t)) is not None]
         return max(speeds, key=lambda ts: ts[1]) if speeds else None
@@ -88,8 +92,8 @@ def _detail_rows(r: CaseResult) -> list[str]:
         err = f" (failed: {r.errors[tool][:160]})" if tool in r.errors else ""
         rss_text = f"{rss / MiB:.0f} MiB" if rss else "-"
         speeds = f"{_fmt(r.best_mbps(tool))} | {_fmt(r.median_mbps(tool))}"
-        rows.append(f"| {r.title} | {tool}{err} | {len(runs)} | {speeds} | {_fmt(r.cpu_per_gib(tool), 2)} | "
-                    f"{rss_text} | {req_text} |")
+        cpu = f"{_fmt(r.cpu_per_gib(tool), 2)} | {_fmt(r.server_cpu_per_gib(tool), 2)}"
+        rows.append(f"| {r.title} | {tool}{err} | {len(runs)} | {speeds} | {cpu} | {rss_text} | {req_text} |")
     return rows
 
 
@@ -156,17 +160,21 @@ def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: f
     lines += [
         "", "CPU s/GiB: CPU seconds (user + system) per GiB moved, median over rounds: for pipedaemon its"
         " daemon process (psutil cpu_times before/after), for the others the tool's process and the"
-        " children it waited for (wait4 rusage: ssh under sftp). The servers' CPU is in neither."
+        " children it waited for (wait4 rusage: ssh under sftp). Server CPU s/GiB: what the server process"
+        " (moto_server, pyftpdlib; not sshd, which forks per session) spent meanwhile, median."
         " Peak RSS: the daemon's, sampled every 20 ms during the run (VmHWM of a fresh daemon for the"
         " RSS case). S3 requests: what moto_server logged during one run (median).", "",
-        "| case | tool | rounds | best MB/s | median MB/s | CPU s/GiB | daemon peak RSS | S3 requests |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | tool | rounds | best MB/s | median MB/s | CPU s/GiB | server CPU s/GiB | daemon peak RSS"
+        " | S3 requests |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines += _detail_rows(r)
     lines += ["", f"Tools and servers: {_versions()}. Each tool runs with its defaults, configured only"
               " through its environment (no user config files); `sftp -B 255k -R 256` is OpenSSH sftp"
-              " tuned as a user chasing speed would (its default is -B 32768 -R 64).", ""]
+              " tuned as a user chasing speed would (its default is -B 32768 -R 64). lftp runs with"
+              " `net:timeout 15` (default 300 s): its `pget -n 4` against pyftpdlib sometimes leaves one"
+              " connection waiting after the data arrived, and would sit out the whole timeout.", ""]
     return "\n".join(lines)
 
 
