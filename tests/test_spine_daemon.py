@@ -157,13 +157,18 @@ def test_modes_of_socket_and_state(daemon: Started, pd_env: dict[str, Path], tmp
             assert mode(p) == 0o600, p
 
 
-def test_existing_open_socket_folder_is_tightened(pd_env: dict[str, Path]) -> None:
-    folder = pd_env["socket"].parent
-    folder.mkdir(mode=0o755, parents=True)
+@pytest.mark.parametrize("name,after", [("pipedaemon", 0o700), ("mine", 0o755)])
+def test_existing_socket_folder(name: str, after: int, pd_env: dict[str, Path]) -> None:
+    """Our own (pipedaemon) folder is tightened to 0700; a folder of the user's is left alone."""
+    folder = pd_env["base"] / name
+    folder.mkdir(mode=0o755)
     folder.chmod(0o755)
-    st = start_serve(pd_env["socket"])
-    assert mode(folder) == 0o700
-    close_started(st)
+    st = start_serve(folder / "d.sock")
+    try:
+        assert mode(folder) == after
+        assert mode(folder / "d.sock") == 0o600
+    finally:
+        close_started(st)
 
 
 def test_idle_timeout_exits_when_idle(pd_env: dict[str, Path]) -> None:

@@ -56,8 +56,9 @@ def other_user() -> tuple[int, int]:
     try:
         pw = pwd.getpwnam(USER)
     except KeyError:
+        # Another test worker may add the user at the same moment: whoever wins, it exists after.
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                       check=True, capture_output=True)
+                       capture_output=True)
         pw = pwd.getpwnam(USER)
     assert pw.pw_uid != os.getuid()
     return pw.pw_uid, pw.pw_gid
