@@ -27,9 +27,10 @@ sysdeps:
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# Four workers on two cores: most tests wait on servers and daemons, not on the CPU.
 test: $(STAMP) sysdeps
 	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
