@@ -1,22 +1,20 @@
 """FTP and explicit FTPS (AUTH TLS) servers as a remote, on aioftp.
 
 FTP runs one transfer per control connection, so concurrency is several logins:
-a small pool of logged-in clients (up to ``max_streams``) is reused. A connection
-goes back to the pool only when its control channel is known to be in step with
-the server; one that stopped mid-transfer or failed on the wire is closed.
+a pool of up to ``max_streams`` logged-in sessions is reused. A session goes back
+to the pool only while its control channel is known to be in step with the server;
+one that stopped mid-transfer or failed on the wire is closed.
 
 Paths are made absolute against the login folder (PWD after login), so a pooled
-connection's working directory never matters.
+session's working directory never matters.
 
-Listing uses MLSD (exact UTC mtimes, sizes, types). Without MLSD (no MLST in FEAT,
-the server answers 500/502, or ``options.list_command = "LIST"``) it parses unix
-``ls -l`` lines from ``LIST -a``. LIST times are in the server's local zone and only
-to the minute, too rough for change detection, so then each file's mtime comes from
-one MDTM (UTC, seconds) unless ``options.list_mdtm`` is false. ``stat`` uses MLST,
-else SIZE + MDTM.
-
-Capabilities are per server: after ``connect`` the instance's ``caps`` says
-``set_mtime`` only when FEAT lists MFMT. Mtimes are whole seconds.
+Listing uses MLSD (exact UTC mtimes). Without it (no MLST in FEAT, a 500/502 reply,
+or ``options.list_command = "LIST"``) unix ``ls -l`` lines from ``LIST -a`` are
+parsed; their times are local to the server and only to the minute, too rough for
+change detection, so each file's mtime then comes from one MDTM (UTC, seconds)
+unless ``options.list_mdtm`` is false. ``stat`` uses MLST, else SIZE + MDTM.
+After ``connect`` the instance's ``caps.set_mtime`` says whether FEAT lists MFMT.
+Mtimes are whole seconds.
 """
 
 from __future__ import annotations
@@ -27,10 +25,10 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import aioftp
 import msgspec
@@ -46,9 +44,14 @@ from pipedaemon_sdk.errors import (
 )
 
 BLOCK = 256 * 1024  # bytes per read() chunk
-IDLE_CHECK_S = 30.0  # a pooled connection idle longer than this is NOOP-checked before reuse
-SYNC_TIMEOUT_S = 10.0  # waiting for the replies that end an aborted transfer
+IDLE_CHECK_S = 30.0  # a session idle longer than this is NOOP-checked before reuse
+SYNC_TIMEOUT_S = 10.0  # for the replies that end an aborted transfer
 _DENIED = re.compile(r"permission|denied|not allowed|privilege|forbidden|prohibited", re.I)
+_EXISTS = re.compile(r"already|(?<!not )(?<!n't )\bexists?\b", re.I)  # "File exists", not "does not exist"
+# 550 covers more than "no such file": these say something is there, just in the way.
+_NOT_MISSING = re.compile(r"not empty|is a directory|already|(?<!not )(?<!n't )\bexists?\b", re.I)
+_TLS_REQUIRED = re.compile(r"\b(ssl|tls)\b.*\brequired\b", re.I)  # "550 SSL/TLS required on the control..."
+T = TypeVar("T")
 
 
 def map_ftp_error(exc: BaseException) -> DaemonError | None:
@@ -56,21 +59,20 @@ def map_ftp_error(exc: BaseException) -> DaemonError | None:
     if isinstance(exc, _SourceError):
         return None  # not the server's fault: write() re-raises the caller's own error
     if isinstance(exc, aioftp.StatusCodeError):
-        code = str(exc.received_codes[-1])
+        code = _code(exc)
         text = " ".join(s.strip() for s in exc.info) if isinstance(exc.info, list) else str(exc.info)
         message, data = f"FTP server: {code} {text}".strip(), {"ftp_code": code}
         if code == "530":
             return AuthFailedError(message, data)
-        if code.startswith("4"):  # 4xx: transient negative completion (421, 425, 426, 450, 451, 452)
+        if code.startswith("4"):  # transient negative completion: 421, 425, 426, 450, 451, 452
             return TransientError(message, data)
-        if code.startswith("55") and _DENIED.search(text):
+        if code.startswith("5") and (_DENIED.search(text) or _TLS_REQUIRED.search(text)):
             return PermissionDeniedError(message, data)
-        if code == "550":
-            return NotFoundError(message, data)
-        return StorageError(message, data)
+        missing = code == "550" and not _NOT_MISSING.search(text)
+        return (NotFoundError if missing else StorageError)(message, data)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return StorageError(f"FTPS certificate verification failed: {exc.verify_message}")
-    if isinstance(exc, (OSError, asyncio.TimeoutError, EOFError)):  # refused, reset, TLS EOF, timeout
+    if isinstance(exc, (OSError, asyncio.TimeoutError, EOFError)):  # refused, reset, TLS, timeout
         return TransientError(f"FTP connection: {type(exc).__name__}: {exc}")
     return StorageError(f"FTP: {type(exc).__name__}: {exc}")
 
@@ -88,65 +90,283 @@ def _code(exc: aioftp.StatusCodeError) -> str:
 
 
 def _parse_time(value: str) -> float | None:
-    """An MLSD ``modify`` fact or MDTM reply, ``YYYYMMDDHHMMSS[.fff]`` in UTC."""
+    """An MLSx ``modify`` fact or an MDTM reply: ``YYYYMMDDHHMMSS[.fff]``, UTC."""
     try:
-        stamp = datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+        stamp = datetime.strptime(value.strip()[:14], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
     return float(int(stamp.timestamp()))
 
 
-def _facts_entry(name: str, facts: dict[str, str]) -> Entry | None:
-    """An Entry from MLSx facts; None for entries that are neither file nor folder."""
-    kind = facts.get("type", "").lower()
-    mtime = _parse_time(facts.get("modify", ""))
-    if kind == "file":
-        return Entry(name=name, size=int(facts.get("size", 0)), mtime=mtime)
-    if kind in ("dir", "cdir", "pdir"):
-        return Entry(name=name, mtime=mtime, is_dir=True)
-    return None  # symlinks reported as OS.unix=slink..., devices: not transferable files
-
-
-def _parse_mlsx(line: str) -> tuple[str, dict[str, str]]:
-    # Only the line end is stripped: a name may end (or start) with spaces.
-    facts, _, name = line.rstrip("\r\n").partition(" ")
-    parsed = {}
-    for fact in facts.split(";"):
+def _mlsx_entry(line: str, name: str | None = None) -> Entry | None:
+    """An Entry from an MLSD/MLST line; None for ".", ".." and what is neither file nor folder."""
+    facts_text, _, listed = line.rstrip("\r\n").partition(" ")  # a name may start/end with spaces
+    facts = {}
+    for fact in facts_text.split(";"):
         key, sep, value = fact.partition("=")
         if sep:
-            parsed[key.lower()] = value
-    return name, parsed
+            facts[key.lower()] = value
+    kind, mtime = facts.get("type", "").lower(), _parse_time(facts.get("modify", ""))
+    if kind == "file":
+        return Entry(name=name or listed, size=int(facts.get("size", 0)), mtime=mtime)
+    if kind == "dir" or (name and kind == "cdir"):  # MLST of a folder says cdir on some servers
+        return Entry(name=name or listed, mtime=mtime, is_dir=True)
+    return None  # cdir/pdir in listings; symlinks (OS.unix=slink), devices
 
 
-class _Lease:
-    __slots__ = ("client", "dirty")
+async def _timed(aw: Awaitable[T], timeout: float | None) -> T:
+    return await asyncio.wait_for(aw, timeout) if timeout else await aw
 
-    def __init__(self, client: aioftp.Client) -> None:
-        self.client = client
-        self.dirty = False  # True while the control channel may be out of step (mid-transfer)
+
+class _DataStream:
+    """One data connection, plain or TLS.
+
+    TLS runs here on memory BIOs over a plain TCP stream rather than in the event
+    loop's SSL transport: uvloop's drops received bytes it has not decrypted yet when
+    the server closes while the reader is paused, which cut the tail off downloads.
+    Over raw TCP the EOF just queues behind the data.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float | None,
+                 tls: ssl.SSLContext | None = None, hostname: str = "", session: Any = None) -> None:
+        self._reader, self._writer, self._timeout = reader, writer, timeout
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._ssl = (None if tls is None else
+                     tls.wrap_bio(self._in, self._out, server_hostname=hostname, session=session))
+
+    def _send_pending(self) -> None:
+        if self._out.pending:
+            self._writer.write(self._out.read())
+
+    async def _fill(self) -> bool:
+        """Feed the TLS layer what arrived; False at the TCP end."""
+        self._send_pending()
+        data = await _timed(self._reader.read(BLOCK), self._timeout)
+        if not data:
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    async def handshake(self) -> None:
+        assert self._ssl is not None
+        while True:
+            try:
+                self._ssl.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if not await self._fill():
+                    raise ConnectionResetError("data connection closed during the TLS handshake") from None
+        self._send_pending()
+
+    async def read(self, count: int) -> bytes:
+        if self._ssl is None:
+            return await _timed(self._reader.read(count), self._timeout)
+        out = bytearray()
+        while len(out) < count:
+            try:
+                chunk = self._ssl.read(count - len(out))
+            except ssl.SSLWantReadError:
+                if out or not await self._fill():
+                    break  # return what we have; at the TCP end the next read reports EOF
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # close_notify, or a TCP close without it (servers often skip it): the end.
+                # Whether the transfer was whole is the control channel's 226 to say.
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    async def write(self, data: bytes) -> None:
+        if self._ssl is None:
+            self._writer.write(data)
+        else:
+            view = memoryview(data)
+            while view:
+                view = view[self._ssl.write(view):]
+            self._send_pending()
+        await _timed(self._writer.drain(), self._timeout)
+
+    def close(self) -> None:
+        if self._writer.is_closing():
+            return
+        if self._ssl is not None:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self._ssl.unwrap()  # queues our close_notify
+            self._send_pending()
+        self._writer.close()
+
+    async def shutdown(self) -> None:
+        """End an upload: close_notify and FIN, then wait for the server to close.
+
+        Closing with unread bytes in the socket (a TLS 1.3 session ticket the server
+        sent) makes the kernel send RST, and an RST makes the server throw away data
+        it has not read yet: the upload would be cut short.
+        """
+        if self._ssl is not None:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self._ssl.unwrap()
+            self._send_pending()
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            if self._writer.can_write_eof():
+                self._writer.write_eof()
+            await _timed(self._drain_to_eof(), SYNC_TIMEOUT_S)
+        self._writer.close()
+
+    async def _drain_to_eof(self) -> None:
+        await self._writer.drain()
+        while await self._reader.read(BLOCK):
+            pass
+
+
+class _Client(aioftp.Client):
+    """One logged-in session: aioftp's control channel plus our data connections."""
+
+    dirty = False  # the control channel may be out of step (mid-transfer): never pooled
+    idle_since = 0.0
+    data_tls: ssl.SSLContext | None = None  # set for FTPS (PROT P)
+    transfer: _DataStream | None = None  # the open data connection, closed with the session
+
+    def close(self) -> None:
+        if self.transfer is not None:
+            self.transfer.close()
+        super().close()
+
+    async def aclose(self) -> None:
+        """QUIT, close, and wait until the socket is gone: closing TLS takes a round trip."""
+        if self._stream is None:
+            return
+        with contextlib.suppress(aioftp.StatusCodeError, OSError, asyncio.TimeoutError):
+            if not self.dirty:
+                await asyncio.wait_for(self.command("QUIT", "2xx"), SYNC_TIMEOUT_S)
+        self.close()
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._stream.writer.wait_closed(), SYNC_TIMEOUT_S)
+
+    async def _open_connection(self, host: str, port: int
+                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # Plain TCP for everything: control TLS comes from AUTH TLS, data TLS from _DataStream.
+        return await _timed(asyncio.open_connection(host, port), self.connection_timeout)
+
+    async def data(self, command: str, offset: int = 0) -> _DataStream:
+        """A passive data connection with ``command`` started on it (1xx received)."""
+        reader, writer = await self.get_passive_connection("I")
+        session = None
+        if self.data_tls is not None:  # reuse the control session: servers may insist on it
+            control = self.stream.writer.transport.get_extra_info("ssl_object")
+            session = control.session if control is not None else None
+        stream = _DataStream(reader, writer, self.socket_timeout, self.data_tls, self.server_host, session)
+        try:
+            if offset:
+                await self.command(f"REST {offset}", "350")
+            # The TLS handshake runs beside the command: servers start it before or after their 1xx.
+            shake = asyncio.ensure_future(stream.handshake()) if self.data_tls else None
+            try:
+                await self.command(command, "1xx")
+            except BaseException:
+                if shake:
+                    shake.cancel()
+                    shake.add_done_callback(lambda t: t.cancelled() or t.exception())
+                raise
+            if shake:
+                await shake
+        except BaseException:
+            stream.close()
+            raise
+        self.dirty = True  # until the transfer's closing reply is read
+        self.transfer = stream
+        return stream
+
+    async def finish(self, stream: _DataStream, upload: bool = False) -> None:
+        """Close a transfer that ran to its end and read the server's closing reply."""
+        if upload:
+            await stream.shutdown()
+        else:
+            stream.close()
+        self.transfer = None
+        await self.command(None, "2xx", "1xx")
+        self.dirty = False
+
+    async def abort(self, stream: _DataStream) -> None:
+        """End a transfer we stopped early and bring the control channel back in step.
+
+        ABOR and NOOP go out together: whatever the transfer and the abort answer
+        (426/226/225, by server and timing) comes before NOOP's 200. Without that 200
+        the session stays dirty and is dropped.
+        """
+        stream.close()
+        self.transfer = None
+
+        async def drain() -> None:
+            await self.command("ABOR")
+            await self.command("NOOP")
+            for _ in range(6):
+                if (await self.parse_response())[0] == "200":
+                    self.dirty = False
+                    return
+
+        with contextlib.suppress(aioftp.StatusCodeError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(drain(), SYNC_TIMEOUT_S)
+
+    async def read_all(self, command: str) -> bytes:
+        stream = await self.data(command)
+        parts = []
+        while block := await stream.read(BLOCK):
+            parts.append(block)
+        await self.finish(stream)
+        return b"".join(parts)
+
+    async def is_dir(self, path: str) -> bool:
+        try:
+            await self.command(f"CWD {path}", "2xx")
+        except aioftp.StatusCodeError:
+            return False
+        return True
+
+    async def mdtm(self, path: str) -> float | None:
+        try:
+            return _parse_time((await self.command(f"MDTM {path}", "213"))[1][-1])
+        except aioftp.StatusCodeError:
+            return None
+
+    async def mkdirs(self, path: str) -> None:
+        """MKD each missing level; the common case (it exists) costs one CWD."""
+        missing, folder = [], PurePosixPath(path)
+        while folder != folder.parent and not await self.is_dir(str(folder)):
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            try:
+                await self.command(f"MKD {folder}", "257")
+            except aioftp.StatusCodeError:
+                if not await self.is_dir(str(folder)):  # made meanwhile by another worker?
+                    raise
 
 
 class _Pool:
-    """Logged-in clients, at most ``size`` at once, reused while they stay in step."""
+    """Logged-in sessions, at most ``size`` at once, reused while they stay in step."""
 
-    def __init__(self, size: int, factory: Callable[[], Any]) -> None:
+    def __init__(self, size: int, factory: Callable[[], Awaitable[_Client]]) -> None:
         self._sem = asyncio.Semaphore(size)
-        self._idle: list[tuple[aioftp.Client, float]] = []
+        self._idle: list[_Client] = []
         self._factory = factory
-        self.closed = False
+        self._closed = False
 
-    def put(self, client: aioftp.Client) -> None:
-        if self.closed:
+    def put(self, client: _Client) -> None:
+        if client.dirty or self._closed:
             client.close()
         else:
-            self._idle.append((client, time.monotonic()))
+            client.idle_since = time.monotonic()
+            self._idle.append(client)
 
-    async def _take(self) -> aioftp.Client:
+    async def _take(self) -> _Client:
         while self._idle:
-            client, since = self._idle.pop()
-            if time.monotonic() - since < IDLE_CHECK_S:
+            client = self._idle.pop()
+            if time.monotonic() - client.idle_since < IDLE_CHECK_S:
                 return client
-            try:  # the server may have dropped an idle session (421 timeout): check it
+            try:  # the server may have ended an idle session (421 timeout)
                 await asyncio.wait_for(client.command("NOOP", "200"), SYNC_TIMEOUT_S)
                 return client
             except (aioftp.StatusCodeError, OSError, asyncio.TimeoutError):
@@ -154,31 +374,23 @@ class _Pool:
         return await self._factory()
 
     @contextlib.asynccontextmanager
-    async def lease(self) -> AsyncIterator[_Lease]:
+    async def lease(self) -> AsyncIterator[_Client]:
         async with self._sem:
-            lease = _Lease(await self._take())
+            client = await self._take()
             try:
-                yield lease
+                yield client
             except aioftp.StatusCodeError:
-                # The server answered with a refusal: the channel is still in step.
-                self._give_back(lease)
+                self.put(client)  # the server answered a refusal: still in step unless dirty
                 raise
             except BaseException:
-                lease.client.close()  # a wire error, a cancel or an abandoned transfer
+                client.close()  # a wire error, a cancel, an abandoned transfer
                 raise
-            self._give_back(lease)
+            self.put(client)
 
-    def _give_back(self, lease: _Lease) -> None:
-        if lease.dirty:
-            lease.client.close()
-        else:
-            self.put(lease.client)
-
-    def close(self) -> None:
-        self.closed = True
-        for client, _since in self._idle:
-            client.close()
-        self._idle.clear()
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(client.aclose() for client in idle))
 
 
 class FTPBackend(Backend):
@@ -201,73 +413,69 @@ class FTPBackend(Backend):
         self.tls = bool(options.get("tls", False))
         self.connect_timeout = float(options.get("connect_timeout", 10.0))
         self.io_timeout = float(options.get("timeout", 60.0))
-        self._feats: set[str] = set()
+        self._tls_context = self._make_tls_context() if self.tls else None
+        self._feats: set[str] | None = None  # what FEAT lists, read by the first login
         self._use_mlsd = options.get("list_command") != "LIST"
         self._home = "/"
         self._pool = _Pool(max(1, max_streams), self._login)
 
-    # -- connections -----------------------------------------------------------------
-    def _ssl_context(self) -> ssl.SSLContext:
+    # -- sessions ---------------------------------------------------------------------
+    def _make_tls_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.options.get("tls_cafile"))
         if self.options.get("tls_verify", True) is False:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    async def _login(self) -> aioftp.Client:
-        client = aioftp.Client(socket_timeout=self.io_timeout, connection_timeout=self.connect_timeout,
-                               encoding="utf-8")
+    async def _login(self) -> _Client:
+        client = _Client(socket_timeout=self.io_timeout, connection_timeout=self.connect_timeout)
         try:
             await asyncio.wait_for(self._handshake(client), self.connect_timeout)
+        except aioftp.StatusCodeError:
+            await client.aclose()  # the server answers (a 530): say QUIT, let TLS close properly
+            raise
         except BaseException:
             client.close()
             raise
         return client
 
-    async def _handshake(self, client: aioftp.Client) -> None:
+    async def _handshake(self, client: _Client) -> None:
+        """Connect and log in; the first session also reads what the server can do."""
         await client.connect(self.host, self.port)
-        if self.tls:
-            # Explicit FTPS: AUTH TLS before the password crosses the wire. Data connections
-            # then reuse this TLS session (aioftp binds it), as servers that check it require.
+        if self._tls_context is not None:  # explicit FTPS: TLS before the password crosses
             await client.command("AUTH TLS", "234")
-            await client.stream.start_tls(sslcontext=self._ssl_context(), server_hostname=self.host)
+            await client.stream.start_tls(sslcontext=self._tls_context, server_hostname=self.host)
         await client.login(self.username, str(self.credentials.get("password", "")))
-        if self.tls:
+        if self._tls_context is not None:
             await client.command("PBSZ 0", "200")
-            await client.command("PROT P", "200")  # encrypt data connections too
+            await client.command("PROT P", "200")  # data connections encrypted too
+            client.data_tls = self._tls_context
+        if self._feats is None:
+            await self._discover(client)
         if "UTF8" in self._feats:
             with contextlib.suppress(aioftp.StatusCodeError):
                 await client.command("OPTS UTF8 ON", "2xx")
-        await client.command("TYPE I", "200")  # SIZE is refused in ASCII mode by some servers
+        await client.command("TYPE I", "200")  # some servers refuse SIZE in ASCII mode
 
-    async def connect(self) -> None:
-        with error_edge(map_ftp_error):
-            client = await self._login()
-            try:
-                await self._discover(client)
-            except BaseException:
-                client.close()
-                raise
-            self._pool.put(client)
-
-    async def _discover(self, client: aioftp.Client) -> None:
+    async def _discover(self, client: _Client) -> None:
         """Read FEAT and the login folder; set this server's caps."""
         try:
             lines = (await client.command("FEAT", "211"))[1]
-            self._feats = {line.strip().split(" ")[0].upper() for line in lines[1:-1] if line.strip()}
+            self._feats = {line.split()[0].upper() for line in lines[1:-1] if line.strip()}
         except aioftp.StatusCodeError:
-            self._feats = set()  # a pre-RFC 2389 server: plain commands only
-        if "UTF8" in self._feats:
-            with contextlib.suppress(aioftp.StatusCodeError):
-                await client.command("OPTS UTF8 ON", "2xx")
+            self._feats = set()  # a server from before RFC 2389: plain commands only
         if not self._feats & {"MLST", "MLSD"}:
             self._use_mlsd = False
         with contextlib.suppress(aioftp.StatusCodeError, ValueError):
             self._home = str(await client.get_current_directory()) or "/"
         self.caps = msgspec.structs.replace(type(self).caps, set_mtime="MFMT" in self._feats)
 
+    async def connect(self) -> None:
+        with error_edge(map_ftp_error):
+            self._pool.put(await self._login())
+
     async def close(self) -> None:
-        self._pool.close()
+        await self._pool.close()
 
     def describe(self) -> str:
         scheme = "ftps" if self.tls else "ftp"
@@ -276,200 +484,125 @@ class FTPBackend(Backend):
     def _abs(self, path: str) -> str:
         return str(PurePosixPath(self._home, path))
 
-    async def _data(self, client: aioftp.Client, command: str, offset: int = 0
-                    ) -> aioftp.DataConnectionThrottleStreamIO:
-        """Open a passive data connection and start ``command`` on it (1xx received)."""
-        reader, writer = await client.get_passive_connection("I")
-        try:
-            if offset:
-                await client.command(f"REST {offset}", "350")
-            await client.command(command, "1xx")
-        except BaseException:
-            writer.close()  # aioftp would leave it open when the command is refused
-            raise
-        return aioftp.DataConnectionThrottleStreamIO(client, reader, writer, throttles={"_": client.throttle},
-                                                     timeout=client.socket_timeout)
-
-    async def _abort(self, lease: _Lease, stream: aioftp.DataConnectionThrottleStreamIO) -> None:
-        """End a transfer we stopped early and bring the control channel back in step.
-
-        ABOR and NOOP go out together; whatever replies the transfer and the abort
-        produce (426/226/225, varying by server and timing) come before NOOP's 200.
-        If that 200 does not come, the lease stays dirty and the connection is dropped.
-        """
-        stream.close()
-        client = lease.client
-
-        async def drain() -> None:
-            await client.command("ABOR")
-            await client.command("NOOP")
-            for _ in range(6):
-                code, _info = await client.parse_response()
-                if code == "200":
-                    lease.dirty = False
-                    return
-
-        with contextlib.suppress(aioftp.StatusCodeError, OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(drain(), SYNC_TIMEOUT_S)
+    @contextlib.asynccontextmanager
+    async def _session(self, path: str) -> AsyncIterator[_Client]:
+        """A pooled session, with errors mapped at this edge."""
+        with error_edge(map_ftp_error, path):
+            async with self._pool.lease() as client:
+                yield client
 
     # -- listing -----------------------------------------------------------------------
-    async def _listdir(self, folder: str) -> list[Entry]:
-        """One folder's entries; [] when it is missing (or a file, or removed while we walk)."""
-        async with self._pool.lease() as lease:
-            try:
-                return await self._listdir_on(lease, folder)
-            except aioftp.StatusCodeError as exc:
-                # Servers say 550 or 501 for a missing folder; only a refusal is worth raising.
-                if isinstance(map_ftp_error(exc), PermissionDeniedError) or not _code(exc).startswith("5"):
-                    raise
-                if await self._is_dir(lease.client, folder):
-                    raise
-                return []
-
-    async def _listdir_on(self, lease: _Lease, folder: str) -> list[Entry]:
-        if self._use_mlsd:
-            try:
-                return await self._mlsd(lease, folder)
-            except aioftp.StatusCodeError as exc:
-                if _code(exc) not in ("500", "502"):
-                    raise
-                self._use_mlsd = False  # the server does not know MLSD after all
-        return await self._list(lease, folder)
-
-    async def _read_lines(self, lease: _Lease, command: str) -> list[bytes]:
-        stream = await self._data(lease.client, command)
-        lease.dirty = True  # from here until the server's closing reply is read
-        lines = []
-        while line := await stream.readline():
-            lines.append(line)
-        await stream.finish()
-        lease.dirty = False
-        return lines
-
-    async def _mlsd(self, lease: _Lease, folder: str) -> list[Entry]:
-        entries = []
-        for raw in await self._read_lines(lease, f"MLSD {folder}"):
-            name, facts = _parse_mlsx(raw.decode("utf-8", "surrogateescape"))
-            entry = _facts_entry(name, facts) if name not in (".", "..") else None
-            if entry is not None and facts.get("type", "").lower() in ("file", "dir"):
-                entries.append(entry)
-        return entries
-
-    async def _list(self, lease: _Lease, folder: str) -> list[Entry]:
-        client = lease.client
-        # CWD, then LIST without a path: servers read LIST's argument as ls options and
-        # globs, so a folder name with spaces or wildcards would list something else.
-        await client.command(f"CWD {folder}", "2xx")
-        try:
-            lines = await self._read_lines(lease, "LIST -a")
-        except aioftp.StatusCodeError as exc:
-            if not _code(exc).startswith("5"):
-                raise
-            lines = await self._read_lines(lease, "LIST")  # a server that takes "-a" for a name
-        entries = []
-        for raw in lines:
-            try:
-                path, info = client.parse_list_line(raw)
-            except ValueError:
-                continue  # "total 12" and other lines that are not entries
-            name = path.name
-            if name in (".", "..") or info.get("type") not in ("file", "dir"):
-                continue
-            if info["type"] == "dir":
-                entries.append(Entry(name=name, mtime=_parse_time(info["modify"]), is_dir=True))
-                continue
-            mtime = _parse_time(info["modify"])
-            if "MDTM" in self._feats and self.options.get("list_mdtm", True):
-                mtime = await self._mdtm(client, f"{folder.rstrip('/')}/{name}") or mtime
-            entries.append(Entry(name=name, size=int(info["size"]), mtime=mtime))
-        return entries
-
     async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
-        top = self._abs(path)
-        pending: deque[tuple[str, str]] = deque([(top, "")])  # (server folder, prefix for names)
+        pending = deque([(self._abs(path), "")])  # (server folder, prefix of reported names)
         with error_edge(map_ftp_error, path):
             while pending:
                 folder, prefix = pending.popleft()
-                # Each folder is read whole, so no connection is held while the caller works.
-                entries = await self._listdir(folder)
-                for entry in entries:
+                # Each folder is read whole, so no session is held while the caller works.
+                for entry in await self._listdir(folder):
                     name = prefix + entry.name
                     if entry.is_dir and recursive:
                         pending.append((f"{folder.rstrip('/')}/{entry.name}", name + "/"))
                     else:
                         yield msgspec.structs.replace(entry, name=name)
 
+    async def _listdir(self, folder: str) -> list[Entry]:
+        """One folder's entries; [] when it is missing (or a file, or removed while we walk)."""
+        async with self._pool.lease() as client:
+            try:
+                if self._use_mlsd:
+                    try:
+                        return await self._mlsd(client, folder)
+                    except aioftp.StatusCodeError as exc:
+                        if _code(exc) not in ("500", "502"):
+                            raise
+                        self._use_mlsd = False  # the server does not know MLSD after all
+                return await self._list(client, folder)
+            except aioftp.StatusCodeError as exc:
+                # Servers say 550 or 501 for a missing folder; a refusal is worth raising.
+                if isinstance(map_ftp_error(exc), PermissionDeniedError) or not _code(exc).startswith("5"):
+                    raise
+                if await client.is_dir(folder):
+                    raise
+                return []
+
+    async def _mlsd(self, client: _Client, folder: str) -> list[Entry]:
+        lines = (await client.read_all(f"MLSD {folder}")).decode("utf-8", "surrogateescape").split("\n")
+        return [e for e in map(_mlsx_entry, lines) if e is not None and e.name not in (".", "..")]
+
+    async def _list(self, client: _Client, folder: str) -> list[Entry]:
+        # CWD, then LIST without a path: servers read LIST's argument as ls options and
+        # globs, so a folder name with spaces or brackets would list something else.
+        await client.command(f"CWD {folder}", "2xx")
+        try:
+            raw = await client.read_all("LIST -a")
+        except aioftp.StatusCodeError as exc:
+            if not _code(exc).startswith("5"):
+                raise
+            raw = await client.read_all("LIST")  # a server that takes "-a" for a name
+        entries = []
+        for line in raw.split(b"\n"):
+            try:
+                path, info = client.parse_list_line(line)
+            except (ValueError, IndexError):
+                continue  # "total 12" and other lines that are not entries
+            name, kind = str(path), info.get("type")  # not path.name: PurePosixPath(".").name is ""
+            if name in ("", ".", "..") or "/" in name or kind not in ("file", "dir"):
+                continue
+            mtime = _parse_time(info["modify"])
+            if kind == "file" and "MDTM" in (self._feats or ()) and self.options.get("list_mdtm", True):
+                mtime = await client.mdtm(f"{folder.rstrip('/')}/{name}") or mtime
+            size = int(info["size"]) if kind == "file" else 0
+            entries.append(Entry(name=name, size=size, mtime=mtime, is_dir=kind == "dir"))
+        return entries
+
     # -- files -------------------------------------------------------------------------
-    async def _mdtm(self, client: aioftp.Client, full: str) -> float | None:
-        try:
-            _c, info = await client.command(f"MDTM {full}", "213")
-        except aioftp.StatusCodeError:
-            return None
-        return _parse_time(info[-1].strip())
-
-    async def _is_dir(self, client: aioftp.Client, full: str) -> bool:
-        try:
-            await client.command(f"CWD {full}", "2xx")
-        except aioftp.StatusCodeError:
-            return False
-        return True
-
-    async def _stat(self, client: aioftp.Client, full: str, name: str) -> Entry:
-        if self._use_mlsd and "MLST" in self._feats:
-            _c, info = await client.command(f"MLST {full}", "2xx")
-            fact_line = next((s for s in info[1:] if s.startswith(" ")), "")
-            entry = _facts_entry(name, _parse_mlsx(fact_line.lstrip())[1])
+    async def _stat(self, client: _Client, full: str, name: str) -> Entry:
+        if self._use_mlsd and "MLST" in (self._feats or ()):
+            lines = (await client.command(f"MLST {full}", "2xx"))[1]
+            fact_line = next((s for s in lines[1:] if s.startswith(" ")), "")
+            entry = _mlsx_entry(fact_line.lstrip(), name)
             if entry is None:
-                raise StorageError("not a file or folder", {"path": name})
+                raise StorageError("neither a file nor a folder", {"path": name})
             return entry
         try:
-            _c, info = await client.command(f"SIZE {full}", "213")
+            size = int((await client.command(f"SIZE {full}", "213"))[1][-1].strip())
         except aioftp.StatusCodeError as exc:
-            if _code(exc) == "550" and await self._is_dir(client, full):
-                return Entry(name=name, mtime=await self._mdtm(client, full), is_dir=True)
+            if _code(exc) == "550" and await client.is_dir(full):
+                return Entry(name=name, mtime=await client.mdtm(full), is_dir=True)
             raise
-        size = int(info[-1].strip())
-        return Entry(name=name, size=size, mtime=await self._mdtm(client, full))
+        return Entry(name=name, size=size, mtime=await client.mdtm(full))
 
     async def stat(self, path: str) -> Entry:
-        with error_edge(map_ftp_error, path):
-            async with self._pool.lease() as lease:
-                return await self._stat(lease.client, self._abs(path), path)
+        async with self._session(path) as client:
+            return await self._stat(client, self._abs(path), path)
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         if length == 0:
             return
-        with error_edge(map_ftp_error, path):
-            async with self._pool.lease() as lease:
-                stream = await self._data(lease.client, f"RETR {self._abs(path)}", offset)
-                lease.dirty = True
-                left = length
-                while left is None or left > 0:
-                    block = await stream.read(BLOCK if left is None else min(BLOCK, left))
-                    if not block:
-                        break
-                    if left is not None:
-                        left -= len(block)
-                    # A consumer that stops here leaves the lease dirty: the connection is dropped.
-                    yield block
-                if left is not None and left <= 0:
-                    await self._abort(lease, stream)  # stopped at `length`, before the server's end
-                else:
-                    await stream.finish()
-                    lease.dirty = False
+        async with self._session(path) as client:
+            stream = await client.data(f"RETR {self._abs(path)}", offset)
+            left = length
+            while left is None or left > 0:
+                block = await stream.read(BLOCK if left is None else min(BLOCK, left))
+                if not block:
+                    break
+                if left is not None:
+                    left -= len(block)
+                yield block  # a consumer that stops here leaves the session dirty: dropped
+            if left is not None and left <= 0:
+                await client.abort(stream)  # we stopped at `length`, before the server's end
+            else:
+                await client.finish(stream)
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
         full = self._abs(path)
         try:
-            with error_edge(map_ftp_error, path):
-                async with self._pool.lease() as lease:
-                    await self._mkdirs(lease.client, str(PurePosixPath(full).parent))
-                    stream = await self._data(lease.client, f"STOR {full}")
-                    lease.dirty = True
-                    sent = await self._pump(chunks, stream)
-                    await stream.finish()  # closes the data connection, waits for 226
-                    lease.dirty = False
-                    entry = await self._stat(lease.client, full, path)
+            async with self._session(path) as client:
+                await client.mkdirs(str(PurePosixPath(full).parent))
+                stream = await client.data(f"STOR {full}")
+                sent = await self._pump(chunks, stream)
+                await client.finish(stream, upload=True)  # waits for the server's 226
+                entry = await self._stat(client, full, path)
         except _SourceError as exc:
             raise exc.error from None
         if entry.size != sent:
@@ -477,9 +610,8 @@ class FTPBackend(Backend):
         return entry
 
     @staticmethod
-    async def _pump(chunks: AsyncIterable[bytes], stream: aioftp.DataConnectionThrottleStreamIO) -> int:
-        sent = 0
-        source = chunks.__aiter__()
+    async def _pump(chunks: AsyncIterable[bytes], stream: _DataStream) -> int:
+        sent, source = 0, chunks.__aiter__()
         while True:
             try:
                 chunk = await source.__anext__()
@@ -491,57 +623,35 @@ class FTPBackend(Backend):
             sent += len(chunk)
 
     async def delete(self, path: str) -> None:
-        with error_edge(map_ftp_error, path):
-            async with self._pool.lease() as lease:
-                await lease.client.command(f"DELE {self._abs(path)}", "2xx")
-
-    async def _mkdirs(self, client: aioftp.Client, full: str) -> None:
-        """MKD each missing level; the common case (it exists) costs one CWD."""
-        missing = []
-        folder = PurePosixPath(full)
-        while folder != folder.parent and not await self._is_dir(client, str(folder)):
-            missing.append(folder)
-            folder = folder.parent
-        for folder in reversed(missing):
-            try:
-                await client.command(f"MKD {folder}", "257")
-            except aioftp.StatusCodeError:
-                if not await self._is_dir(client, str(folder)):  # made meanwhile by another worker?
-                    raise
-
-    async def mkdir(self, path: str) -> None:
-        with error_edge(map_ftp_error, path):
-            async with self._pool.lease() as lease:
-                await self._mkdirs(lease.client, self._abs(path))
+        async with self._session(path) as client:
+            await client.command(f"DELE {self._abs(path)}", "2xx")
 
     async def rmdir(self, path: str) -> None:
-        with error_edge(map_ftp_error, path):
-            async with self._pool.lease() as lease:
-                await lease.client.command(f"RMD {self._abs(path)}", "250")
+        async with self._session(path) as client:
+            await client.command(f"RMD {self._abs(path)}", "2xx")
+
+    async def mkdir(self, path: str) -> None:
+        async with self._session(path) as client:
+            await client.mkdirs(self._abs(path))
 
     async def rename(self, src: str, dst: str) -> None:
         source, target = self._abs(src), self._abs(dst)
-        with error_edge(map_ftp_error, src):
-            async with self._pool.lease() as lease:
-                client = lease.client
+        async with self._session(src) as client:
+            await client.command(f"RNFR {source}", "350")
+            try:
+                await client.command(f"RNTO {target}", "2xx")
+            except aioftp.StatusCodeError as exc:
+                # A server that will not replace a file says it exists: delete it, then once more.
+                # Other refusals are raised as they are, so the target is never lost to a retry.
+                if not (_code(exc).startswith("5") and _EXISTS.search(" ".join(map(str, exc.info)))):
+                    raise
+                await client.command(f"DELE {target}", "2xx")
                 await client.command(f"RNFR {source}", "350")
-                try:
-                    await client.command(f"RNTO {target}", "2xx")
-                except aioftp.StatusCodeError as exc:
-                    # Some servers refuse to replace an existing file: delete it, then retry once.
-                    if not _code(exc).startswith("5"):
-                        raise
-                    try:
-                        await client.command(f"DELE {target}", "2xx")
-                    except aioftp.StatusCodeError:
-                        raise exc from None
-                    await client.command(f"RNFR {source}", "350")
-                    await client.command(f"RNTO {target}", "2xx")
+                await client.command(f"RNTO {target}", "2xx")
 
     async def set_mtime(self, path: str, mtime: float) -> None:
         if not self.caps.set_mtime:
             raise StorageError("this FTP server has no MFMT: mtimes cannot be set", {"path": path})
         stamp = datetime.fromtimestamp(int(mtime), timezone.utc).strftime("%Y%m%d%H%M%S")
-        with error_edge(map_ftp_error, path):
-            async with self._pool.lease() as lease:
-                await lease.client.command(f"MFMT {stamp} {self._abs(path)}", "213")
+        async with self._session(path) as client:
+            await client.command(f"MFMT {stamp} {self._abs(path)}", "213")
