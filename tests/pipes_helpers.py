@@ -80,9 +80,9 @@ def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
     c = PipeClient(request_timeout_s=120).connect()
     c.update_profile_config({"filerepo": str(tmp_path / "repo")})
     yield c
-    with contextlib.suppress(Exception):
-        c.shutdown()
     c.close()
+    with contextlib.suppress(Exception), PipeClient(auto_start=False) as last:  # never start one to stop it
+        last.shutdown()
 
 
 @pytest.fixture(params=["local", "s3", "sftp", "ftp"])
