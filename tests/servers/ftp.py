@@ -107,6 +107,23 @@ def _wait_banner(port: int, proc: subprocess.Popen[bytes], log: Path, marker: by
     raise RuntimeError(f"no 220 banner on port {port}: {last}; log: {log.read_text(errors='replace')}")
 
 
+# Servers lead their own process group (so teardown can end a server with its children)
+# and get SIGTERM when the test process dies (Linux PR_SET_PDEATHSIG, kept across exec):
+# a pytest killed before its teardown must not leave servers running.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "prctl = getattr(ctypes.CDLL(None), 'prctl', None)\n"
+    "if prctl is not None: prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit('the test process is gone')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *args],
+                            start_new_session=True, **kwargs)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.stdout is not None:
         proc.stdout.close()
@@ -172,7 +189,7 @@ def _start_pyftpdlib(base: Path, *, tls: bool = False, legacy: bool = False) -> 
     log = base / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}  # slow in the server
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=out, start_new_session=True, env=env)
+        proc = _spawn(args, stdout=subprocess.PIPE, stderr=out, env=env)
     try:
         assert proc.stdout is not None
         if not select.select([proc.stdout], [], [], START_TIMEOUT_S)[0]:
@@ -185,6 +202,9 @@ def _start_pyftpdlib(base: Path, *, tls: bool = False, legacy: bool = False) -> 
     except (RuntimeError, OSError, ValueError) as exc:
         _stop(proc)
         _fail_or_skip(f"pyftpdlib failed to start: {exc}")
+    except BaseException:  # a pytest-timeout or Ctrl-C while waiting: never leave the child behind
+        _stop(proc)
+        raise
     try:
         yield FTPServer("127.0.0.1", port, USER, PASSWORD, root, cafile=cafile)
     finally:
@@ -301,13 +321,16 @@ def _start_pureftpd(base: Path) -> Iterator[FTPServer]:
                 "-u", "1",  # accept uid nobody / the current user
                 "-f", "none"]  # no syslog: errors go to stderr
         with log.open("ab") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+            proc = _spawn(args, stdout=out, stderr=out)
         try:
             _wait_banner(port, proc, log, b"Pure-FTPd")
             break
         except RuntimeError as exc:
             _stop(proc)
             proc, error = None, exc
+        except BaseException:
+            _stop(proc)
+            raise
     if proc is None:
         _fail_or_skip(f"pure-ftpd failed to start: {error}")
     try:
