@@ -8,6 +8,7 @@ JSON: ``object.read``/``object.write`` hand the connection over to a raw stream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -244,9 +245,11 @@ async def object_read(ctx: Context, p: ReadObject) -> RawReply:
         sent = 0
         while sent < length:
             try:
-                async for piece in backend.read(path, start + sent, length - sent):
-                    sent += len(piece)
-                    yield piece
+                stream = backend.read(path, start + sent, length - sent)
+                async with contextlib.aclosing(stream):
+                    async for piece in stream:
+                        sent += len(piece)
+                        yield piece
             except transfer.TransientError:
                 continue  # resume from what was sent
             if sent < length:

@@ -7,6 +7,7 @@ as jobs (progress, cancel, survive the client) through the transfer engine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -183,17 +184,23 @@ async def job_copy(ctx: JobContext) -> dict[str, Any]:
         raise E.InvalidParamsError(f"{p.key} would be copied onto itself", {"field": "dst_key", "key": p.key})
     entry = await retry(lambda: src_backend.stat(src), what=f"stat {p.key}")
     ctx.progress(0, entry.size, file_name=p.key)
-    if src_backend is dst_backend and src_backend.caps.server_copy:
-        out = await retry(lambda: src_backend.copy(src, dst), what=f"copy {p.key}")
-    else:
+    out = None
+    if (p.dst_remote or p.remote) == p.remote and dst_backend.caps.server_copy:
+        # Same storage: copy there. With separate read/write credentials the write set
+        # does it, and a refusal falls back to streaming through the daemon.
+        with contextlib.suppress(E.PermissionDeniedError):
+            out = await retry(lambda: dst_backend.copy(src, dst), what=f"copy {p.key}")
+    if out is None:
         done = 0
 
         async def chunks() -> Any:
             nonlocal done
-            async for piece in src_backend.read(src):
-                done += len(piece)
-                ctx.progress(done)
-                yield piece
+            stream = src_backend.read(src)
+            async with contextlib.aclosing(stream):
+                async for piece in stream:
+                    done += len(piece)
+                    ctx.progress(done)
+                    yield piece
 
         out = await transfer.upload_stream(dst_backend, chunks(), dst, entry.size)
     _remotes(ctx).changed(p.profile, dst_remote, dst, out)

@@ -81,7 +81,8 @@ async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tup
     for attempt in (1, 2):
         await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
         recheck = lambda: retry(lambda: backend.stat(src), what=f"stat {src}")  # noqa: E731
-        mismatch = await verify_local(tmp, entry, recheck)
+        part_size = lambda: retry(lambda: backend.part_size(src), what=f"part size of {src}")  # noqa: E731
+        mismatch = await verify_local(tmp, entry, recheck, part_size)
         if mismatch is None:
             return
         if attempt == 2:
@@ -138,11 +139,14 @@ def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple
             nonlocal done
             async with tuning.slot():
                 # length 0 (an empty file) reads to the end, which is nothing.
-                async for piece in backend.read(src, offset + done, (length - done) or None):
-                    await tuning.throttle(len(piece))
-                    await _pwrite(fd, piece, offset + done, tmp)
-                    done += len(piece)
-                    on_bytes(len(piece))
+                # aclosing: a failed write must give the stream's connection back at once.
+                stream = backend.read(src, offset + done, (length - done) or None)
+                async with contextlib.aclosing(stream):
+                    async for piece in stream:
+                        await tuning.throttle(len(piece))
+                        await _pwrite(fd, piece, offset + done, tmp)
+                        done += len(piece)
+                        on_bytes(len(piece))
             if done < length:
                 raise TransientError(f"short read of {src}: {done} of {length} bytes", {"path": src})
 
@@ -163,15 +167,16 @@ async def _pwrite(fd: int, data: bytes, offset: int, path: Path) -> None:
         raise local_error(exc, path) from exc
 
 
-async def verify_local(path: Path, entry: Entry, recheck: Callable[[], Awaitable[Entry]] | None = None
-                       ) -> str | None:
+async def verify_local(path: Path, entry: Entry, recheck: Callable[[], Awaitable[Entry]] | None = None,
+                       part_size: Callable[[], Awaitable[int | None]] | None = None) -> str | None:
     """Why the local copy differs from the remote entry, or None when it matches.
 
     A single-part ETag is the md5 of the data, unless the object is encrypted with KMS
     or a customer key: ``recheck`` (a fresh stat, which reports no ETag for those) is
     asked before calling a difference a mismatch. A multipart ETag depends on the part
-    size the uploader chose; when no likely part size reproduces it, the size check is
-    all we can do.
+    size the uploader chose; when no likely part size reproduces it, ``part_size`` asks
+    the storage for the real one (a damaged copy must not pass as "unknown part size");
+    only when the storage cannot tell is the size check all we can do.
     """
     size = path.stat().st_size
     if size != entry.size:
@@ -179,9 +184,15 @@ async def verify_local(path: Path, entry: Entry, recheck: Callable[[], Awaitable
     etag = entry.etag
     if not etag or len(etag.split("-")[0]) != 32:
         return None  # this storage offers no checksum we can recompute
-    for part in part_size_candidates(entry.size, etag):
+    tried = part_size_candidates(entry.size, etag)
+    for part in tried:
         if await asyncio.to_thread(hash_path, str(path), "s3etag", part) == etag:
             return None
+    exact = await part_size() if part_size is not None and "-" in etag else None
+    if exact:
+        if exact not in tried and await asyncio.to_thread(hash_path, str(path), "s3etag", exact) == etag:
+            return None
+        return f"checksum {etag} differs from the local copy's (parts of {exact} bytes)"
     if "-" in etag:
         log.info("%s: multipart ETag %s not reproducible (unknown part size); size verified", path, etag)
         return None
