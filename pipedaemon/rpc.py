@@ -151,6 +151,10 @@ def lookup(req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:
         return method, None, validation_error(exc)
     except msgspec.DecodeError as exc:
         return method, None, E.InvalidParamsError(f"params: {exc}")
+    except UnicodeDecodeError:  # the envelope skips params unchecked: bad UTF-8 shows up only here
+        return method, None, E.InvalidParamsError("params: a string is not valid UTF-8")
+    except RecursionError:
+        return method, None, E.InvalidParamsError("params: nested too deeply")
     return method, params, None
 
 

@@ -85,11 +85,22 @@ class Connection:
                 except asyncio.IncompleteReadError:
                     break  # the client closed (a half line at EOF is dropped)
                 if line.strip():
-                    await self._handle(line)
+                    await self._handle_safely(line)
         except (ConnectionError, OSError):
             pass
         finally:
             await self._close()
+
+    async def _handle_safely(self, line: bytes) -> None:
+        """Handle a line; a bug met while reading it costs that line an error, not the connection."""
+        try:
+            await self._handle(line)
+        except (ConnectionError, OSError):
+            raise
+        except Exception:
+            log.exception("internal error reading a request line")
+            self.send(encode_line(rpc.error_message(None, E.InternalError(
+                "internal error reading this request; see the daemon log"))))
 
     async def _handle(self, line: bytes) -> None:
         req, error_msg = rpc.parse(line)
