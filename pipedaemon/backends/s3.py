@@ -446,6 +446,18 @@ class S3Backend(Backend):
             await self._abort_quietly(dst, upload_id)
             raise
 
+    async def part_size(self, path: str) -> int | None:
+        """HEAD of part 1: its length is the part size the uploader chose."""
+        bucket, key = split_path(path)
+        with error_edge(map_s3_error, path):
+            try:
+                head = await self.client.head_object(Bucket=bucket, Key=key, PartNumber=1)
+            except bce.ClientError as exc:
+                if _code(exc) in ("400", "InvalidArgument", "InvalidRequest", "NotImplemented", "501"):
+                    return None  # a server that cannot answer part queries
+                raise
+        return int(head["ContentLength"]) if head.get("PartsCount") else None
+
     async def mp_create(self, path: str) -> str:
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):
