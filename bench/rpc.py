@@ -17,7 +17,6 @@ import asyncio
 import datetime
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench.report import write_section
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## RPC"
@@ -259,19 +260,6 @@ def render(r: dict[str, float], args: argparse.Namespace, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace (or append) the "## RPC" section; other sections belong to other benchmarks."""
-    current = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    body = text.rstrip("\n") + "\n\n"
-    if pattern.search(current):
-        current = pattern.sub(lambda _m: body, current, count=1)
-    else:
-        current = current.rstrip("\n") + "\n\n" + body
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(current.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.nice:
@@ -282,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, args, command)
     print("\n" + text)
     if args.write:
-        write_section(DOC, text)
+        write_section(SECTION, text, DOC)
         print(f"\nwrote the RPC section of {DOC}")
     return 0
 

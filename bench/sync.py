@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers, tools
+from bench.report import write_section
 from bench.tools import Daemon, Measured, execute
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -200,19 +200,6 @@ def _rclone_version() -> str:
         return "rclone (version unknown)"
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace (or append) the "## Sync" section; other sections belong to other benchmarks."""
-    current = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    body = text.rstrip("\n") + "\n\n"
-    if pattern.search(current):
-        current = pattern.sub(lambda _m: body, current, count=1)
-    else:
-        current = current.rstrip("\n") + "\n\n" + body
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(current.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m bench sync " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -221,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(rows, setup, args, command.strip())
     print("\n" + text)
     if args.write:
-        write_section(DOC, text)
+        write_section(SECTION, text, DOC)
         print(f"wrote the Sync section of {DOC}")
     return 0
 

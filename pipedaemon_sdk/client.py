@@ -21,27 +21,30 @@ if TYPE_CHECKING:  # asyncio costs ~50 ms to import: only AsyncPipeClient pays i
     from ._async import AsyncConnection
 
 
-class _Options:
-    def __init__(self, socket_path: str | os.PathLike[str] | None, profile: str | None,
-                 auto_start: bool, start_timeout_s: float, request_timeout_s: float) -> None:
+class _Client(Api):
+    """What both clients hold: where the daemon is, the profile and the timeouts."""
+
+    _conn: Any
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None, profile: str | None = None,
+                 auto_start: bool = True, start_timeout_s: float = 10.0,
+                 request_timeout_s: float = 30.0) -> None:
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
         self.profile = profile or os.environ.get("PIPEDAEMON_PROFILE") or "default"
         self.auto_start = auto_start
         self.start_timeout_s = start_timeout_s
         self.request_timeout_s = request_timeout_s
+        self._conn = None
+
+    def _forget_job(self, job_id: str) -> None:
+        if self._conn is not None:
+            self._conn.forget_job(job_id)
 
 
-class PipeClient(Api):
+class PipeClient(_Client):
     """Blocking client. Starts the daemon when it is not running (``auto_start``)."""
 
-    def __init__(self, socket_path: str | os.PathLike[str] | None = None, profile: str | None = None,
-                 auto_start: bool = True, start_timeout_s: float = 10.0,
-                 request_timeout_s: float = 30.0) -> None:
-        self._opts = _Options(socket_path, profile, auto_start, start_timeout_s, request_timeout_s)
-        self.profile = self._opts.profile
-        self.socket_path = self._opts.socket_path
-        self.request_timeout_s = request_timeout_s
-        self._conn: SyncConnection | None = None
+    _conn: SyncConnection | None
 
     def connect(self) -> PipeClient:
         if self._conn is not None and not self._conn.closed:
@@ -59,8 +62,8 @@ class PipeClient(Api):
             self._conn = conn
             return True
 
-        autostart.connect_or_start(self.socket_path, attempt, auto_start=self._opts.auto_start,
-                                   timeout=self._opts.start_timeout_s)
+        autostart.connect_or_start(self.socket_path, attempt, auto_start=self.auto_start,
+                                   timeout=self.start_timeout_s)
         return self
 
     def close(self) -> None:
@@ -90,9 +93,6 @@ class PipeClient(Api):
     def _job_queue(self, job_id: str) -> Any:
         return self._connection().job_queue(job_id)
 
-    def _forget_job(self, job_id: str) -> None:
-        if self._conn is not None:
-            self._conn.forget_job(job_id)
 
     def _call(self, method: str, params: dict[str, Any], convert: Convert = None) -> Any:
         raw = self._conn_request(method, params)
@@ -130,17 +130,10 @@ class PipeClient(Api):
         return convert(raw) if convert else raw
 
 
-class AsyncPipeClient(Api):
+class AsyncPipeClient(_Client):
     """asyncio client: the same methods as PipeClient, as coroutines."""
 
-    def __init__(self, socket_path: str | os.PathLike[str] | None = None, profile: str | None = None,
-                 auto_start: bool = True, start_timeout_s: float = 10.0,
-                 request_timeout_s: float = 30.0) -> None:
-        self._opts = _Options(socket_path, profile, auto_start, start_timeout_s, request_timeout_s)
-        self.profile = self._opts.profile
-        self.socket_path = self._opts.socket_path
-        self.request_timeout_s = request_timeout_s
-        self._conn: AsyncConnection | None = None
+    _conn: AsyncConnection | None
 
     async def connect(self) -> AsyncPipeClient:
         if self._conn is not None and not self._conn.closed:
@@ -172,7 +165,7 @@ class AsyncPipeClient(Api):
                     s.close()
 
             await asyncio.to_thread(autostart.connect_or_start, self.socket_path, probe,
-                                    auto_start=self._opts.auto_start, timeout=self._opts.start_timeout_s)
+                                    auto_start=self.auto_start, timeout=self.start_timeout_s)
             await conn.open()
         self._conn = conn
         return self
@@ -204,9 +197,6 @@ class AsyncPipeClient(Api):
         assert self._conn is not None
         return self._conn.job_queue(job_id)
 
-    def _forget_job(self, job_id: str) -> None:
-        if self._conn is not None:
-            self._conn.forget_job(job_id)
 
     async def _call(self, method: str, params: dict[str, Any], convert: Convert = None) -> Any:
         raw = await self._conn_request(method, params)

@@ -17,9 +17,9 @@ from pipedaemon_sdk.pipefiles import import_paths
 
 from .. import safepath
 from ..retry import retry
+from ..transfer.common import run_bounded
 from .service import Pipes, SyncOptions, clean
 from .store import Resolved
-from .sync import bounded
 
 
 def _row(name: str, size: int, mtime: float | None, side: str, action: str) -> dict[str, Any]:
@@ -74,7 +74,7 @@ async def delete_remote(svc: Pipes, rp: Resolved, names: list[str], dryrun: bool
         return go
 
     try:
-        await bounded([deleter(r["filename"]) for r in rows], 8)
+        await run_bounded([deleter(r["filename"]) for r in rows], 8)
     finally:
         await svc.state.forget(rp.profile, rp.name, done)
     return rows

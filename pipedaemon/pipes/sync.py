@@ -10,7 +10,6 @@ and only recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from .. import safepath, transfer
 from ..backends.base import Backend, Entry
 from ..jobs import JobContext
 from ..retry import retry
+from ..transfer.common import run_bounded
 from .plan import Conflict, Move, Plan
 from .service import Pipes, SyncOptions, View, clean, ensure_writable
 from .store import Resolved
@@ -83,7 +83,7 @@ class Runner:
             return go
 
         try:
-            await bounded([maker(m) for m in todo], parallel)
+            await run_bounded([maker(m) for m in todo], parallel)
         finally:
             await self.writer.flush()
         return [self.done[m.name] for m in self.plan.moves if m.name in self.done]
@@ -194,25 +194,6 @@ def _check_local_unchanged(target: Path, planned: Any) -> None:
         return  # nothing there (any more): nothing of the user's to lose
     if planned is None or (st.st_size, st.st_mtime_ns) != (planned.size, planned.mtime_ns):
         raise Changed(str(target))
-
-
-async def bounded(makers: list[Callable[[], Awaitable[None]]], limit: int) -> None:
-    """Run the made coroutines ``limit`` at a time; the first error cancels the rest and is raised."""
-    queue = list(reversed(makers))
-
-    async def worker() -> None:
-        while queue:
-            await queue.pop()()
-
-    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(limit, len(makers))))]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 # -- the job ----------------------------------------------------------------------------------
