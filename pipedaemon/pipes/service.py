@@ -203,7 +203,9 @@ def _equal_copies(root: Path, names: list[str], local: dict[str, Side], remote: 
     """Files on both sides without a recorded sync that hold the same bytes.
 
     Same size and mtime within a second (a copy we downloaded carries the remote's
-    mtime), or the local md5 equals a single-part S3 ETag.
+    mtime), or the local file reproduces the S3 ETag: its md5, or for a multipart ETag
+    the md5 of its part md5s at the usual part sizes (a push killed after the upload
+    completed but before its sync state was written leaves exactly such a copy).
     """
     out = set()
     for n in names:
@@ -214,7 +216,19 @@ def _equal_copies(root: Path, names: list[str], local: dict[str, Side], remote: 
             out.add(n)
         elif re_.etag and len(re_.etag) == 32 and "-" not in re_.etag and _md5(root / n) == re_.etag:
             out.add(n)
+        elif re_.etag and "-" in re_.etag and _multipart_etag_matches(root / n, re_.size, re_.etag):
+            out.add(n)
     return out
+
+
+def _multipart_etag_matches(path: Path, size: int, etag: str) -> bool:
+    from ..hashing import hash_path
+    from ..transfer.download import part_size_candidates
+
+    try:
+        return any(hash_path(str(path), "s3etag", part) == etag for part in part_size_candidates(size, etag))
+    except OSError:
+        return False
 
 
 def _md5(path: Path) -> str | None:

@@ -10,6 +10,7 @@ and only recorded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -201,6 +202,12 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
     profile, name = ctx.params["profile"], ctx.params["name"]
     rp = await svc.store.resolve(profile, name)
     started = time.monotonic()
+    if ctx.checkpoint_data is None:
+        await ctx.checkpoint({"done": []})  # begun: a re-run after a crash finds a checkpoint
+    else:
+        # A re-run: the killed daemon may have stored files whose listing update it never wrote,
+        # so the cached listing would send them again (whole); list the folder afresh.
+        opts = dataclasses.replace(opts, cached=False)
     async with svc.lock(rp):
         plan, view = await svc.plan(rp, opts)
         if plan.missing:
