@@ -83,6 +83,7 @@ class Bench:
     repeat: int  # rounds per case; 0: each case's own default
     daemon: Daemon
     only: tuple[str, ...] = ()  # run only these tools
+    loads: list[float] = field(default_factory=list)  # 1-minute load average after each run
     s3: Any = None
     ssh: Any = None
     ftp: Any = None
@@ -401,6 +402,7 @@ def run_case(case: Case, b: Bench) -> CaseResult:
                     result.errors[c.name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
                     print(f"   round {rnd + 1} {c.name:22} FAILED {result.errors[c.name]}", flush=True)
                 finally:
+                    b.loads.append(os.getloadavg()[0])
                     with contextlib.suppress(Exception):
                         c.reset()
     finally:
@@ -497,10 +499,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_case(case, b))
         if RSS_CASE in args.cases:
             results.append(run_rss(b))
+        loads = b.loads
         if any("pipedaemon" in r.errors for r in results):
             print(f"pipedaemon failed somewhere: its logs are in {b.daemon.keep_logs()}")
     text = render(results, command=command.strip(), quick=args.quick,
-                  elapsed_s=time.monotonic() - started, rss_goal=RSS_GOAL)
+                  elapsed_s=time.monotonic() - started, rss_goal=RSS_GOAL, loads=loads)
     print("\n" + text)
     if args.write:
         write_section(DOC, text)

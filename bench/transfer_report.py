@@ -17,6 +17,15 @@ from bench.tools import Measured, exe
 
 GiB, MiB = 1 << 30, 1 << 20
 SECTION = "## Transfers"
+# Facts of the local servers that shape the S3 figures (read in moto's code and on the wire).
+SETUP_NOTES = (
+    "Reading the S3 figures: moto_server is one Python process that shares the 2 cores with the"
+    " client, so a client's own CPU slows the server down; it answers every request with"
+    " `Connection: close`, so each request pays a new TCP connection; and it serves a ranged GET by"
+    " copying the whole object and slicing it, so a download's time grows with the number of ranges"
+    " it asks for (column S3 requests) times the object's size. Real S3 has none of these costs;"
+    " the ratios here say how each client copes with this server."
+)
 
 
 @dataclass
@@ -122,25 +131,25 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
-def _machine() -> str:
+def _machine(loads: list[float]) -> str:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
     ram = psutil.virtual_memory().total / GiB
-    load = os.getloadavg()[0]
+    loads = loads or [os.getloadavg()[0]]
     return (f"{os.cpu_count()} cores ({cpu}), {ram:.0f} GiB RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}; load average {load:.1f} when the run ended "
-            "(the machine is shared)")
+            f"Python {platform.python_version()}; 1-minute load average {min(loads):.1f} to {max(loads):.1f}"
+            " during the run (the machine is shared with other work)")
 
 
 def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: float,
-           rss_goal: int) -> str:
+           rss_goal: int, loads: list[float]) -> str:
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         SECTION, "",
-        f"Measured {date} on {_machine()}. Command: `.venv/bin/{command}` "
+        f"Measured {date} on {_machine(loads)}. Command: `.venv/bin/{command}` "
         f"({'quick smoke run, ' if quick else ''}{elapsed_s / 60:.1f} min in all).",
         "",
         "Every figure is the best of the case's rounds (column `rounds` below: 2 for the S3 cases, where"
@@ -162,8 +171,9 @@ def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: f
         " daemon process (psutil cpu_times before/after), for the others the tool's process and the"
         " children it waited for (wait4 rusage: ssh under sftp). Server CPU s/GiB: what the server process"
         " (moto_server, pyftpdlib; not sshd, which forks per session) spent meanwhile, median."
-        " Peak RSS: the daemon's, sampled every 20 ms during the run (VmHWM of a fresh daemon for the"
-        " RSS case). S3 requests: what moto_server logged during one run (median).", "",
+        " Peak RSS: the daemon's, sampled every 20 ms during the run; one daemon serves the cases in"
+        " turn, so this includes what earlier cases left allocated (the RSS case restarts the daemon and"
+        " reads its VmHWM). S3 requests: what moto_server logged during one run (median).", "",
         "| case | tool | rounds | best MB/s | median MB/s | CPU s/GiB | server CPU s/GiB | daemon peak RSS"
         " | S3 requests |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -174,7 +184,8 @@ def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: f
               " through its environment (no user config files); `sftp -B 255k -R 256` is OpenSSH sftp"
               " tuned as a user chasing speed would (its default is -B 32768 -R 64). lftp runs with"
               " `net:timeout 15` (default 300 s): its `pget -n 4` against pyftpdlib sometimes leaves one"
-              " connection waiting after the data arrived, and would sit out the whole timeout.", ""]
+              " connection waiting after the data arrived, and would sit out the whole timeout.", "",
+              SETUP_NOTES, ""]
     return "\n".join(lines)
 
 
