@@ -180,8 +180,15 @@ def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | None
     return encode_line(Message(id=req.id, result=result))
 
 
+_METHOD_LIST: tuple[int, list[dict[str, Any]]] = (-1, [])
+
+
 def method_list() -> list[dict[str, Any]]:
-    return [
-        {"name": m.name, "doc": m.doc, "params": msgspec.json.schema(m.params), "stream": m.raw}
-        for m in sorted(METHODS.values(), key=lambda m: m.name)
-    ]
+    """Every method with its params' JSON schema (built once: methods register at import)."""
+    global _METHOD_LIST
+    if _METHOD_LIST[0] != len(METHODS):
+        _METHOD_LIST = (len(METHODS), [
+            {"name": m.name, "doc": m.doc, "params": msgspec.json.schema(m.params), "stream": m.raw}
+            for m in sorted(METHODS.values(), key=lambda m: m.name)
+        ])
+    return _METHOD_LIST[1]
