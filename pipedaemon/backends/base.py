@@ -126,7 +126,7 @@ class Backend(ABC):
     async def open_writer(self, path: str, size: int) -> RangeWriter:
         raise NotImplementedError
 
-    async def part_size(self, path: str) -> int | None:
+    async def stored_part_size(self, path: str) -> int | None:
         """The size of part 1 of a multipart object (to recompute its ETag); None when unknown."""
         return None
 

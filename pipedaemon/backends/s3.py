@@ -446,7 +446,7 @@ class S3Backend(Backend):
             await self._abort_quietly(dst, upload_id)
             raise
 
-    async def part_size(self, path: str) -> int | None:
+    async def stored_part_size(self, path: str) -> int | None:
         """HEAD of part 1: its length is the part size the uploader chose."""
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):

@@ -81,7 +81,7 @@ async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tup
     for attempt in (1, 2):
         await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
         recheck = lambda: retry(lambda: backend.stat(src), what=f"stat {src}")  # noqa: E731
-        part_size = lambda: retry(lambda: backend.part_size(src), what=f"part size of {src}")  # noqa: E731
+        part_size = lambda: retry(lambda: backend.stored_part_size(src), what=f"part size of {src}")  # noqa: E731
         mismatch = await verify_local(tmp, entry, recheck, part_size)
         if mismatch is None:
             return
