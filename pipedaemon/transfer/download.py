@@ -21,6 +21,7 @@ from ..backends.base import Backend, Entry, TransientError
 from ..hashing import hash_path
 from ..retry import retry
 from .common import (
+    MIN_CHUNK,
     PARALLEL_THRESHOLD,
     OnBytes,
     Tuning,
@@ -30,9 +31,11 @@ from .common import (
     run_bounded,
     temp_name,
 )
+from .inline import InlineETag
 from .resume import ResumeSlot
 
 MiB = 1 << 20
+RESUME_STEP = 8 * MiB  # progress inside a range is recorded this often: at most this is fetched again
 log = logging.getLogger("pipedaemon.transfer")
 
 
@@ -47,16 +50,18 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise local_error(exc, dest) from exc
-    chunk = chunk_size_for(entry.size, tuning.chunk_size)
     parallel = entry.size >= PARALLEL_THRESHOLD and backend.caps.ranged_read
-    parts = ranges(entry.size, chunk) if parallel else [(0, entry.size)]
+    inline_part = _inline_part(entry, parallel)
+    parts = download_ranges(entry.size, tuning, inline_part) if parallel else [(0, entry.size)]
     if resume is not None and not parallel:
         resume = None  # a small file restarts whole: at most one chunk again
-    ident = {"src": src, "size": entry.size, "etag": entry.etag, "mtime": entry.mtime, "chunk": chunk}
+    ident = {"src": src, "size": entry.size, "etag": entry.etag, "mtime": entry.mtime,
+             "ranges": [parts[0][1], len(parts)]}
     tmp, done = await _resume_point(resume, ident, dest)
     try:
         try:
-            await _fetch_verified(backend, src, tmp, parts, done, entry, on_bytes, tuning, resume, ident)
+            await _fetch_verified(backend, src, tmp, parts, done, entry, on_bytes, tuning, resume, ident,
+                                  inline_part)
             if entry.mtime is not None:
                 os.utime(tmp, (entry.mtime, entry.mtime))
             os.replace(tmp, dest)
@@ -75,11 +80,15 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
 
 
 async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, int]],
-                          done: set[int], entry: Entry, on_bytes: OnBytes, tuning: Tuning,
-                          resume: ResumeSlot | None, ident: dict[str, object]) -> None:
+                          done: dict[int, int], entry: Entry, on_bytes: OnBytes, tuning: Tuning,
+                          resume: ResumeSlot | None, ident: dict[str, object], inline_part: int | None
+                          ) -> None:
     """Fetch the missing chunks and check the result; a mismatch is fetched again once."""
     for attempt in (1, 2):
-        await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume)
+        hasher = InlineETag(entry.size, entry.etag or "", inline_part) if inline_part else None
+        await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume, hasher)
+        if hasher is not None and hasher.result() == entry.etag and tmp.stat().st_size == entry.size:
+            return  # hashed on the way in: no second pass over the file
         recheck = lambda: retry(lambda: backend.stat(src), what=f"stat {src}")  # noqa: E731
         part_size = lambda: retry(lambda: backend.stored_part_size(src), what=f"part size of {src}")  # noqa: E731
         mismatch = await verify_local(tmp, entry, recheck, part_size)
@@ -89,51 +98,87 @@ async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tup
             raise E.ChecksumMismatchError(f"{src}: {mismatch} (after one re-transfer)",
                                           {"path": src, "reason": mismatch})
         on_bytes(-entry.size)
-        done = set()
+        done = {}
         if resume is not None:
             await resume.start({"ident": ident, "tmp": str(tmp)})
 
 
+def _inline_part(entry: Entry, parallel: bool) -> int | None:
+    """The part size to hash with while downloading, when the ETag can be checked so."""
+    etag = entry.etag or ""
+    if len(etag.split("-")[0]) != 32:
+        return None
+    if "-" not in etag:
+        return None if parallel else max(entry.size, 1)  # a plain md5 needs one sequential stream
+    candidates = part_size_candidates(entry.size, etag)
+    return candidates[0] if candidates else None
+
+
+def download_ranges(size: int, tuning: Tuning, align: int | None = None) -> list[tuple[int, int]]:
+    """One range per stream (whole MiB, at least MIN_CHUNK), or ranges of the chosen chunk size.
+
+    Ranges are not what resume counts in (progress inside a range is recorded every
+    RESUME_STEP bytes), so a few large ranges cost nothing on a restart, and servers that
+    pay per ranged request (some re-read the object for each) are asked few of them.
+    """
+    if tuning.chunk_size:
+        return ranges(size, chunk_size_for(size, tuning.chunk_size))
+    count = max(1, min(tuning.streams, size // MIN_CHUNK))
+    unit = align or MiB  # ranges on part boundaries let each range hash its parts as they come
+    return ranges(size, -(-size // count // unit) * unit)
+
+
 async def _resume_point(resume: ResumeSlot | None, ident: dict[str, object],
-                        dest: Path) -> tuple[Path, set[int]]:
-    """The temporary file and the chunks already in it (a fresh start when unknown)."""
+                        dest: Path) -> tuple[Path, dict[int, int]]:
+    """The temporary file and how far each range in it got (a fresh start when unknown)."""
     if resume is None:
-        return Path(temp_name(str(dest))), set()
+        return Path(temp_name(str(dest))), {}
     note, done = await resume.load()
     if note is not None and note.get("ident") == ident and Path(str(note["tmp"])).exists():
-        return Path(str(note["tmp"])), set(done)
+        return Path(str(note["tmp"])), {i: int(n) for i, n in done.items() if isinstance(n, int)}
     if note is not None:
         with contextlib.suppress(OSError):
             Path(str(note["tmp"])).unlink()
     tmp = Path(temp_name(str(dest), resume.job_id[:12]))
     await resume.start({"ident": ident, "tmp": str(tmp)})
-    return tmp, set()
+    return tmp, {}
 
 
-async def _fetch(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, int]], done: set[int],
-                 on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None) -> None:
+async def _fetch(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, int]], done: dict[int, int],
+                 on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None,
+                 hasher: InlineETag | None) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (0 if done else os.O_TRUNC)
     try:
         fd = os.open(tmp, flags, 0o600)
     except OSError as exc:
         raise local_error(exc, tmp) from exc
     try:
-        resumed = sum(n for i, (_, n) in enumerate(parts) if i in done)
+        resumed = sum(min(done.get(i, 0), n) for i, (_, n) in enumerate(parts))
         if resumed:
             on_bytes(resumed)
-        todo = [i for i in range(len(parts)) if i not in done]
-        await run_bounded([_chunk(backend, src, fd, tmp, i, parts[i], on_bytes, tuning, resume)
-                           for i in todo], tuning.streams)
+        todo = [i for i, (_, n) in enumerate(parts) if done.get(i, 0) < n or n == 0]
+        if hasher is not None and resumed:
+            hasher.broken = True  # bytes written by an earlier daemon were not hashed
+        await run_bounded([_chunk(backend, src, fd, tmp, i, parts[i], done.get(i, 0), on_bytes, tuning,
+                                  resume, hasher) for i in todo], tuning.streams)
     finally:
         os.close(fd)
 
 
-def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple[int, int],
-           on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None) -> Callable[[], Awaitable[None]]:
+def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple[int, int], start: int,
+           on_bytes: OnBytes, tuning: Tuning, resume: ResumeSlot | None,
+           hasher: InlineETag | None) -> Callable[[], Awaitable[None]]:
     offset, length = part
 
     async def run() -> None:
-        done = 0
+        done = start
+        recorded = start
+
+        async def record() -> None:
+            nonlocal recorded
+            if resume is not None and done > recorded:
+                await resume.mark(idx, done)  # these bytes are written: a restart skips them
+                recorded = done
 
         async def attempt() -> None:
             nonlocal done
@@ -144,25 +189,32 @@ def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple
                 async with contextlib.aclosing(stream):
                     async for piece in stream:
                         await tuning.throttle(len(piece))
-                        await _pwrite(fd, piece, offset + done, tmp)
+                        await _pwrite(fd, piece, offset + done, tmp, hasher)
                         done += len(piece)
                         on_bytes(len(piece))
+                        if done - recorded >= RESUME_STEP:
+                            await record()
             if done < length:
                 raise TransientError(f"short read of {src}: {done} of {length} bytes", {"path": src})
 
         await retry(attempt, what=f"download {src}")
-        if resume is not None:
-            await resume.mark(idx)
+        await record()
 
     return run
 
 
-async def _pwrite(fd: int, data: bytes, offset: int, path: Path) -> None:
+def _write_all(fd: int, data: bytes, offset: int, hasher: InlineETag | None) -> None:
+    if hasher is not None:
+        hasher.feed(offset, data)  # in the worker thread too: md5 releases the GIL
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+async def _pwrite(fd: int, data: bytes, offset: int, path: Path, hasher: InlineETag | None = None) -> None:
     try:
-        view = memoryview(data)
-        while view:
-            n = await asyncio.to_thread(os.pwrite, fd, view, offset)
-            view, offset = view[n:], offset + n
+        await asyncio.to_thread(_write_all, fd, data, offset, hasher)
     except OSError as exc:
         raise local_error(exc, path) from exc
 
