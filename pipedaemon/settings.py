@@ -60,7 +60,7 @@ class SFTPOptions(_Strict):
     username: str | None = None
     remotepath: str = ""
     known_hosts: str | None = None
-    connections: int = 2
+    connections: int = 4
     connect_timeout: float = 10.0
 
 
