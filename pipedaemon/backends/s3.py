@@ -175,6 +175,7 @@ class S3Backend(Backend):
         self.write_depth = int(options.get("write_concurrency", 2))
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        self._create_failed: set[str] = set()  # paths whose last CreateMultipartUpload failed
 
     # -- lifecycle -------------------------------------------------------------
     def _config(self) -> AioConfig:
@@ -463,8 +464,26 @@ class S3Backend(Backend):
     async def mp_create(self, path: str) -> str:
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):
-            resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key)
-        return str(resp["UploadId"])
+            try:
+                resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key)
+            except Exception:
+                self._create_failed.add(path)  # the server may have made an upload whose id we never saw
+                raise
+        upload_id = str(resp["UploadId"])
+        if path in self._create_failed or resp.get("ResponseMetadata", {}).get("RetryAttempts"):
+            self._create_failed.discard(path)
+            await self._abort_strays(bucket, key, upload_id)
+        return upload_id
+
+    async def _abort_strays(self, bucket: str, key: str, keep: str) -> None:
+        """Abort the other uploads of ``key``: after a create whose answer was lost (ours, or
+        botocore's retry of it) they are ours, and nobody would ever complete or abort them.
+        Best effort; a concurrent upload of the same key by someone else would be cut too."""
+        with contextlib.suppress(Exception):
+            listed = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+            for up in listed.get("Uploads", []):
+                if up.get("Key") == key and up.get("UploadId") != keep:
+                    await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"])
 
     async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
         bucket, key = split_path(path)

@@ -166,7 +166,8 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
         await run_bounded([sender(*t) for t in todo], tuning.streams)
         unchanged()
         parts = sorted(etags.items())
-        entry = await retry(lambda: backend.mp_complete(dst, upload_id, parts), what=f"complete {dst}")
+        expected = multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts])
+        entry = await _complete(backend, dst, upload_id, parts, expected, size)
     except BaseException:
         if resume is None or not resume.keep_partial():
             await asyncio.shield(_abort(backend, dst, upload_id, tuning))
@@ -178,6 +179,25 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
     _verify_etag(entry, multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts]), dst)
     _verify_size(entry, size, dst)
     return entry
+
+
+async def _complete(backend: Backend, dst: str, upload_id: str, parts: list[tuple[int, str]], expected: str,
+                    size: int) -> Entry:
+    """Complete, retrying transient failures. When the connection broke after the storage completed
+    the upload, the retry (ours, or the S3 client's own) finds no upload (NotFound): then it is done
+    if ``dst`` holds exactly our parts (their md5-of-md5s ETag)."""
+
+    async def attempt() -> Entry:
+        try:
+            return await backend.mp_complete(dst, upload_id, parts)
+        except E.NotFoundError:
+            with contextlib.suppress(E.NotFoundError):
+                entry = await backend.stat(dst)
+                if entry.etag == expected and entry.size == size:
+                    return entry
+            raise
+
+    return await retry(attempt, what=f"complete {dst}")
 
 
 async def _abort(backend: Backend, dst: str, upload_id: str, tuning: Tuning) -> None:
@@ -235,10 +255,36 @@ def _pread_exact(src: Path, offset: int, length: int) -> bytes:
 
 async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _Unchanged) -> Entry:
     unchanged()
-    await retry(lambda: backend.rename(tmp, dst), what=f"rename {tmp}")
+    await rename_retried(backend, tmp, dst)
     entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
     _verify_size(entry, size, dst)
     return entry
+
+
+async def rename_retried(backend: Backend, tmp: str, dst: str) -> None:
+    """Rename, retrying transient failures. A rename is not idempotent: when the connection broke
+    after the server did it, the retry finds no ``tmp`` (NotFound). Then it is done if ``tmp`` is
+    gone and ``dst`` is there (the caller checks its size)."""
+    tries = 0
+
+    async def attempt() -> None:
+        nonlocal tries
+        tries += 1
+        try:
+            await backend.rename(tmp, dst)
+        except E.NotFoundError:
+            if tries == 1 or await _exists(backend, tmp) or not await _exists(backend, dst):
+                raise
+
+    await retry(attempt, what=f"rename {tmp}")
+
+
+async def _exists(backend: Backend, path: str) -> bool:
+    try:
+        await backend.stat(path)
+    except E.NotFoundError:
+        return False
+    return True
 
 
 async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
@@ -338,7 +384,7 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
     try:
         async with tuning.slot():
             await backend.write(tmp, counted(), size)
-        await retry(lambda: backend.rename(tmp, dst), what=f"rename {tmp}")
+        await rename_retried(backend, tmp, dst)
         entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
         _verify_size(entry, size, dst)
         return entry
