@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import statistics
 import subprocess
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import report
 from bench.tools import Measured, exe
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -191,12 +191,4 @@ def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: f
 
 def write_section(doc: Path, section: str) -> None:
     """Replace (or append) the "## Transfers" section; other sections belong to other benchmarks."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    body = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: body, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text.rstrip("\n") + "\n")
+    report.write_section(SECTION, section, doc)
