@@ -35,6 +35,7 @@ from .inline import InlineETag
 from .resume import ResumeSlot
 
 MiB = 1 << 20
+WRITE_UNIT = MiB  # bytes gathered before one write to disk
 RESUME_STEP = 8 * MiB  # progress inside a range is recorded this often: at most this is fetched again
 log = logging.getLogger("pipedaemon.transfer")
 
@@ -53,11 +54,13 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
     parallel = entry.size >= PARALLEL_THRESHOLD and backend.caps.ranged_read
     inline_part = _inline_part(entry, parallel)
     parts = download_ranges(entry.size, tuning, inline_part) if parallel else [(0, entry.size)]
+    # The job's own temporary name, also for a small file: a re-run after kill -9 overwrites it.
+    tag = resume.job_id[:12] if resume is not None else None
     if resume is not None and not parallel:
         resume = None  # a small file restarts whole: at most one chunk again
     ident = {"src": src, "size": entry.size, "etag": entry.etag, "mtime": entry.mtime,
              "ranges": [parts[0][1], len(parts)]}
-    tmp, done = await _resume_point(resume, ident, dest)
+    tmp, done = await _resume_point(resume, ident, dest, tag)
     try:
         try:
             await _fetch_verified(backend, src, tmp, parts, done, entry, on_bytes, tuning, resume, ident,
@@ -129,10 +132,10 @@ def download_ranges(size: int, tuning: Tuning, align: int | None = None) -> list
 
 
 async def _resume_point(resume: ResumeSlot | None, ident: dict[str, object],
-                        dest: Path) -> tuple[Path, dict[int, int]]:
+                        dest: Path, tag: str | None = None) -> tuple[Path, dict[int, int]]:
     """The temporary file and how far each range in it got (a fresh start when unknown)."""
     if resume is None:
-        return Path(temp_name(str(dest))), {}
+        return Path(temp_name(str(dest), tag)), {}
     note, done = await resume.load()
     if note is not None and note.get("ident") == ident and Path(str(note["tmp"])).exists():
         return Path(str(note["tmp"])), {i: int(n) for i, n in done.items() if isinstance(n, int)}
@@ -186,14 +189,32 @@ def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple
                 # length 0 (an empty file) reads to the end, which is nothing.
                 # aclosing: a failed write must give the stream's connection back at once.
                 stream = backend.read(src, offset + done, (length - done) or None)
+                pending: list[bytes] = []
+                size = 0
+
+                async def flush() -> None:
+                    # Small pieces (FTP, SFTP) are gathered: one thread hop per MiB, not per piece.
+                    nonlocal done, size
+                    if size:
+                        await _pwrite(fd, b"".join(pending), offset + done, tmp, hasher)
+                        done += size
+                        on_bytes(size)
+                        pending.clear()
+                        size = 0
+                    if done - recorded >= RESUME_STEP:
+                        await record()
+
                 async with contextlib.aclosing(stream):
                     async for piece in stream:
                         await tuning.throttle(len(piece))
-                        await _pwrite(fd, piece, offset + done, tmp, hasher)
-                        done += len(piece)
-                        on_bytes(len(piece))
-                        if done - recorded >= RESUME_STEP:
-                            await record()
+                        pending.append(piece)
+                        size += len(piece)
+                        if size >= WRITE_UNIT:
+                            await flush()
+                    await flush()
+                # Recorded before the stream slot goes to another range, so what a kill makes us
+                # fetch again stays within streams x RESUME_STEP.
+                await record()
             if done < length:
                 raise TransientError(f"short read of {src}: {done} of {length} bytes", {"path": src})
 
