@@ -44,7 +44,10 @@ async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
         return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
     if backend.caps.offset_write and backend.caps.rename and big:
         return await _offset_chunks(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
-    return await _renamed_stream(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
+    # With a job's resume slot the temporary name is the job's own: after a kill -9 the re-run
+    # writes over what the killed daemon left instead of leaving it behind on the storage.
+    tag = resume.job_id[:12] if resume is not None else None
+    return await _renamed_stream(backend, src, dst, before.st_size, on_bytes, tuning, unchanged, tag)
 
 
 class _Unchanged:
@@ -149,14 +152,14 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
                 async with tuning.slot():
                     await tuning.throttle(length)
                     etag = await backend.mp_upload_part(dst, upload_id, number, data)
-                if etag != digest:  # the part arrived damaged: sent again by retry, once more
-                    raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent")
+                    if etag != digest:  # the part arrived damaged: sent again by retry, once more
+                        raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent")
+                    if resume is not None:  # before the slot is free: a kill costs at most the slots
+                        await resume.mark(number, [etag, digest])
                 return etag
 
             etags[number] = await _retry_mismatch(attempt, f"upload part {number} of {dst}")
             digests[number] = digest
-            if resume is not None:
-                await resume.mark(number, [etags[number], digest])
             on_bytes(length)
 
         return run
@@ -255,6 +258,13 @@ def _pread_exact(src: Path, offset: int, length: int) -> bytes:
 
 async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _Unchanged) -> Entry:
     unchanged()
+    if backend.caps.set_mtime:
+        # The local file's mtime, set before the rename: the copy appears under its final name
+        # already equal to the local file by size and mtime, so a push killed before it recorded
+        # the file's sync state adopts it when it runs again (instead of calling it a conflict).
+        mtime = unchanged.before.st_mtime
+        with contextlib.suppress(E.DaemonError):  # a server refusing it still gets the file
+            await retry(lambda: backend.set_mtime(tmp, mtime), what=f"set mtime of {tmp}")
     await rename_retried(backend, tmp, dst)
     entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
     _verify_size(entry, size, dst)
@@ -288,8 +298,8 @@ async def _exists(backend: Backend, path: str) -> bool:
 
 
 async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
-                          tuning: Tuning, unchanged: _Unchanged) -> Entry:
-    tmp = temp_name(dst)
+                          tuning: Tuning, unchanged: _Unchanged, tag: str | None = None) -> Entry:
+    tmp = temp_name(dst, tag)
     count = _Counter(on_bytes)
 
     async def attempt() -> Entry:
@@ -335,10 +345,10 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
                 async with tuning.slot():
                     await tuning.throttle(length)
                     await writer.write_at(offset, data)
+                    if resume is not None:  # before the slot is free: a kill costs at most the slots
+                        await resume.mark(idx)
 
             await retry(attempt, what=f"upload {dst} at {offset}")
-            if resume is not None:
-                await resume.mark(idx)
             on_bytes(length)
 
         return run
