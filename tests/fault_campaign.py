@@ -47,7 +47,7 @@ KINDS = {"s3": (*COMMON, "http_status", "corrupt_every"), "sftp": (*COMMON, "cor
 # Chance that a new connection gets a fault, one of three per seed. SFTP keeps its (two) SSH
 # connections for the whole run, so most of them must carry a fault for faults to happen at all;
 # S3 and FTP open many (HTTP keep-alive pool, an FTP data connection per transfer).
-PROBS = {"s3": (0.1, 0.2, 0.35), "ftp": (0.1, 0.2, 0.35), "sftp": (0.5, 0.8, 1.0)}
+PROBS = {"s3": (0.1, 0.3, 0.6), "ftp": (0.1, 0.3, 0.6), "sftp": (0.5, 0.8, 1.0)}
 # Where a byte-counted fault strikes: log-uniform between 10**a and 10**b bytes into the connection
 # (headers, handshakes, mid-chunk; SFTP's connections carry whole runs).
 SPAN = {"s3": (2, 7.3), "ftp": (2, 7.3), "sftp": (3, 7.8)}
@@ -75,6 +75,17 @@ def schedule(protocol: str, seed: int) -> tuple[float, Callable[[int], Action]]:
         return (kind, rng.choice((64 * KiB, 1 * MiB, 4 * MiB)))  # corrupt_every
 
     return prob, action
+
+
+def server_for(request: Any, protocol: str) -> tuple[dict[str, Any], Storage, int]:
+    """A fresh scratch folder (bucket) on the protocol's test server: its spec, direct access to
+    its files, and the server's port (for a proxy)."""
+    spec = request.getfixturevalue(f"{protocol}_spec")
+    if protocol == "s3":
+        port = int(spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+        return spec, Storage("s3", spec, request.getfixturevalue("s3_client")), port
+    disk = request.getfixturevalue("ftp_server").root_dir if protocol == "ftp" else None
+    return spec, Storage(protocol, spec, None, disk), int(spec["options"]["port"])
 
 
 def proxied(spec: dict[str, Any], proxy: FaultProxy) -> dict[str, Any]:

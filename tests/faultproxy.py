@@ -7,7 +7,7 @@ end with "pass", or a seeded function of the connection number):
 - ``("stall_after", n, seconds)``: forward ``n`` server bytes, then stop forwarding
   for ``seconds`` (past the client's timeouts), then close;
 - ``("truncate_after", n)``: forward ``n`` server bytes, then close cleanly (FIN);
-- ``("slow", bytes_per_s)``: forward at a limited rate;
+- ``("slow", bytes_per_s)``: forward at a limited rate (``"slow_both"``: both ways);
 - ``("corrupt_every", n)``: flip one bit in every ``n``-th byte the server sends;
 - ``("http_status", code)``: answer the first HTTP request with ``code`` and an S3
   style error body (503 SlowDown, 500 InternalError), then close;
@@ -143,7 +143,9 @@ class FaultProxy:
         """Forward ``r`` to ``w``, applying ``action`` if it is meant for this direction."""
         sent = 0
         kind = action[0] if action else "pass"
-        if kind.endswith("_up") != upstream:
+        if kind == "slow_both":
+            kind = "slow"
+        elif kind.endswith("_up") != upstream:
             kind = "pass"  # an action for the other direction
         kind = kind.removesuffix("_up")
         limit = int(action[1]) if kind in LIMITED else None  # type: ignore[index]

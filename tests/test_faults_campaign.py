@@ -20,9 +20,8 @@ import pytest
 
 from pipedaemon_sdk import ChecksumMismatchError, PipeClient
 from tests.engine_helpers import register
-from tests.fault_campaign import SOAK, MiB, Round, Tally, proxied
+from tests.fault_campaign import SOAK, MiB, Round, Tally, proxied, server_for
 from tests.faultproxy import FaultProxy
-from tests.pipes_helpers import Storage
 
 
 def _seeds() -> range:
@@ -49,19 +48,10 @@ def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
         c.shutdown()
 
 
-def _server(request: pytest.FixtureRequest, protocol: str) -> tuple[dict[str, Any], Storage, int]:
-    spec = request.getfixturevalue(f"{protocol}_spec")
-    if protocol == "s3":
-        port = int(spec["options"]["endpoint_url"].rsplit(":", 1)[1])
-        return spec, Storage("s3", spec, request.getfixturevalue("s3_client")), port
-    disk = request.getfixturevalue("ftp_server").root_dir if protocol == "ftp" else None
-    return spec, Storage(protocol, spec, None, disk), int(spec["options"]["port"])
-
-
 @pytest.mark.timeout(0 if SOAK else 300)
 @pytest.mark.parametrize("protocol", ["s3", "sftp", "ftp"])
 def test_fault_campaign(protocol: str, request: pytest.FixtureRequest, client: PipeClient) -> None:
-    spec, storage, port = _server(request, protocol)
+    spec, storage, port = server_for(request, protocol)
     tally = Tally(protocol)
     with FaultProxy(port, ftp_data=protocol == "ftp") as proxy:
         register(client, "r", proxied(spec, proxy))

@@ -27,9 +27,12 @@ from tests.crash_helpers import (
     resent,
 )
 from tests.engine_helpers import kill_daemon, register, temp_leftovers, wait_progress
+from tests.faultproxy import FaultProxy
 from tests.spine_helpers import reaper  # noqa: F401 - kills what a failed test leaves running
 
-SLOW = 12 * MiB  # the first daemon's bandwidth, so the kill lands where it should
+HEADERS = 8 << 10  # per request: HTTP headers, listings and XML answers on the wire
+# Each connection's bandwidth (a slow link at the proxy), so the kill lands where it should.
+RATE = 4 * MiB
 FILES = {"a.bin": 20 * MiB + 5, "b.bin": 17 * MiB, "sub/c.bin": 24 * MiB, "d.csv": 1 * MiB, "e.csv": 300_000}
 
 
@@ -56,11 +59,15 @@ def _seed_bucket(s3_client: Any, bucket: str, files: dict[str, bytes]) -> None:
 @pytest.mark.parametrize("percent", [10, 50, 90])
 @pytest.mark.parametrize("direction", ["pull", "push"])
 def test_kill_mid_pipe_job_then_resume(direction: str, percent: int, s3_spec: dict[str, Any], s3_client: Any,
-                                       s3_request_log: Any, pd_client: PipeClient, pd_env: dict[str, Path]
-                                       ) -> None:
+                                       s3_request_log: Any, pd_client: PipeClient, pd_env: dict[str, Path],
+                                       request: pytest.FixtureRequest) -> None:
     files = _contents(percent)
     bucket = s3_spec["root"].rstrip("/")
-    register(pd_client, "r", s3_spec)
+    # The proxy also counts the bytes on the wire (moto logs only the requests it finished).
+    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+    proxy = FaultProxy(port, lambda n: ("slow_both", RATE)).__enter__()
+    request.addfinalizer(lambda: proxy.__exit__(None, None, None))
+    register(pd_client, "r", s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
     pd_client.upsert_pipe({"name": "p", "remote": "r", "options": {"dir": "data"}})
     pipe = pd_client.pipe("p")
     if direction == "pull":
@@ -70,7 +77,7 @@ def test_kill_mid_pipe_job_then_resume(direction: str, percent: int, s3_spec: di
             (pipe.dirpath / name).parent.mkdir(parents=True, exist_ok=True)
             (pipe.dirpath / name).write_bytes(data)
     s3_request_log.reset()
-    pd_client.call("daemon.limits", {"bwlimit_bps": SLOW})
+    wire = (proxy.bytes_up, proxy.bytes_down)
     job = pipe.pull(wait=False) if direction == "pull" else pipe.push(wait=False)
     wait_progress(pd_client, job.id, percent)
     kill_daemon(pd_client)
@@ -97,10 +104,13 @@ def test_kill_mid_pipe_job_then_resume(direction: str, percent: int, s3_spec: di
         big = sum(1 for d in files.values() if len(d) >= 16 * MiB)
         assert s3_request_log.count("POST", "uploads") == big  # each upload id continued, none restarted
     sizes = {f"data/{n}": len(d) for n, d in files.items()}
-    extra = resent(s3_request_log.entries(), bucket, sizes if direction == "push" else {},
-                   sizes if direction == "pull" else {})
+    entries = s3_request_log.entries()
+    extra = resent(entries, bucket, sizes if direction == "push" else {}, {})
     bound = in_flight_bound(max(len(d) for d in files.values() if len(d) < 16 * MiB))
-    assert extra.up_bytes + extra.down_bytes <= bound, f"{extra} beyond one kill's in-flight bound {bound}"
+    assert extra.up_bytes <= bound, f"{extra} beyond one kill's in-flight bound {bound}"
+    moved = proxy.bytes_up - wire[0] if direction == "push" else proxy.bytes_down - wire[1]
+    again_on_wire = moved - sum(sizes.values()) - HEADERS * len(entries)
+    assert again_on_wire <= bound, f"{again_on_wire} bytes sent again, beyond one kill's bound {bound}"
     assert integrity(pd_env["home"]) == "ok" and leftover_resume_rows(pd_env["home"]) == 0
 
 
