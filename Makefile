@@ -44,5 +44,10 @@ bench-deps: $(STAMP) sysdeps
 bench: bench-deps
 	$(BIN)/python -m bench
 
+# The long forms of the reliability suites (an hour or more): 200 seeded fault runs per protocol
+# and >= 50 kill -9s; their figures go to docs/reliability.md.
+soak: $(STAMP) sysdeps
+	$(BIN)/python -m bench.soak
+
 clean:
 	rm -rf $(VENV) build *.egg-info
