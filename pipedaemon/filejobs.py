@@ -7,8 +7,10 @@ as jobs (progress, cancel, survive the client) through the transfer engine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from .retry import retry
 from .rpc import Context, rpc
 
 MiB = 1 << 20
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")  # an HTTP method or header name
 
 
 class UploadParams(KeyTarget):
@@ -117,6 +120,11 @@ async def rpc_put_request(ctx: Context, p: UrlParams) -> Any:
     """Start a job in which the daemon fetches a URL and stores the body as an object."""
     if not p.url.startswith(("http://", "https://")):
         raise E.InvalidParamsError(f"url must be http(s): {p.url!r}", {"field": "url"})
+    if not _TOKEN.match(p.method):
+        raise E.InvalidParamsError(f"method must be an HTTP method name: {p.method!r}", {"field": "method"})
+    for name, value in p.headers.items():  # a CR or LF would smuggle in headers of its own
+        if not _TOKEN.match(name) or any(c in value for c in "\r\n\0"):
+            raise E.InvalidParamsError(f"invalid header {name!r}", {"field": "headers", "header": name})
     object_key(p.key)
     return await _submit(ctx, "object.put_request", p)
 
@@ -215,6 +223,18 @@ async def job_put_request(ctx: JobContext) -> dict[str, Any]:
     p = msgspec.convert(ctx.params, UrlParams)
     backend, path, remote = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "write")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+    try:
+        entry = await _fetch_into(ctx, p, backend, path, timeout)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # (yarl: ValueError for a bad URL)
+        raise E.StorageError(f"{p.method} {p.url} failed: {exc or type(exc).__name__}",
+                             {"url": p.url}) from None
+    _remotes(ctx).changed(p.profile, remote, path, entry)
+    return entry_dict(entry, safepath.clean_key(p.key))
+
+
+async def _fetch_into(ctx: JobContext, p: UrlParams, backend: Backend, path: str, timeout: Any) -> Any:
+    import aiohttp
+
     async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
             p.method, p.url, headers=p.headers, data=p.data) as resp:
         if resp.status >= 400:
@@ -234,6 +254,4 @@ async def job_put_request(ctx: JobContext) -> dict[str, Any]:
                 ctx.progress(done)
                 yield piece
 
-        entry = await transfer.upload_stream(backend, chunks(), path, size)
-    _remotes(ctx).changed(p.profile, remote, path, entry)
-    return entry_dict(entry, safepath.clean_key(p.key))
+        return await transfer.upload_stream(backend, chunks(), path, size)
