@@ -7,7 +7,7 @@ names it (``options.port``, ``credentials.password``...).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,6 +23,22 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+MiB, GiB = 1 << 20, 1 << 30
+# Values that cannot work are refused here, naming the field, rather than failing later at the storage.
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+Streams = Annotated[int, msgspec.Meta(ge=1, le=64)]
+PartSize = Annotated[int, msgspec.Meta(ge=5 * MiB, le=5 * GiB)]  # S3's limits for a part
+Threshold = Annotated[int, msgspec.Meta(ge=0, le=5 * GiB)]  # S3's limit for a single PUT or copy
+# No control characters where a value travels inside an FTP command or an HTTP header: a CR LF
+# in a password or a path would smuggle in commands of its own.
+_ONE_LINE = r"^[^\x00-\x1f\x7f]*\Z"
+OneLine = Annotated[str, msgspec.Meta(pattern=_ONE_LINE)]
+_URL = r"^https?://[^\x00-\x20\x7f]+\Z"
+Url = Annotated[str, msgspec.Meta(pattern=_URL)]
+_SAYS = {_ONE_LINE: "without control characters", _URL: "that is an http:// or https:// URL"}
+
+
 class RemoteSettings(_Strict):
     name: str
     protocol: Literal["s3", "sftp", "ftp", "local"]
@@ -32,36 +48,36 @@ class RemoteSettings(_Strict):
 
 
 class S3Options(_Strict):
-    remotepath: str | None = None
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
+    remotepath: OneLine | None = None
+    endpoint_url: Url | None = None
+    region: OneLine | None = None
+    profile: OneLine | None = None
     addressing_style: Literal["path", "virtual", "auto"] | None = None
     verify: bool | str | None = None
-    part_size: int | None = None
-    put_threshold: int | None = None
-    copy_threshold: int | None = None
-    copy_part_size: int | None = None
-    list_page_size: int | None = None
-    read_timeout: float | None = None
-    write_concurrency: int | None = None
-    connect_timeout: float | None = None
+    part_size: PartSize | None = None
+    put_threshold: Threshold | None = None
+    copy_threshold: Threshold | None = None
+    copy_part_size: PartSize | None = None
+    list_page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    read_timeout: Seconds | None = None
+    write_concurrency: Streams | None = None
+    connect_timeout: Seconds | None = None
 
 
 class S3Credentials(_Strict):
-    aws_access_key_id: str
-    aws_secret_access_key: str
-    aws_session_token: str | None = None
+    aws_access_key_id: OneLine
+    aws_secret_access_key: OneLine
+    aws_session_token: OneLine | None = None
 
 
 class SFTPOptions(_Strict):
-    host: str | None = None
-    port: int = 22
-    username: str | None = None
-    remotepath: str = ""
+    host: OneLine | None = None
+    port: Port = 22
+    username: OneLine | None = None
+    remotepath: OneLine = ""
     known_hosts: str | None = None
-    connections: int = 4
-    connect_timeout: float = 10.0
+    connections: Streams = 4
+    connect_timeout: Seconds = 10.0
 
 
 class SFTPCredentials(_Strict):
@@ -71,26 +87,26 @@ class SFTPCredentials(_Strict):
 
 
 class FTPOptions(_Strict):
-    host: str | None = None
-    port: int = 21
-    username: str = "anonymous"
-    remotepath: str = ""
+    host: OneLine | None = None
+    port: Port = 21
+    username: OneLine = "anonymous"
+    remotepath: OneLine = ""
     tls: bool = False
     tls_verify: bool = True
     tls_cafile: str | None = None
     passive: bool = True
     list_command: Literal["MLSD", "LIST"] | None = None
     list_mdtm: bool = True
-    connect_timeout: float = 10.0
-    timeout: float = 60.0
+    connect_timeout: Seconds = 10.0
+    timeout: Seconds = 60.0
 
 
 class FTPCredentials(_Strict):
-    password: str = ""
+    password: OneLine = ""
 
 
 class LocalOptions(_Strict):
-    remotepath: str
+    remotepath: OneLine
 
 
 class NoCredentials(_Strict):
@@ -112,6 +128,8 @@ def _convert(value: Any, typ: type[Any], prefix: str) -> Any:
         inner = validation_error(exc, E.INVALID_SETTINGS).data.get("field", "")
         field = ".".join(p for p in (prefix, inner) if p)
         reason = str(exc).split(" - at ")[0]
+        for pattern, says in _SAYS.items():  # the rule in words, not the regex
+            reason = reason.replace(f"matching regex {pattern!r}", says)
         raise E.InvalidSettingsError(f"invalid setting {field or 'settings'}: {reason}",
                                      {"field": field}) from None
 
