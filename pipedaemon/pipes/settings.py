@@ -102,7 +102,10 @@ def validate(raw: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         raise _bad(f"pipe {name} cannot be its own parent", "parent", chain=[name, name])
     if raw.get("schema") is not None and not isinstance(raw["schema"], dict):
         raise _bad("schema must be an object", "schema")
-    options = check_options(raw.get("options") or {})
+    if raw.get("description") is not None and not isinstance(raw["description"], str):
+        raise _bad("description must be a string", "description")
+    # Not `or {}`: an empty list (or 0, "") is a wrong type, not "no options".
+    options = check_options(raw["options"] if raw.get("options") is not None else {})
     own = {k: copy.deepcopy(v) for k, v in raw.items() if k != "credentials" and v is not None}
     if options:
         own["options"] = options
@@ -184,9 +187,10 @@ def config_with_defaults(profile: str, stored: dict[str, Any]) -> dict[str, Any]
 
 
 def _number(value: Any, field: str, low: float, high: float, integer: bool) -> Any:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = ok and (isinstance(value, int) or math.isfinite(value))  # (an int of 400 digits has no float)
     if integer:
-        ok = ok and float(value).is_integer()
+        ok = ok and (isinstance(value, int) or value.is_integer())
     if not ok or not low <= value <= high:
         kind = "an integer" if integer else "a number"
         raise _bad(f"{field} must be {kind} between {low:g} and {high:g}", field)
