@@ -49,19 +49,24 @@ def load(report: Path) -> list[dict[str, Any]]:
 
 def faults_table(rows: list[dict[str, Any]]) -> str:
     out = ["| protocol | runs | jobs | succeeded | failed (code: count) | failed jobs re-run clean | "
-           "connections | given a fault | faults that took effect |",
-           "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+           "rule broken | connections | given a fault | faults that took effect |",
+           "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in sorted((r for r in rows if r["suite"] == "faults"), key=lambda r: r["protocol"]):
         outcomes = collections.Counter[str]()
         for k, v in r["outcomes"].items():
             outcomes[k.split(" ", 1)[1]] += v
         ok = outcomes.pop("succeeded", 0)
         failed = ", ".join(f"{c} {CODES.get(c, '')}: {n}" for c, n in sorted(outcomes.items())) or "none"
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["faults"].items(), key=lambda kv: -kv[1]) if v)
-        fired = sum(v for k, v in r["faults"].items() if k != "drop_idle")
+        faults = dict(r["faults"])
+        dropped = faults.pop("drop_idle", 0)
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(faults.items(), key=lambda kv: -kv[1]) if v)
+        kinds += f"; and {dropped} open connections reset between runs" if dropped else ""
+        fired = sum(faults.values())
+        broken = len(r.get("violations", []))
         out.append(f"| {r['protocol']} | {r['runs']} | {r['jobs']} | {ok} | {failed} | {r['healed']} | "
-                   f"{r['connections']} | {r['assigned']} | {fired} ({kinds}) |")
-    return "\n".join(out)
+                   f"{broken} | {r['connections']} | {r['assigned']} | {fired} ({kinds}) |")
+    broken = [f"- {r['protocol']} {v[:300]}" for r in rows for v in r.get("violations", [])]
+    return "\n".join(out + (["", *broken] if broken else []))
 
 
 def crashes_table(rows: list[dict[str, Any]]) -> str:

@@ -142,6 +142,7 @@ class Tally:
     jobs: int = 0
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     faults: collections.Counter[str] = field(default_factory=collections.Counter)  # took effect
+    violations: list[str] = field(default_factory=list)  # seeds whose run broke a rule (soak goes on)
     connections: int = 0  # connections through the proxy (FTP: control and data)
     assigned: int = 0  # of them, how many were handed a fault
     healed: int = 0
@@ -153,7 +154,8 @@ class Tally:
                 f.write(json.dumps({"suite": "faults", "protocol": self.protocol, "runs": self.runs,
                                     "jobs": self.jobs, "outcomes": dict(self.outcomes),
                                     "faults": dict(self.faults), "connections": self.connections,
-                                    "assigned": self.assigned, "healed": self.healed}) + "\n")
+                                    "assigned": self.assigned, "healed": self.healed,
+                                    "violations": self.violations}) + "\n")
 
 
 @dataclass
@@ -183,10 +185,12 @@ class Round:
         # The daemon's pooled connections die too (as idle ones do), so every connection of the
         # round draws from this seed's schedule.
         self.tally.faults["drop_idle"] += self.proxy.drop_all()
-        jobs = {"push": push_pipe.push(wait=False), "pull": pull_pipe.pull(wait=False)}
         self.errors: dict[str, str] = {}
-        codes = {op: _outcome(job, self.errors) for op, job in jobs.items()}
-        self.proxy.set_schedule(lambda n: ("pass",))
+        try:
+            jobs = {"push": push_pipe.push(wait=False), "pull": pull_pipe.pull(wait=False)}
+            codes = {op: _outcome(job, self.errors) for op, job in jobs.items()}
+        finally:
+            self.proxy.set_schedule(lambda n: ("pass",))
         self.tally.connections += self.proxy.connections - start
         self.tally.assigned += len(self.proxy.faults) - assigned
         for a in self.proxy.fired[fired:]:
