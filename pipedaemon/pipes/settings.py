@@ -206,6 +206,8 @@ def check_config(update: Any) -> dict[str, Any]:
         if key == "filerepo":
             if not isinstance(value, str) or not value.strip():
                 raise _bad("filerepo must be a folder path", key)
+            if any(ord(c) < 32 for c in value) or len(value.encode()) > 4000:  # (NUL: ValueError in os.*)
+                raise _bad("filerepo must be a folder path without control characters, under 4000 bytes", key)
             path = os.path.expanduser(value)
             if not os.path.isabs(path):
                 raise _bad(f"filerepo must be an absolute path, not {value!r}", key)
