@@ -8,6 +8,10 @@ from pathlib import Path
 from pipedaemon_sdk import errors as E
 
 MAX_NAME = 1024
+# One component of a local path: NAME_MAX, less room for the engine's temporary name beside it
+# (".<name>.pdpart-<job id>"): a longer name cannot be downloaded, and fails before any write.
+LOCAL_COMPONENT = 255
+LOCAL_FILE_NAME = LOCAL_COMPONENT - 32
 
 
 def _unsafe(key: str, why: str) -> E.UnsafePathError:
@@ -48,13 +52,22 @@ def join(root: str, key: str, *, allow_empty: bool = False) -> str:
     return root + clean_key(key, allow_empty=allow_empty)
 
 
+def check_local_lengths(name: str, rel: str) -> None:
+    """Refuse (1010) a relative name no local file system could hold (ENAMETOOLONG)."""
+    *folders, file = rel.rstrip("/").split("/")
+    if any(len(p.encode()) > LOCAL_COMPONENT for p in folders) or len(file.encode()) > LOCAL_FILE_NAME:
+        raise _unsafe(name[:64] + "…", f"a part of the name is too long for the local file system "
+                      f"(files: {LOCAL_FILE_NAME} bytes, folders: {LOCAL_COMPONENT})")
+
+
 def local_target(folder: Path, name: str) -> Path:
     """The local path for a relative ``name`` inside ``folder``, never outside it.
 
-    Refuses names that are unsafe in themselves and names whose existing parent
-    folders are symlinks leading out of ``folder``.
+    Refuses names that are unsafe in themselves, too long for a local file system,
+    and names whose existing parent folders are symlinks leading out of ``folder``.
     """
     rel = clean_key(name)
+    check_local_lengths(name, rel)
     base = folder.resolve()
     target = base.joinpath(*rel.rstrip("/").split("/"))
     parent = target.parent.resolve()

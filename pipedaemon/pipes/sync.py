@@ -127,7 +127,7 @@ class Runner:
 
     async def _push_one(self, m: Move, on_bytes: Callable[[int], None]) -> dict[str, Any]:
         rp = self.rp
-        path = rp.dirpath.joinpath(*m.name.split("/"))
+        path = self.targets(m.name, writing=False)  # a link out of the pipe's folder: 1010, never read
         dst = rp.folder + m.name
         try:
             st = path.stat()
@@ -172,8 +172,10 @@ class Targets:
         self.base = folder.resolve()
         self.checked: set[Path] = set()
 
-    def __call__(self, name: str) -> Path:
+    def __call__(self, name: str, writing: bool = True) -> Path:
         rel = clean(name)
+        if writing:
+            safepath.check_local_lengths(name, rel)  # (ENAMETOOLONG escaped as an OSError: -32603)
         target = Path(f"{self.base}/{rel}")
         parent = target.parent
         if parent not in self.checked:
