@@ -27,6 +27,7 @@ from .jobs import JobContext, job_kind
 from .remotes import Mode, Remotes
 from .retry import retry
 from .rpc import Context, rpc
+from .transfer.limits import MAX_BPS
 
 MiB = 1 << 20
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")  # an HTTP method or header name
@@ -64,8 +65,9 @@ def _remotes(ctx: Context | JobContext) -> Remotes:
 def _check_tuning(p: UploadParams | DownloadParams) -> None:
     if p.chunk_size_mb is not None and not 5 <= p.chunk_size_mb <= 5 * 1024:
         raise E.InvalidParamsError("chunk_size_mb must be between 5 and 5120", {"field": "chunk_size_mb"})
-    if p.bwlimit_bps < 0:
-        raise E.InvalidParamsError("bwlimit_bps must be >= 0 (0: unlimited)", {"field": "bwlimit_bps"})
+    if not 0 <= p.bwlimit_bps <= MAX_BPS:  # (10**400 crashed the job converting to float)
+        raise E.InvalidParamsError(f"bwlimit_bps must be between 0 (unlimited) and {MAX_BPS}",
+                                   {"field": "bwlimit_bps"})
 
 
 def _tuning(ctx: JobContext, p: UploadParams | DownloadParams, remote: str) -> transfer.Tuning:

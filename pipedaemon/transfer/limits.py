@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ..server import Daemon
 
 
+MAX_BPS = 1 << 50  # a bandwidth limit above a petabyte per second is no limit: larger is refused
+
+
 class TokenBucket:
     """Bytes per second with a one-second burst; 0 means unlimited."""
 
@@ -98,8 +101,9 @@ async def daemon_limits(ctx: Context, p: LimitParams) -> dict[str, Any]:
         v = getattr(p, field)
         if v is not None and not 1 <= v <= 1024:
             raise E.InvalidParamsError(f"{field} must be between 1 and 1024", {"field": field})
-    if p.bwlimit_bps is not None and p.bwlimit_bps < 0:
-        raise E.InvalidParamsError("bwlimit_bps must be >= 0 (0: unlimited)", {"field": "bwlimit_bps"})
+    if p.bwlimit_bps is not None and not 0 <= p.bwlimit_bps <= MAX_BPS:  # (a float holds no 400-digit int)
+        raise E.InvalidParamsError(f"bwlimit_bps must be between 0 (unlimited) and {MAX_BPS}",
+                                   {"field": "bwlimit_bps"})
     limits: Limits = ctx.daemon.services["limits"]
     limits.update(p.max_streams, p.remote_streams, p.bwlimit_bps)
     return limits.describe()
