@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -108,8 +109,13 @@ class JobContext:
 
 
 class JobManager:
-    def __init__(self, daemon: Daemon, max_running: int = 4) -> None:
+    def __init__(self, daemon: Daemon, max_running: int | None = None) -> None:
         self.daemon = daemon
+        if max_running is None:
+            try:
+                max_running = max(1, int(os.environ.get("PIPEDAEMON_MAX_JOBS", "4")))
+            except ValueError:
+                max_running = 4
         self.live: dict[str, JobInfo] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.contexts: dict[str, JobContext] = {}
