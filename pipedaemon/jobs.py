@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -108,14 +107,16 @@ class JobContext:
             (msgspec.json.encode(data), msgspec.json.encode(self.event), time.time(), self.id))
 
 
+DEFAULT_MAX_JOBS = 4  # jobs running at once; the others wait queued
+
+
 class JobManager:
     def __init__(self, daemon: Daemon, max_running: int | None = None) -> None:
         self.daemon = daemon
         if max_running is None:
-            try:
-                max_running = max(1, int(os.environ.get("PIPEDAEMON_MAX_JOBS", "4")))
-            except ValueError:
-                max_running = 4
+            from .transfer.limits import env_int
+
+            max_running = env_int("PIPEDAEMON_MAX_JOBS", DEFAULT_MAX_JOBS, 1, 1024)
         self.live: dict[str, JobInfo] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.contexts: dict[str, JobContext] = {}

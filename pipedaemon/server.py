@@ -291,8 +291,8 @@ class Daemon:
         if self._own_socket:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
+        # The lock stays held until the process is gone (the kernel drops it at exit): a next
+        # daemon must not start while this one is still tearing down.
         log.info("stopped")
 
     async def stop_services(self) -> None:

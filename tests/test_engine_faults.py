@@ -212,7 +212,7 @@ def test_file_size_limit_while_downloading(s3_spec: dict[str, Any], s3_client: A
     def limit() -> None:  # EFBIG past 8 MiB, like a full disk or a quota
         resource.setrlimit(resource.RLIMIT_FSIZE, (8 * MiB, 8 * MiB))
 
-    log = open(tmp_path / "daemon.err", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "daemon.err", "wb")  # closed below
     proc = subprocess.Popen([sys.executable, "-m", "pipedaemon", "serve", "--socket", str(sock)],
                             preexec_fn=limit, stdout=log, stderr=log)
     try:

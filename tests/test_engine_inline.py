@@ -13,7 +13,8 @@ from pipedaemon.transfer.inline import InlineETag
 MiB = 2**20
 
 
-@pytest.mark.parametrize("size,part", [(0, 8 * MiB), (1, 8 * MiB), (20 * MiB + 3, 8 * MiB), (16 * MiB, 8 * MiB),
+@pytest.mark.parametrize("size,part", [
+    (0, 8 * MiB), (1, 8 * MiB), (20 * MiB + 3, 8 * MiB), (16 * MiB, 8 * MiB),
                                        (11 * MiB, 5 * MiB)])
 def test_parts_fed_in_any_order_of_ranges_give_the_s3_etag(size: int, part: int) -> None:
     data = os.urandom(size)

@@ -39,7 +39,8 @@ def test_upload_download_roundtrip(backend: str, request: pytest.FixtureRequest,
         local = Path(got.files[0].local_path)
         assert local == dest / f"é-{size}.bin" and got.files[0].size == size
         assert sha256(local) == digest
-        remote_mtime = client.call("object.stat", {"remote": "r", "key": f"dir one/é-{size}.bin"})["modified_at"]
+        stat = client.call("object.stat", {"remote": "r", "key": f"dir one/é-{size}.bin"})
+        remote_mtime = stat["modified_at"]
         assert remote_mtime is not None and abs(local.stat().st_mtime - remote_mtime) < 1.0
     assert temp_leftovers(tmp_path) == []
 

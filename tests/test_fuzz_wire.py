@@ -333,7 +333,8 @@ def test_thousands_of_idle_connections(box: Sandbox) -> None:
     box.pinger.check()
 
 
-@pytest.mark.parametrize("params", [b'{"job_id":"\xff"}', b'{"job_id":"a\xed\xa0\x80"}', b'{"job_id":"ok\xc0"}'])
+@pytest.mark.parametrize("params", [
+    b'{"job_id":"\xff"}', b'{"job_id":"a\xed\xa0\x80"}', b'{"job_id":"ok\xc0"}'])
 def test_bad_utf8_in_params_is_answered_with_the_id(box: Sandbox, raw: Raw, params: bytes) -> None:
     """Found by the fuzzer: the envelope skipped params unchecked, and bad UTF-8 inside them
     escaped the params decoder and dropped the connection (rpc.lookup now answers -32602)."""

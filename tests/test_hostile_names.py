@@ -67,7 +67,8 @@ def refused_everywhere(client: PipeClient, evil: str) -> None:
 
 
 # -- names in listings --------------------------------------------------------------------------
-S3_EVIL = [ABS, "/abs-only.csv", "a\nb.csv", "tab\t.csv", "ctl\x01.csv", "a//b.csv",
+# A newline is DISK_EVIL's (below): moto cannot store it in a key (PutObject answers 404).
+S3_EVIL = [ABS, "/abs-only.csv", "tab\t.csv", "ctl\x01.csv", "a//b.csv",
            "./dot.csv", "sub/./x.csv", "n/" * 520 + "x.csv"]
 
 
@@ -76,10 +77,7 @@ def test_s3_names_refused(request: pytest.FixtureRequest, client: PipeClient, ca
                           evil: str) -> None:
     st = storage(request, client, "s3")
     st.put("ok.csv", "fine")
-    try:
-        st.put(evil, "evil")  # written around the daemon, as a hostile writer would
-    except Exception as exc:  # noqa: BLE001 - moto refuses some names real S3 takes
-        pytest.skip(f"the S3 server refuses the name: {exc}")
+    st.put(evil, "evil")  # written around the daemon, as a hostile writer would
     refused_everywhere(client, evil)
     canary.untouched()
     client.upsert_pipe({"name": "safe", "remote": "r", "options": {"include": "ok.csv"}})
@@ -91,10 +89,7 @@ def test_s3_nul_in_a_key(request: pytest.FixtureRequest, client: PipeClient, can
     """S3 takes a NUL in a key; its XML listing cannot carry it. Either way: no crash, nothing written."""
     st = storage(request, client, "s3")
     st.put("ok.csv", "fine")
-    try:
-        st.put("nul\x00.csv", "evil")
-    except Exception as exc:  # noqa: BLE001 - the server refused it: then there is nothing to test
-        pytest.skip(f"the S3 server refuses NUL in keys: {exc}")
+    st.put("nul\x00.csv", "evil")
     with pytest.raises(DaemonError) as exc:
         client.pipe("p").pull()
     assert exc.value.code in (1008, 1010), exc.value

@@ -80,7 +80,8 @@ def client(box: Sandbox) -> Iterator[PipeClient]:
 
 def base_settings(protocol: str, box: Sandbox, name: str = "t") -> dict[str, Any]:
     """Settings that are accepted as they are."""
-    out: dict[str, Any] = {"name": name, "protocol": protocol, "options": {}, "credentials": BASE_CREDS[protocol]}
+    out: dict[str, Any] = {"name": name, "protocol": protocol, "options": {},
+                           "credentials": BASE_CREDS[protocol]}
     if protocol == "s3":
         out["location"] = "bucket"
     elif protocol in ("sftp", "ftp"):
@@ -124,7 +125,8 @@ def remote_cases() -> list[tuple[str, str, str, Any]]:
             for value in wrong_types(opts, field, opt_base) + BAD_VALUES.get((protocol, field), []):
                 cases.append((protocol, "options", field, value))
         for field in struct_fields(creds):
-            for value in wrong_types(creds, field, BASE_CREDS[protocol]) + BAD_CREDENTIALS.get((protocol, field), []):
+            extra = BAD_CREDENTIALS.get((protocol, field), [])
+            for value in wrong_types(creds, field, BASE_CREDS[protocol]) + extra:
                 cases.append((protocol, "credentials", field, value))
     return cases
 
@@ -195,20 +197,27 @@ PIPE_CASES: list[tuple[dict[str, Any], str]] = [
     ({"location": "b"}, "location"), ({"credentials": {"password": "x"}}, "credentials"),
     ({"remote": None, "protocol": "s3", "location": 5}, "location"),
     ({"remote": None, "protocol": "s3", "location": "b", "credentials": "x"}, "credentials"),
-    ({"remote": None, "protocol": "ftp", "location": "h", "credentials": {"password": 5}}, "credentials.password"),
+    ({"remote": None, "protocol": "ftp", "location": "h", "credentials": {"password": 5}},
+     "credentials.password"),
     ({"remote": None, "protocol": "sftp", "location": "h", "options": {"port": "22"}}, "options.port"),
     ({"remote": None, "protocol": "sftp", "location": "h", "options": {"port": 0}}, "options.port"),
     ({"options": "x"}, "options"), ({"options": []}, "options"),
     ({"options": {"dir": 5}}, "options.dir"), ({"options": {"dir": "../up"}}, "options.dir"),
-    ({"options": {"dir": "/abs/../.."}}, "options.dir"), ({"options": {"dir": "a\x00b"}}, "options.dir"),
-    ({"options": {"include": 5}}, "options.include"), ({"options": {"include": ["*.csv"]}}, "options.include"),
-    ({"options": {"include": "[abc"}}, "options.include"), ({"options": {"include": "/etc/*"}}, "options.include"),
-    ({"options": {"exclude": True}}, "options.exclude"), ({"options": {"exclude": "a||b"}}, "options.exclude"),
+    ({"options": {"dir": "/abs/../.."}}, "options.dir"),
+    ({"options": {"dir": "a\x00b"}}, "options.dir"),
+    ({"options": {"include": 5}}, "options.include"),
+    ({"options": {"include": ["*.csv"]}}, "options.include"),
+    ({"options": {"include": "[abc"}}, "options.include"),
+    ({"options": {"include": "/etc/*"}}, "options.include"),
+    ({"options": {"exclude": True}}, "options.exclude"),
+    ({"options": {"exclude": "a||b"}}, "options.exclude"),
     ({"options": {"exclude": "../*"}}, "options.exclude"),
-    ({"options": {"scan_ttl_s": "1"}}, "options.scan_ttl_s"), ({"options": {"scan_ttl_s": -1}}, "options.scan_ttl_s"),
+    ({"options": {"scan_ttl_s": "1"}}, "options.scan_ttl_s"),
+    ({"options": {"scan_ttl_s": -1}}, "options.scan_ttl_s"),
     ({"options": {"scan_ttl_s": True}}, "options.scan_ttl_s"), ({"options": {"port": 22}}, "options.port"),
     ({"schema": "x"}, "schema"), ({"schema": [1]}, "schema"),
-    ({"description": 5}, "description"), ({"description": ["d"]}, "description"), ({"description": {}}, "description"),
+    ({"description": 5}, "description"), ({"description": ["d"]}, "description"),
+    ({"description": {}}, "description"),
     ({"colour": "blue"}, "colour"),
 ]
 
@@ -222,7 +231,8 @@ def test_every_pipe_setting_is_covered() -> None:
 
 @pytest.mark.parametrize(("change", "field"), PIPE_CASES, ids=[f"{f}={c}"[:60] for c, f in PIPE_CASES])
 def test_pipe_setting_fields(client: PipeClient, change: dict[str, Any], field: str) -> None:
-    settings = {k: v for k, v in {"name": "p", "remote": "r", **change}.items() if v is not None or k == "name"}
+    merged = {"name": "p", "remote": "r", **change}
+    settings = {k: v for k, v in merged.items() if v is not None or k == "name"}
     refused(lambda: client.upsert_pipe(settings), field)
     assert "p" not in client.list_pipes()
 

@@ -158,8 +158,8 @@ def test_console_script_and_version() -> None:
     assert cli("--help").returncode == 0
 
 
-@pytest.mark.skipif(not shutil.which("script"), reason="needs script(1) for a pseudo-terminal")
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    assert shutil.which("script"), "script(1) (util-linux, Debian's bsdutils) gives the CLI a terminal"
     path = sparse_file(tmp_path / "sparse.bin", 64 * MiB)
     cmd = shlex.join(pd_cmd("hash", str(path), "--algorithm", "md5"))
     out = subprocess.run(["script", "-qefc", cmd, "/dev/null"], capture_output=True, timeout=120,

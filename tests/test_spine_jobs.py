@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import sqlite3
 import threading
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipedaemon.jobs import JobManager
+from pipedaemon.jobs import DEFAULT_MAX_JOBS
 from pipedaemon_sdk import (
     CancelledError,
     InvalidParamsError,
@@ -246,7 +245,7 @@ def test_graceful_stop_checkpoints_running_job(pd_env: dict[str, Path], tmp_path
 
 def test_queued_job_can_be_cancelled_and_counts_add_up(tmp_path: Path) -> None:
     path = sparse_file(tmp_path / "huge", HUGE)
-    limit = inspect.signature(JobManager).parameters["max_running"].default
+    limit = DEFAULT_MAX_JOBS
     with PipeClient() as c:
         jobs = [c.hash_file(path, algorithm="md5", wait=False) for _ in range(limit + 1)]
         for job in jobs[:limit]:
@@ -268,7 +267,7 @@ def test_job_that_fails_reports_its_error(tmp_path: Path) -> None:
     """A queued job whose file is gone when its turn comes fails with NotFound, and says so."""
     huge = sparse_file(tmp_path / "huge", HUGE)
     doomed = random_file(tmp_path / "doomed", 1000)
-    limit = inspect.signature(JobManager).parameters["max_running"].default
+    limit = DEFAULT_MAX_JOBS
     with PipeClient() as c:
         blockers = [c.hash_file(huge, algorithm="md5", wait=False) for _ in range(limit)]
         for job in blockers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ..server import Daemon
 
 
+log = logging.getLogger("pipedaemon.limits")
 MAX_BPS = 1 << 50  # a bandwidth limit above a petabyte per second is no limit: larger is refused
 
 
@@ -43,19 +45,28 @@ class TokenBucket:
             await asyncio.sleep(-self._tokens / self.rate)
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
+def env_int(name: str, default: int, low: int = 0, high: int = 1 << 40) -> int:
+    """An integer setting from the environment; a value that is not one, or out of
+    ``low..high``, is logged and the default used (a typo must not stop the daemon)."""
+    raw = os.environ.get(name)
+    if raw is None:
         return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        log.warning("%s=%r is not a whole number from %d to %d; using %d", name, raw, low, high, default)
+        return default
+    return value
 
 
 class Limits:
     def __init__(self, max_streams: int | None = None, remote_streams: int | None = None,
                  bwlimit_bps: int | None = None) -> None:
-        self.max_streams = max_streams or _env_int("PIPEDAEMON_MAX_STREAMS", 16)
-        self.remote_streams = remote_streams or _env_int("PIPEDAEMON_REMOTE_STREAMS", 8)
-        rate = bwlimit_bps if bwlimit_bps is not None else _env_int("PIPEDAEMON_BWLIMIT", 0)
+        self.max_streams = max_streams or env_int("PIPEDAEMON_MAX_STREAMS", 16, 1, 1024)
+        self.remote_streams = remote_streams or env_int("PIPEDAEMON_REMOTE_STREAMS", 8, 1, 1024)
+        rate = bwlimit_bps if bwlimit_bps is not None else env_int("PIPEDAEMON_BWLIMIT", 0, 0, MAX_BPS)
         self.bucket = TokenBucket(rate)
         self._global = asyncio.Semaphore(self.max_streams)
         self._remotes: dict[str, asyncio.Semaphore] = {}

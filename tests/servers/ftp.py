@@ -83,9 +83,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _passive_range(size: int = 40) -> tuple[int, int]:
-    """A random high range; servers fall back to other ports when one is busy."""
-    low = random.randrange(40000, 60000 - size)
+def _passive_range(size: int = 400) -> tuple[int, int]:
+    """A random range below the kernel's ephemeral ports (32768 and up here), so clients'
+    outgoing connections never hold them; wide, because a test storing 1,000 files leaves
+    many in TIME_WAIT, and pure-ftpd gives up ("425 Unable to identify the local data
+    socket") when it finds no free one."""
+    low = random.randrange(12000, 32000 - size)
     return low, low + size - 1
 
 
