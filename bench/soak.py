@@ -1,11 +1,12 @@
 """`make soak`: the long forms of the fault campaign and the crash loop, and their figures.
 
-Runs, with ``PIPEDAEMON_SOAK=1``: the fault campaign (200 seeded runs per protocol: S3,
-SFTP, FTP) and the crash loop (at least 50 kills on S3 and 20 on SFTP). Each suite
-appends what it did to a JSON-lines report; this script sums it up and writes the
-figures into docs/reliability.md, between the ``<!-- soak:faults -->`` and
-``<!-- soak:crashes -->`` markers of its "Faults" and "Crashes" sections (nothing else
-in that shared file is touched).
+Runs, with ``PIPEDAEMON_SOAK=1`` (tests/soak.py): the fault campaign (200 seeded runs per
+protocol: S3, SFTP, FTP), the crash loop (at least 50 kills on S3 and 20 on SFTP), the
+wire and params fuzzers with 25 times their examples, and the load suite with 64 clients
+x 200 requests. Each suite appends what it did to a JSON-lines report; this script sums
+it up and writes the figures into docs/reliability.md, between the markers
+``<!-- soak:NAME -->`` and ``<!-- /soak:NAME -->`` of its sections (faults, crashes,
+fuzz, load); nothing else in that shared file is touched.
 
     python -m bench.soak [--workers N] [--no-docs] [--report FILE] [extra pytest args]
     python -m bench.soak --from-report FILE    # only write the figures of an earlier run
@@ -29,7 +30,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
-SUITES = ["tests/test_faults_campaign.py::test_fault_campaign", "tests/test_crash_loop.py"]
+SUITES = ["tests/test_faults_campaign.py::test_fault_campaign", "tests/test_crash_loop.py",
+          "tests/test_fuzz_wire.py", "tests/test_fuzz_params.py", "tests/test_load.py"]
 CODES = {"1008": "StorageError", "1009": "ChecksumMismatch"}
 
 
@@ -86,6 +88,35 @@ def crashes_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def fuzz_table(rows: list[dict[str, Any]]) -> str:
+    """Inputs per fuzz suite, summed over the xdist workers that ran its tests."""
+    suites: dict[str, collections.Counter[str]] = {}
+    for r in rows:
+        if r["suite"] == "fuzz":
+            suites.setdefault(r["name"], collections.Counter()).update(r["counts"])
+    out = ["| suite | inputs | of which |", "| --- | ---: | --- |"]
+    for name, counts in sorted(suites.items()):
+        parts = ", ".join(f"{k} {v:,}" for k, v in counts.most_common() if v)
+        out.append(f"| {name} | {sum(counts.values()):,} | {parts} |")
+    return "\n".join(out)
+
+
+def load_table(rows: list[dict[str, Any]]) -> str:
+    out = ["| clients x requests | transfer jobs | answered | errors | requests/s | "
+           "latency p50 / p99 / max | daemon RSS before / peak | jobs that stood still |",
+           "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
+    for r in (r for r in rows if r["suite"] == "load"):
+        out.append(f"| {r['clients']} x {r['requests_each']} | {r['jobs']} | {r['answered']:,} | "
+                   f"{r['errors']} | {r['req_per_s']:,} | {r['p50_ms']} / {r['p99_ms']} / {r['max_ms']} ms | "
+                   f"{r['rss_base_mib']} / {r['rss_peak_mib']} MiB | {r['stalls']} |")
+    lines = [*out, ""]
+    for r in (r for r in rows if r["suite"] == "never_reads"):
+        lines.append(f"A client that never reads asked for {r['asked']} answers of {r['answer_mib']} MiB: "
+                     f"{r['delivered']} were delivered before the daemon disconnected it; the daemon's "
+                     f"memory grew by at most {r['grown_mib']} MiB meanwhile.")
+    return "\n".join(lines)
+
+
 def stamp(elapsed: float | None) -> str:
     took = f", {elapsed / 60:.0f} min" if elapsed else ""
     return (f"Latest soak: {time.strftime('%Y-%m-%d')}, {platform.machine()} with {os.cpu_count()} CPUs"
@@ -108,6 +139,10 @@ def write_docs(rows: list[dict[str, Any]], elapsed: float | None) -> None:
         write_block(DOC, "soak:faults", stamp(elapsed) + "\n\n" + faults_table(rows))
     if any(r["suite"] == "crash" for r in rows):
         write_block(DOC, "soak:crashes", stamp(elapsed) + "\n\n" + crashes_table(rows))
+    if any(r["suite"] == "fuzz" for r in rows):
+        write_block(DOC, "soak:fuzz", stamp(elapsed) + "\n\n" + fuzz_table(rows))
+    if any(r["suite"] == "load" for r in rows):
+        write_block(DOC, "soak:load", stamp(elapsed) + "\n\n" + load_table(rows))
 
 
 def soak(argv: list[str]) -> int:
@@ -125,7 +160,7 @@ def soak(argv: list[str]) -> int:
         report = args.report or Path(tempfile.mkstemp(prefix="pd-soak-", suffix=".jsonl")[1])
         status = run_suites(report, args.workers, extra)
     rows = load(report)
-    print(faults_table(rows), crashes_table(rows), sep="\n\n")
+    print(faults_table(rows), crashes_table(rows), fuzz_table(rows), load_table(rows), sep="\n\n")
     print(f"report: {report}")
     if not args.no_docs and rows:
         write_docs(rows, None if args.from_report else time.monotonic() - started)

@@ -110,15 +110,30 @@ def _not_json() -> Message:
     return error_message(None, E.ParseError("parse error: the line is not valid JSON"))
 
 
+def _utf8_outside_params(line: bytes, params: msgspec.Raw) -> bool:
+    """The envelope skips members it does not know without checking them: bad UTF-8 there
+    makes the line not JSON. Inside ``params`` it is left to the params decoder, whose
+    -32602 carries the request's id."""
+    try:
+        line.replace(bytes(params), b"", 1).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def parse(line: bytes) -> tuple[Request | None, Message | None]:
     """The request on a line, or the error answer for a line that is not one."""
     # msgspec raises RecursionError for deep nesting and UnicodeDecodeError for bad UTF-8 inside
     # a string: bad input like any other, never an escape that drops the connection.
     try:
-        return request_decoder.decode(line), None
+        req = request_decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
     except (RecursionError, UnicodeDecodeError):
+        return None, _not_json()
+    else:
+        if line.isascii() or _utf8_outside_params(line, req.params):
+            return req, None
         return None, _not_json()
     try:
         obj = msgspec.json.decode(line)

@@ -77,14 +77,15 @@ class Vault:
             return {}
         head = 1 + KEY_ID_LEN
         kid, nonce, sealed = blob[1:head], blob[head:head + 12], blob[head + 12:]
+        key = self.key()  # loaded first: the message names where it came from
         wrong = E.InvalidSettingsError(
-            f"cannot decrypt the credentials of {what}: the key in {self.source or 'use'} is not the one "
+            f"cannot decrypt the credentials of {what}: the key in {self.source} is not the one "
             "they were encrypted with (restore the key file or PIPEDAEMON_KEY, or register them again)",
             {"remote": what, "reason": "wrong key"})
         if blob[:1] != VERSION or kid != self.key_id():
             raise wrong
         try:
-            value = msgspec.json.decode(AESGCM(self.key()).decrypt(nonce, sealed, VERSION))
+            value = msgspec.json.decode(AESGCM(key).decrypt(nonce, sealed, VERSION))
         except InvalidTag:
             raise wrong from None
         for s in iter_secrets(value):

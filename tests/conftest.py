@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import secret_scan
+
 # Real storage servers on loopback, one module per server (each owns its fixtures).
 pytest_plugins = [
     "tests.servers.s3",
@@ -29,7 +31,26 @@ def pd_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     monkeypatch.setenv("PIPEDAEMON_SOCKET", str(sock))
     monkeypatch.delenv("PIPEDAEMON_KEY", raising=False)
     yield {"base": base, "home": home, "socket": sock}
+    leaks = secret_scan.check(base)
     shutil.rmtree(base, ignore_errors=True)
+    if leaks:
+        pytest.fail("a secret is in plain text in the daemon's folder: " + "; ".join(leaks))
+
+
+# -- the suite-wide secret scan's totals (tests/secret_scan.py), summed over xdist workers --
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the totals to the controller
+        workeroutput["secret_scan"] = vars(secret_scan.TOTALS)
+
+
+def pytest_testnodedown(node: object, error: object) -> None:
+    secret_scan.TOTALS.add(getattr(node, "workeroutput", {}).get("secret_scan", {}))
+
+
+def pytest_terminal_summary(terminalreporter: object) -> None:
+    if secret_scan.TOTALS.folders:
+        terminalreporter.write_line(secret_scan.TOTALS.line())  # type: ignore[attr-defined]
 
 
 def in_ci() -> bool:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import collections
 import io
-import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +26,9 @@ from typing import Any
 from pipedaemon_sdk import DaemonError, PipeClient
 from tests.faultproxy import Action, FaultProxy
 from tests.pipes_helpers import Storage
+from tests.soak import report
 
 KiB, MiB = 1 << 10, 1 << 20
-SOAK = os.environ.get("PIPEDAEMON_SOAK", "") not in ("", "0")
 DOCUMENTED = {1008: "StorageError", 1009: "ChecksumMismatch"}  # what a fault may end a job with
 TIMEOUT_S = 1.5  # the daemon's storage timeouts during the campaign
 STALL_S = 4.0  # a stall outlasts them
@@ -147,15 +145,12 @@ class Tally:
     assigned: int = 0  # of them, how many were handed a fault
     healed: int = 0
 
-    def record(self, path: str | None) -> None:
-        """Append this tally as a JSON line to ``path`` (the soak's report), when given."""
-        if path:
-            with open(path, "a") as f:
-                f.write(json.dumps({"suite": "faults", "protocol": self.protocol, "runs": self.runs,
-                                    "jobs": self.jobs, "outcomes": dict(self.outcomes),
-                                    "faults": dict(self.faults), "connections": self.connections,
-                                    "assigned": self.assigned, "healed": self.healed,
-                                    "violations": self.violations}) + "\n")
+    def record(self) -> None:
+        """This tally into the soak's report (tests/soak.py)."""
+        report({"suite": "faults", "protocol": self.protocol, "runs": self.runs, "jobs": self.jobs,
+                "outcomes": dict(self.outcomes), "faults": dict(self.faults),
+                "connections": self.connections, "assigned": self.assigned, "healed": self.healed,
+                "violations": self.violations})
 
 
 @dataclass

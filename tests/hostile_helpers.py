@@ -8,7 +8,6 @@ in the sandbox too): fuzzed requests that do things act on throwaway state only.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import shutil
@@ -24,6 +23,8 @@ from typing import Any
 import msgspec
 
 from pipedaemon_sdk import PipeClient
+from tests import secret_scan
+from tests.soak import SOAK, report
 from tests.spine_helpers import Raw, Started, close_started, ping_ok, start_serve
 
 # Methods no fuzzer sends with valid params: stopping the daemon ends every test at once, and a
@@ -33,12 +34,12 @@ RAW = {"object.read", "object.write"}
 
 
 def examples(default: int) -> int:
-    """Examples per fuzz test: ``PD_FUZZ_SCALE`` multiplies them (``make soak`` sets it)."""
-    return max(1, int(default * float(os.environ.get("PD_FUZZ_SCALE", "1"))))
+    """Examples per fuzz test: ``PD_FUZZ_SCALE`` multiplies them (the soak's default: 25)."""
+    return max(1, int(default * float(os.environ.get("PD_FUZZ_SCALE", "25" if SOAK else "1"))))
 
 
 class Counter:
-    """Inputs sent per suite; written as JSON to ``PD_FUZZ_REPORT`` (a folder) when set."""
+    """Inputs sent per suite, printed, and added to the soak's report (tests/soak.py)."""
 
     def __init__(self, suite: str) -> None:
         self.suite = suite
@@ -53,11 +54,7 @@ class Counter:
 
     def report(self) -> None:
         print(f"\n{self.suite}: {self.total} inputs {self.counts}")
-        folder = os.environ.get("PD_FUZZ_REPORT")
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            name = f"{self.suite}-{os.getpid()}.json"
-            (Path(folder) / name).write_text(json.dumps({"suite": self.suite, "counts": self.counts}))
+        report({"suite": "fuzz", "name": self.suite, "counts": self.counts})
 
 
 class Pinger(threading.Thread):
@@ -146,7 +143,9 @@ def sandbox(prefix: str, *args: str, env: dict[str, str] | None = None) -> Itera
     finally:
         pinger.stop_event.set()
         close_started(st)
+        leaks = secret_scan.check(base)
         shutil.rmtree(base, ignore_errors=True)
+    assert not leaks, f"a secret is in plain text in the daemon's folder: {leaks}"
 
 
 class Conn(Raw):

@@ -21,8 +21,6 @@ at least 50 on S3 and 20 on SFTP. Figures: docs/reliability.md.
 from __future__ import annotations
 
 import collections
-import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import PipeClient
+from tests import soak
 from tests.crash_helpers import (
     MiB,
     final_state,
@@ -41,9 +40,10 @@ from tests.crash_helpers import (
     wait_running_progress,
 )
 from tests.engine_helpers import kill_daemon, register, temp_leftovers
-from tests.fault_campaign import SOAK, local_files, remote_files, seed_remote, server_for
+from tests.fault_campaign import local_files, remote_files, seed_remote, server_for
 from tests.faultproxy import FaultProxy
 from tests.pipes_helpers import Storage
+from tests.soak import SOAK
 from tests.spine_helpers import reaper  # noqa: F401 - kills what a failed test leaves running
 
 TARGET_KILLS = {"s3": 50, "sftp": 20} if SOAK else {"s3": 3, "sftp": 2}
@@ -176,7 +176,4 @@ def test_crash_loop(protocol: str, request: pytest.FixtureRequest, pd_env: dict[
     report = {"suite": "crash", "protocol": protocol, **loop.totals, "worst_wire_per_kill": loop.worst,
               "bound_per_kill": in_flight_bound(SMALL_MAX)}
     print(f"\ncrash loop: {report}")
-    path = os.environ.get("PIPEDAEMON_SOAK_REPORT")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(report) + "\n")
+    soak.report(report)

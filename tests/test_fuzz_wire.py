@@ -341,3 +341,20 @@ def test_bad_utf8_in_params_is_answered_with_the_id(box: Sandbox, raw: Raw, para
     answers = exchange(raw, env(b"77", b'"job.get"', params) + b"\n", "utf8", [77])
     assert [a["id"] for a in answers] == [77]
     assert answers[0]["error"]["code"] == -32602 and "UTF-8" in answers[0]["error"]["message"]
+
+
+@pytest.mark.parametrize("line", [
+    b'{"\x80sonrpc": "2.0", "id": 0, "method": "daemon.ping", "params": {}}',
+    b'{"jsonrpc":"2.0","id":5,"method":"daemon.ping","extra":"\xff"}',
+    b'{"jsonrpc":"2.0","id":5,"method":"daemon.ping","params":{},"x\xed\xa0\x80":1}'])
+def test_bad_utf8_outside_params_is_not_json(box: Sandbox, raw: Raw, line: bytes) -> None:
+    """Found by the fuzzer: the envelope skipped members it does not know without checking
+    them, so such a line was answered as a good request. It is not JSON: -32700."""
+    answers = exchange(raw, line + b"\n", "outside")
+    assert [(a["id"], a["error"]["code"]) for a in answers] == [(None, -32700)], answers
+
+
+def test_unicode_outside_params_is_fine(box: Sandbox, raw: Raw) -> None:
+    line = '{"jsonrpc":"2.0","id":"é-1","method":"daemon.ping","note":"ünïcode"}'.encode()
+    answers = exchange(raw, line + b"\n", "unicode", ["é-1"])
+    assert [a["id"] for a in answers] == ["é-1"] and answers[0]["result"]["pong"] is True

@@ -1,7 +1,7 @@
 """Load: 64 clients at once while 16 throttled transfer jobs run, and clients that never read.
 
-The short form here makes 64 x 25 requests; ``python -m bench load`` makes 64 x 200 and
-writes the figures to docs/reliability.md. Latencies are printed, never asserted; what is
+The short form here makes 64 x 25 requests; the soak's (``make soak``) 64 x 200, and
+bench/soak.py writes its figures to docs/reliability.md. Latencies are printed, never asserted; what is
 asserted: every request answered without error, every job finished and advanced between
 every two progress samples while running, and the daemon's memory stayed bounded.
 
@@ -26,8 +26,10 @@ from pathlib import Path
 import pytest
 
 from pipedaemon import server
+from tests import soak
 from tests.hostile_helpers import Conn, Sandbox, rss_kib, sandbox
 from tests.load_helpers import LOAD_ENV, LoadConfig, run_load
+from tests.soak import SOAK
 from tests.spine_helpers import Raw, reaper, sparse_file
 
 __all__ = ["reaper"]
@@ -43,10 +45,14 @@ def box() -> Iterator[Sandbox]:
 
 
 def test_many_clients_while_jobs_run(box: Sandbox) -> None:
-    cfg = LoadConfig(clients=64, requests=25, jobs=16, file_mib=5, job_bps=MiB, procs=4, sample_s=2.0)
+    # The jobs' files are sized so they outlast the clients' requests (each job moves 1 MiB/s).
+    requests, file_mib = (200, 40) if SOAK else (25, 5)
+    cfg = LoadConfig(clients=64, requests=requests, jobs=16, file_mib=file_mib, job_bps=MiB, procs=4,
+                     sample_s=2.0)
     result = run_load(box.sock, box.st.pid, box.base, cfg)
     summary = result.summary()
-    print("\nload (short form):", json.dumps(summary))
+    print("\nload:", json.dumps(summary))
+    soak.report({"suite": "load", **summary})
     assert result.errors == []
     assert result.answered == cfg.clients * cfg.requests
     assert set(result.job_states.values()) == {"succeeded"}, result.job_states
@@ -193,6 +199,8 @@ def test_a_client_that_never_reads_is_disconnected(box: Sandbox, big_pipe: str) 
     assert grown_mib < (server.MAX_BUFFER + 4 * BIG) // MiB, f"the daemon grew {grown_mib} MiB"
     print(f"\nnever-reading client: {sent} answers of {BIG // MiB} MiB asked, {len(delivered)} delivered, "
           f"then disconnected; daemon RSS grew at most {grown_mib} MiB")
+    soak.report({"suite": "never_reads", "asked": sent, "answer_mib": BIG // MiB,
+                 "delivered": len(delivered), "grown_mib": grown_mib})
     box.pinger.check()
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from pipedaemon_sdk import DaemonError, PipeClient
 from pipedaemon_sdk import errors as E
+from tests import secret_scan
 from tests.servers.ftp import FTPServer
 from tests.servers.s3 import S3Server
 from tests.servers.sftp import SSHDServer, make_spec
@@ -94,6 +95,7 @@ def _remotes(s3_server: S3Server, sftp_server: SSHDServer, sftp_client_key: asyn
     ]
     values = [s3_id, s3_secret, passphrase, pem, ftp_server.password,
               remotes[3]["credentials"]["password"], remotes[4]["credentials"]["passphrase"]]
+    secret_scan.remember(*values)
     return remotes, values
 
 
@@ -213,8 +215,12 @@ class CountingListener:
         self.sock.close()
 
 
-def test_wrong_key_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPEDAEMON_KEY", new_key())
+@pytest.mark.parametrize("where", ["PIPEDAEMON_KEY", "key file"])
+def test_wrong_key_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, pd_env: dict[str, Path],
+                                      where: str) -> None:
+    key_file = pd_env["home"] / "secret.key"
+    if where == "PIPEDAEMON_KEY":
+        monkeypatch.setenv("PIPEDAEMON_KEY", new_key())
     listener = CountingListener()
     try:
         with PipeClient() as c:
@@ -223,13 +229,19 @@ def test_wrong_key_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
             pid = c.status().pid
             c.shutdown()
         wait_gone(pid)
-        monkeypatch.setenv("PIPEDAEMON_KEY", new_key())  # another key: the stored credentials are opaque
+        # Another key: the stored credentials are opaque to it.
+        if where == "PIPEDAEMON_KEY":
+            monkeypatch.setenv("PIPEDAEMON_KEY", new_key())
+        else:
+            assert key_file.exists()
+            key_file.write_text(new_key())
+        source = "PIPEDAEMON_KEY" if where == "PIPEDAEMON_KEY" else str(key_file)
         with PipeClient() as c:
             try:
                 with pytest.raises(E.InvalidSettingsError) as err:
                     c.call("object.list", {"remote": "f"})
                 assert err.value.code == 1003
-                assert "key" in err.value.message and "PIPEDAEMON_KEY" in err.value.message
+                assert f"the key in {source} is not the one" in err.value.message, err.value.message
                 check = c.check_remote("f")
                 assert check["ok"] is False and check["error"]["code"] == 1003
                 # The settings stay visible (to register the credentials again); the credentials do not.

@@ -18,6 +18,7 @@ import pytest
 from pipedaemon import settings as S
 from pipedaemon.pipes import settings as PS
 from pipedaemon_sdk import InvalidSettingsError, NotFoundError, PipeClient
+from tests import secret_scan
 from tests.hostile_helpers import Sandbox, sandbox
 from tests.spine_helpers import reaper
 
@@ -26,6 +27,7 @@ __all__ = ["reaper"]
 CANDIDATES: list[Any] = ["text", 7, -1, 1.5, True, None, [], ["x"], {}, {"k": "v"}]
 BASE_CREDS = {"s3": {"aws_access_key_id": "AKIAFIELDS", "aws_secret_access_key": "s3-secret-fields"},
               "sftp": {"password": "sftp-pw-fields"}, "ftp": {"password": "ftp-pw-fields"}, "local": {}}
+secret_scan.remember("s3-secret-fields", "sftp-pw-fields", "ftp-pw-fields")
 
 # Values of the right type that cannot work, per (protocol, option): the daemon refuses them up front.
 BAD_VALUES: dict[tuple[str, str], list[Any]] = {

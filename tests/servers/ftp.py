@@ -47,6 +47,11 @@ class FTPServer:
     cafile: str | None = None  # set for explicit-TLS servers
     owner: tuple[int, int] | None = None  # uid/gid that must own files under root_dir
 
+    def __post_init__(self) -> None:
+        from tests import secret_scan  # here, not at the top: this file also runs as the server
+
+        secret_scan.remember(self.password)
+
     def scratch(self) -> str:
         """A unique empty folder under the root; its path as the server sees it, ending '/'."""
         name = f"t-{uuid.uuid4().hex[:12]}"

@@ -30,11 +30,13 @@ from typing import Any
 
 import pytest
 
+from tests import secret_scan
 from tests.conftest import in_ci
 
 REGION = "us-east-1"
 FAKE_KEY_ID = "testing"
-FAKE_SECRET = "testing"
+FAKE_SECRET = "pd-moto-secret-7f3a9c2e"  # moto without auth takes any; distinctive for the scan
+secret_scan.remember(FAKE_SECRET)
 START_TIMEOUT_S = 60.0
 # werkzeug's access log line: 127.0.0.1 - - [date] "GET /path?q HTTP/1.1" 200 -
 _ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3})')
@@ -184,6 +186,7 @@ def _enforce_auth(server: S3Server) -> None:
         assert resp.status == 200
     server.aws_access_key_id = key["AccessKeyId"]
     server.aws_secret_access_key = key["SecretAccessKey"]
+    secret_scan.remember(key["SecretAccessKey"])
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from typing import Any
 import asyncssh
 import pytest
 
+from tests import secret_scan
+
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 15.0
 
@@ -154,7 +156,9 @@ def start_sshd(base: Path, client_key: asyncssh.SSHKey) -> SSHDServer:
 @pytest.fixture(scope="session")
 def sftp_client_key() -> asyncssh.SSHKey:
     """The one user key both test servers authorize."""
-    return asyncssh.generate_private_key("ssh-ed25519")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    secret_scan.remember(key.export_private_key("openssh").decode())
+    return key
 
 
 def _serve(prefix: str, key: asyncssh.SSHKey) -> Iterator[SSHDServer]:
