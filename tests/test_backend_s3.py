@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipedaemon.backends.base import Entry, TransientError, backend_class
-from pipedaemon.backends.s3 import READ_CHUNK, S3Backend
+from pipedaemon.backends.s3 import READ_CHUNK, S3Backend, parse_timestamp
 from pipedaemon_sdk.errors import (
     AuthFailedError,
     NotFoundError,
@@ -336,3 +336,24 @@ async def test_unreachable_endpoint_is_transient(make_backend: Factory) -> None:
             "credentials": {"aws_access_key_id": "k", "aws_secret_access_key": "s"}}
     with pytest.raises(TransientError):
         await make_backend(spec)
+
+
+@pytest.mark.parametrize("value", ["2009-10-12T17:50:30.000Z", "2026-12-01T18:00:00Z",
+                                   "2009-10-12T17:50:30.12Z", "2009-10-12T17:50:30.123456Z",
+                                   "Wed, 21 Oct 2015 07:28:00 GMT", "1445412480",
+                                   "2015-10-21T07:28:00+02:00"])
+def test_timestamps_parse_as_botocore_parses_them(value: str) -> None:
+    import botocore.utils
+
+    assert parse_timestamp(value).timestamp() == botocore.utils.parse_timestamp(value).timestamp()
+
+
+async def test_listing_and_head_times_agree(s3_spec: dict[str, Any], make_backend: Factory) -> None:
+    """The fast timestamp parser is the one the client uses: a listing's and a HEAD's mtime agree."""
+    b = await make_backend(s3_spec)
+    root = s3_spec["root"]
+    await b.write(root + "t.txt", stream(b"x"))
+    listed = {e.name: e for e in await collect(b.list(root))}["t.txt"]
+    head = await b.stat(root + "t.txt")
+    assert listed.mtime is not None and head.mtime is not None
+    assert abs(listed.mtime - head.mtime) < 1.0  # the listing has milliseconds, the header seconds

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import math
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import aiohttp
 import botocore.exceptions as bce
+import botocore.utils
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
@@ -110,6 +113,19 @@ def split_path(path: str) -> tuple[str, str]:
     if not bucket:
         raise InvalidSettingsError("an S3 path needs a bucket", {"path": path})
     return bucket, key
+
+
+def parse_timestamp(value: str) -> datetime.datetime:
+    """botocore's timestamp parser, minus dateutil for the two forms S3 sends (a listing's
+    ISO 8601 ``...T...Z``, a header's RFC 1123): dateutil cost ~5 % of a many-file pull."""
+    try:
+        if value.endswith("Z") and "T" in value:
+            return datetime.datetime.fromisoformat(value[:-1]).replace(tzinfo=datetime.timezone.utc)
+        if value.endswith(" GMT"):
+            return email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError, IndexError):
+        pass
+    return botocore.utils.parse_timestamp(value)
 
 
 def _etag(value: str | None) -> str | None:
@@ -214,6 +230,8 @@ class S3Backend(Backend):
     async def connect(self) -> None:
         with error_edge(map_s3_error):
             session = AioSession(profile=self.options.get("profile") or None)
+            session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=parse_timestamp)
             self._stack = contextlib.AsyncExitStack()
             self._client = await self._stack.enter_async_context(
                 session.create_client("s3", **self._client_args()))
