@@ -123,6 +123,9 @@ MIGRATIONS: list[str] = [
 ]
 
 
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for the other connection's transaction
+
+
 class State:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -130,9 +133,13 @@ class State:
 
     async def open(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.db = await aiosqlite.connect(self.path, isolation_level=None)
+        # The pipes write through a second connection (pipes/db.py): a write here waits for
+        # theirs. sqlite3's default 5 s ran out on a loaded machine ("database is locked"
+        # crashed a push, found by the soak); both connections wait up to 30 s.
+        self.db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         try:
             self.path.chmod(0o600)
+            await self.db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             await self.db.execute("PRAGMA journal_mode=WAL")
             await self.db.execute("PRAGMA synchronous=NORMAL")
             await self.db.execute("PRAGMA foreign_keys=ON")

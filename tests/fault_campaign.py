@@ -220,7 +220,8 @@ class Round:
                 assert set(got) == set(sent), f"{where}: {op} succeeded without {set(sent) - set(got)}"
         if self.storage.kind == "s3":
             self.client.call("daemon.cleanup", {})
-            uploads = self.storage.s3.list_multipart_uploads(Bucket=self.storage.bucket).get("Uploads", [])
+            listed = self.storage.s3.list_multipart_uploads(Bucket=self.storage.bucket).get("Uploads", [])
+            uploads = [u["Key"] for u in listed if u["Key"].startswith(f"push{self.seed}/")]  # this round's
             assert uploads == [], f"{where}: multipart uploads left: {uploads}"
 
 

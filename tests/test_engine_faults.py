@@ -244,3 +244,33 @@ def test_bandwidth_limit_of_a_job_is_kept_while_others_run(local_spec: dict[str,
     assert sha256(root / "slow.bin") == sha256(root / "fast.bin") == digest
     threading.Event().wait(0)  # keep imports honest
     assert time.monotonic() > 0
+
+
+async def test_upload_whose_resume_note_cannot_be_written_leaves_no_upload(
+        s3_spec: dict[str, Any], s3_client: Any, tmp_path: Path) -> None:
+    """Found by the soak: the state database refused the note of a new multipart upload
+    ("database is locked"); the job failed and the upload, recorded nowhere, was orphaned."""
+    import sqlite3
+
+    from pipedaemon.backends.s3 import S3Backend
+    from pipedaemon.state import State
+    from pipedaemon.transfer import ResumeSlot, upload
+
+    class Refusing(ResumeSlot):
+        async def start(self, note: dict[str, Any]) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+    state = State(tmp_path / "state.db")
+    await state.open()
+    backend = S3Backend(s3_spec["options"], s3_spec["credentials"])
+    await backend.connect()
+    src = tmp_path / "big.bin"
+    make_file(src, 20 * MiB)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await upload(backend, src, s3_spec["root"] + "big.bin", lambda n: None,
+                         resume=Refusing(state, "job1", str(src)))
+    finally:
+        await backend.close()
+        await state.close()
+    assert _no_uploads_left(s3_client, s3_spec)

@@ -95,7 +95,10 @@ class Backend(ABC):
 
     @abstractmethod
     def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """The bytes of ``path`` from ``offset``, ``length`` of them or to the end."""
+        """The bytes of ``path`` from ``offset``, ``length`` of them or to the end.
+
+        Pieces are bytes, or bytearrays the caller then owns (never reused by the backend).
+        """
 
     @abstractmethod
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:

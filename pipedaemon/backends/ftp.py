@@ -28,12 +28,13 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 
 import aioftp
 import msgspec
 
 from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge
+from pipedaemon.backends.ftpdata import SYNC_TIMEOUT_S, UNIT, DataStream, timed
 from pipedaemon_sdk.errors import (
     AuthFailedError,
     DaemonError,
@@ -43,15 +44,12 @@ from pipedaemon_sdk.errors import (
     StorageError,
 )
 
-BLOCK = 256 * 1024  # bytes per read() chunk
 IDLE_CHECK_S = 30.0  # a session idle longer than this is NOOP-checked before reuse
-SYNC_TIMEOUT_S = 10.0  # for the replies that end an aborted transfer
 _DENIED = re.compile(r"permission|denied|not allowed|privilege|forbidden|prohibited", re.I)
 _EXISTS = re.compile(r"already|(?<!not )(?<!n't )\bexists?\b", re.I)  # "File exists", not "does not exist"
 # 550 covers more than "no such file": these say something is there, just in the way.
 _NOT_MISSING = re.compile(r"not empty|is a directory|already|(?<!not )(?<!n't )\bexists?\b", re.I)
 _TLS_REQUIRED = re.compile(r"\b(ssl|tls)\b.*\brequired\b", re.I)  # "550 SSL/TLS required on the control..."
-T = TypeVar("T")
 
 
 def map_ftp_error(exc: BaseException) -> DaemonError | None:
@@ -114,112 +112,6 @@ def _mlsx_entry(line: str, name: str | None = None) -> Entry | None:
     return None  # cdir/pdir in listings; symlinks (OS.unix=slink), devices
 
 
-async def _timed(aw: Awaitable[T], timeout: float | None) -> T:
-    return await asyncio.wait_for(aw, timeout) if timeout else await aw
-
-
-class _DataStream:
-    """One data connection, plain or TLS.
-
-    TLS runs here on memory BIOs over a plain TCP stream rather than in the event
-    loop's SSL transport: uvloop's drops received bytes it has not decrypted yet when
-    the server closes while the reader is paused, which cut the tail off downloads.
-    Over raw TCP the EOF just queues behind the data.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float | None,
-                 tls: ssl.SSLContext | None = None, hostname: str = "", session: Any = None) -> None:
-        self._reader, self._writer, self._timeout = reader, writer, timeout
-        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self._ssl = (None if tls is None else
-                     tls.wrap_bio(self._in, self._out, server_hostname=hostname, session=session))
-
-    def _send_pending(self) -> None:
-        if self._out.pending:
-            self._writer.write(self._out.read())
-
-    async def _fill(self) -> bool:
-        """Feed the TLS layer what arrived; False at the TCP end."""
-        self._send_pending()
-        data = await _timed(self._reader.read(BLOCK), self._timeout)
-        if not data:
-            self._in.write_eof()
-            return False
-        self._in.write(data)
-        return True
-
-    async def handshake(self) -> None:
-        assert self._ssl is not None
-        while True:
-            try:
-                self._ssl.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if not await self._fill():
-                    raise ConnectionResetError("data connection closed during the TLS handshake") from None
-        self._send_pending()
-
-    async def read(self, count: int) -> bytes:
-        if self._ssl is None:
-            return await _timed(self._reader.read(count), self._timeout)
-        out = bytearray()
-        while len(out) < count:
-            try:
-                chunk = self._ssl.read(count - len(out))
-            except ssl.SSLWantReadError:
-                if out or not await self._fill():
-                    break  # return what we have; at the TCP end the next read reports EOF
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                # close_notify, or a TCP close without it (servers often skip it): the end.
-                # Whether the transfer was whole is the control channel's 226 to say.
-                break
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
-
-    async def write(self, data: bytes) -> None:
-        if self._ssl is None:
-            self._writer.write(data)
-        else:
-            view = memoryview(data)
-            while view:
-                view = view[self._ssl.write(view):]
-            self._send_pending()
-        await _timed(self._writer.drain(), self._timeout)
-
-    def close(self) -> None:
-        if self._writer.is_closing():
-            return
-        if self._ssl is not None:
-            with contextlib.suppress(ssl.SSLError, ValueError):
-                self._ssl.unwrap()  # queues our close_notify
-            self._send_pending()
-        self._writer.close()
-
-    async def shutdown(self) -> None:
-        """End an upload: close_notify and FIN, then wait for the server to close.
-
-        Closing with unread bytes in the socket (a TLS 1.3 session ticket the server
-        sent) makes the kernel send RST, and an RST makes the server throw away data
-        it has not read yet: the upload would be cut short.
-        """
-        if self._ssl is not None:
-            with contextlib.suppress(ssl.SSLError, ValueError):
-                self._ssl.unwrap()
-            self._send_pending()
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
-            if self._writer.can_write_eof():
-                self._writer.write_eof()
-            await _timed(self._drain_to_eof(), SYNC_TIMEOUT_S)
-        self._writer.close()
-
-    async def _drain_to_eof(self) -> None:
-        await self._writer.drain()
-        while await self._reader.read(BLOCK):
-            pass
-
 
 class _Client(aioftp.Client):
     """One logged-in session: aioftp's control channel plus our data connections."""
@@ -227,7 +119,8 @@ class _Client(aioftp.Client):
     dirty = False  # the control channel may be out of step (mid-transfer): never pooled
     idle_since = 0.0
     data_tls: ssl.SSLContext | None = None  # set for FTPS (PROT P)
-    transfer: _DataStream | None = None  # the open data connection, closed with the session
+    transfer: DataStream | None = None  # the open data connection, closed with the session
+    _receiving = False  # the next passive connection is opened as an Inbox (see data())
 
     def close(self) -> None:
         if self.transfer is not None:
@@ -245,19 +138,30 @@ class _Client(aioftp.Client):
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             await asyncio.wait_for(self._stream.writer.wait_closed(), SYNC_TIMEOUT_S)
 
-    async def _open_connection(self, host: str, port: int
-                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        # Plain TCP for everything: control TLS comes from AUTH TLS, data TLS from _DataStream.
-        return await _timed(asyncio.open_connection(host, port), self.connection_timeout)
+    async def _open_connection(self, host: str, port: int) -> tuple[Any, Any]:
+        # Plain TCP for everything: control TLS comes from AUTH TLS, data TLS from DataStream.
+        if self._receiving:  # aioftp's get_passive_connection hands this pair back to data()
+            return await DataStream.receiving(host, port, self.connection_timeout), None
+        return await timed(asyncio.open_connection(host, port), self.connection_timeout)
 
-    async def data(self, command: str, offset: int = 0) -> _DataStream:
-        """A passive data connection with ``command`` started on it (1xx received)."""
-        reader, writer = await self.get_passive_connection("I")
-        session = None
-        if self.data_tls is not None:  # reuse the control session: servers may insist on it
-            control = self.stream.writer.transport.get_extra_info("ssl_object")
-            session = control.session if control is not None else None
-        stream = _DataStream(reader, writer, self.socket_timeout, self.data_tls, self.server_host, session)
+    async def data(self, command: str, offset: int = 0, upload: bool = False) -> DataStream:
+        """A passive data connection with ``command`` started on it (1xx received).
+
+        Plain downloads and listings receive into an Inbox (ftpdata.py); uploads and TLS
+        use a stream."""
+        self._receiving = not upload and self.data_tls is None
+        try:
+            reader, writer = await self.get_passive_connection("I")
+        finally:
+            self._receiving = False
+        if isinstance(reader, DataStream):
+            stream = reader
+        else:
+            session = None
+            if self.data_tls is not None:  # reuse the control session: servers may insist on it
+                control = self.stream.writer.transport.get_extra_info("ssl_object")
+                session = control.session if control is not None else None
+            stream = DataStream(reader, writer, self.socket_timeout, self.data_tls, self.server_host, session)
         try:
             if offset:
                 await self.command(f"REST {offset}", "350")
@@ -279,7 +183,7 @@ class _Client(aioftp.Client):
         self.transfer = stream
         return stream
 
-    async def finish(self, stream: _DataStream, upload: bool = False) -> None:
+    async def finish(self, stream: DataStream, upload: bool = False) -> None:
         """Close a transfer that ran to its end and read the server's closing reply."""
         if upload:
             await stream.shutdown()
@@ -289,7 +193,7 @@ class _Client(aioftp.Client):
         await self.command(None, "2xx", "1xx")
         self.dirty = False
 
-    async def abort(self, stream: _DataStream) -> None:
+    async def abort(self, stream: DataStream) -> None:
         """End a transfer we stopped early and bring the control channel back in step.
 
         ABOR and NOOP go out together: whatever the transfer and the abort answer
@@ -313,7 +217,7 @@ class _Client(aioftp.Client):
     async def read_all(self, command: str) -> bytes:
         stream = await self.data(command)
         parts = []
-        while block := await stream.read(BLOCK):
+        while block := await stream.read(UNIT):
             parts.append(block)
         await self.finish(stream)
         return b"".join(parts)
@@ -583,7 +487,7 @@ class FTPBackend(Backend):
             stream = await client.data(f"RETR {self._abs(path)}", offset)
             left = length
             while left is None or left > 0:
-                block = await stream.read(BLOCK if left is None else min(BLOCK, left))
+                block = await stream.read(UNIT if left is None else min(UNIT, left))
                 if not block:
                     break
                 if left is not None:
@@ -599,7 +503,7 @@ class FTPBackend(Backend):
         try:
             async with self._session(path) as client:
                 await client.mkdirs(str(PurePosixPath(full).parent))
-                stream = await client.data(f"STOR {full}")
+                stream = await client.data(f"STOR {full}", upload=True)
                 sent = await self._pump(chunks, stream)
                 await client.finish(stream, upload=True)  # waits for the server's 226
                 entry = await self._stat(client, full, path)
@@ -610,7 +514,7 @@ class FTPBackend(Backend):
         return entry
 
     @staticmethod
-    async def _pump(chunks: AsyncIterable[bytes], stream: _DataStream) -> int:
+    async def _pump(chunks: AsyncIterable[bytes], stream: DataStream) -> int:
         sent, source = 0, chunks.__aiter__()
         while True:
             try:

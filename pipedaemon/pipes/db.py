@@ -16,6 +16,8 @@ from typing import Any
 
 import aiosqlite
 
+from ..state import BUSY_TIMEOUT_S
+
 
 class Tx:
     """Statements inside one open transaction (the caller holds the lock)."""
@@ -48,9 +50,9 @@ class PipeDB:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=30.0)
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         await self._conn.execute("PRAGMA synchronous=NORMAL")
-        await self._conn.execute("PRAGMA busy_timeout=30000")
+        await self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -20,6 +20,9 @@ MiB = 1 << 20
 MIN_CHUNK = 8 * MiB
 PARALLEL_THRESHOLD = 16 * MiB  # below this a file moves as one stream, and restarts whole
 TMP_MARK = ".pdpart"
+# Local reads and writes this small are done on the event loop: a thread hop costs more CPU
+# than copying them to or from the page cache (it made up much of a many-small-file job).
+INLINE_IO = 128 << 10
 
 OnBytes = Callable[[int], None]  # new bytes moved (negative when a retry discards some)
 

@@ -21,6 +21,7 @@ from ..backends.base import Backend, Entry, TransientError
 from ..hashing import hash_path
 from ..retry import retry
 from .common import (
+    INLINE_IO,
     MIN_CHUNK,
     PARALLEL_THRESHOLD,
     OnBytes,
@@ -196,7 +197,9 @@ def _chunk(backend: Backend, src: str, fd: int, tmp: Path, idx: int, part: tuple
                     # Small pieces (FTP, SFTP) are gathered: one thread hop per MiB, not per piece.
                     nonlocal done, size
                     if size:
-                        await _pwrite(fd, b"".join(pending), offset + done, tmp, hasher)
+                        # One piece (an FTP Inbox buffer, an S3 MiB) is written as it is: no copy.
+                        data = pending[0] if len(pending) == 1 else b"".join(pending)
+                        await _pwrite(fd, data, offset + done, tmp, hasher)
                         done += size
                         on_bytes(size)
                         pending.clear()
@@ -235,7 +238,10 @@ def _write_all(fd: int, data: bytes, offset: int, hasher: InlineETag | None) -> 
 
 async def _pwrite(fd: int, data: bytes, offset: int, path: Path, hasher: InlineETag | None = None) -> None:
     try:
-        await asyncio.to_thread(_write_all, fd, data, offset, hasher)
+        if len(data) <= INLINE_IO:
+            _write_all(fd, data, offset, hasher)
+        else:
+            await asyncio.to_thread(_write_all, fd, data, offset, hasher)
     except OSError as exc:
         raise local_error(exc, path) from exc
 

@@ -21,7 +21,16 @@ from pipedaemon_sdk import errors as E
 from ..backends.base import Backend, Entry
 from ..hashing import S3ETag, multipart_etag
 from ..retry import retry
-from .common import PARALLEL_THRESHOLD, OnBytes, Tuning, chunk_size_for, ranges, run_bounded, temp_name
+from .common import (
+    INLINE_IO,
+    PARALLEL_THRESHOLD,
+    OnBytes,
+    Tuning,
+    chunk_size_for,
+    ranges,
+    run_bounded,
+    temp_name,
+)
 from .resume import ResumeSlot
 
 PIECE = 1 << 20
@@ -77,7 +86,8 @@ async def file_chunks(src: Path, size: int, on_bytes: OnBytes, tuning: Tuning,
     """The bytes of a local file, refusing to give more or fewer than ``size``."""
     with open(src, "rb") as f:
         sent = 0
-        while piece := await asyncio.to_thread(f.read, PIECE):
+        inline = size <= INLINE_IO
+        while piece := (f.read(PIECE) if inline else await asyncio.to_thread(f.read, PIECE)):
             sent += len(piece)
             if sent > size:
                 raise _changed(src)
@@ -137,7 +147,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
                      tuning: Tuning, resume: ResumeSlot | None, unchanged: _Unchanged) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
     part = max(chunk_size_for(size, tuning.chunk_size), 5 << 20)
-    upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume)
+    upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume, tuning)
     digests: dict[int, str] = {n: info[1] for n, info in done.items()}
     etags: dict[int, str] = {n: info[0] for n, info in done.items()}
     if done:
@@ -227,7 +237,7 @@ async def _retry_mismatch(attempt: Callable[[], Awaitable[str]], what: str) -> s
 
 
 async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object],
-                            resume: ResumeSlot | None) -> tuple[str, dict[int, list[str]]]:
+                            resume: ResumeSlot | None, tuning: Tuning) -> tuple[str, dict[int, list[str]]]:
     """The upload id to use and the parts already stored under it."""
     if resume is not None:
         note, done = await resume.load()
@@ -244,7 +254,11 @@ async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object]
             await _abort(backend, dst, str(note["upload_id"]), Tuning())
     upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
     if resume is not None:
-        await resume.start({"ident": ident, "upload_id": upload_id})
+        try:
+            await resume.start({"ident": ident, "upload_id": upload_id})
+        except BaseException:  # not recorded anywhere: abort it now, or it is orphaned
+            await asyncio.shield(_abort(backend, dst, upload_id, tuning))
+            raise
     return upload_id, {}
 
 
