@@ -212,7 +212,8 @@ async def job_copy(ctx: JobContext) -> dict[str, Any]:
                     ctx.progress(done)
                     yield piece
 
-        out = await transfer.upload_stream(dst_backend, chunks(), dst, entry.size)
+        out = await transfer.upload_stream(dst_backend, chunks(), dst, entry.size,
+                                           tuning=ctx.tuning(f"{p.profile}/{dst_remote}"))
     _remotes(ctx).changed(p.profile, dst_remote, dst, out)
     ctx.progress(entry.size, entry.size)
     return entry_dict(out, safepath.clean_key(p.dst_key))

@@ -93,9 +93,11 @@ class JobContext:
     def tuning(self, remote_key: str, chunk_size: int | None = None, bwlimit_bps: int = 0) -> Any:
         """How this job's transfers may move: the daemon's limits plus the job's own."""
         from .transfer import TokenBucket, Tuning
+        from .transfer.common import streams_for
 
         janitor = self.daemon.services.get("janitor")
-        return Tuning(chunk_size=chunk_size, limits=self.daemon.services.get("limits"),
+        return Tuning(streams=streams_for(bwlimit_bps, Tuning.streams), chunk_size=chunk_size,
+                      limits=self.daemon.services.get("limits"),
                       remote_key=remote_key, bucket=TokenBucket(bwlimit_bps),
                       orphan=janitor.remember if janitor is not None else None)
 

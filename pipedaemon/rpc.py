@@ -110,10 +110,25 @@ def _not_json() -> Message:
     return error_message(None, E.ParseError("parse error: the line is not valid JSON"))
 
 
+class _Loose(msgspec.Struct):
+    """The envelope's members with any types, the others skipped: to say what is wrong with a
+    line that is not a Request, and to answer with its id where it has one."""
+
+    jsonrpc: Any = msgspec.UNSET
+    id: Any = msgspec.UNSET
+    method: Any = msgspec.UNSET
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_loose_decoder = msgspec.json.Decoder(_Loose)
+
+
 def _utf8_outside_params(line: bytes, params: msgspec.Raw) -> bool:
     """The envelope skips members it does not know without checking them: bad UTF-8 there
     makes the line not JSON. Inside ``params`` it is left to the params decoder, whose
     -32602 carries the request's id."""
+    if line.isascii():
+        return True
     try:
         line.replace(bytes(params), b"", 1).decode("utf-8")
     except UnicodeDecodeError:
@@ -122,38 +137,47 @@ def _utf8_outside_params(line: bytes, params: msgspec.Raw) -> bool:
 
 
 def parse(line: bytes) -> tuple[Request | None, Message | None]:
-    """The request on a line, or the error answer for a line that is not one."""
+    """The request on a line, or the error answer for a line that is not one.
+
+    Members other than jsonrpc, id, method and params are ignored, and not checked
+    beyond UTF-8 (a number too large for us there changes nothing)."""
     # msgspec raises RecursionError for deep nesting and UnicodeDecodeError for bad UTF-8 inside
     # a string: bad input like any other, never an escape that drops the connection.
     try:
         req = request_decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        pass
+        return None, _refusal(line)
     except (RecursionError, UnicodeDecodeError):
         return None, _not_json()
-    else:
-        if line.isascii() or _utf8_outside_params(line, req.params):
-            return req, None
-        return None, _not_json()
+    if _utf8_outside_params(line, req.params):
+        return req, None
+    return None, _not_json()
+
+
+def _refusal(line: bytes) -> Message:
     try:
-        obj = msgspec.json.decode(line)
+        env = _loose_decoder.decode(line)
+    except msgspec.ValidationError:  # not an object: JSON at all?
+        try:
+            whole = msgspec.json.decode(line)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return _not_json()
+        what = "an array" if isinstance(whole, list) else "a scalar"
+        return error_message(None, E.InvalidRequestError(f"invalid request: expected an object, got {what}"))
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return None, _not_json()
-    rid = obj.get("id") if isinstance(obj, dict) else None
-    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
-        rid = None
-    if not isinstance(obj, dict):
-        what = "an array" if isinstance(obj, list) else "a scalar"
-        err = E.InvalidRequestError(f"invalid request: expected an object, got {what}")
-        return None, error_message(None, err)
-    if not isinstance(obj.get("method"), str):
-        return None, error_message(rid, E.InvalidRequestError(
+        return _not_json()
+    if not _utf8_outside_params(line, env.params):
+        return _not_json()
+    rid = env.id if isinstance(env.id, (int, str)) and not isinstance(env.id, bool) else None
+    if not isinstance(env.method, str):
+        return error_message(rid, E.InvalidRequestError(
             "invalid request: `method` must be a string", {"field": "method"}))
+    fields = {k: v for k in ("jsonrpc", "id", "method") if (v := getattr(env, k)) is not msgspec.UNSET}
     try:
-        msgspec.convert(obj, Request)
+        msgspec.convert(fields, Request)
     except msgspec.ValidationError as exc:
-        return None, error_message(rid, validation_error(exc, E.INVALID_REQUEST))
-    return None, error_message(rid, E.InvalidRequestError("invalid request"))
+        return error_message(rid, validation_error(exc, E.INVALID_REQUEST))
+    return error_message(rid, E.InvalidRequestError("invalid request"))
 
 
 def lookup(req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:

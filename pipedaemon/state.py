@@ -120,6 +120,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (profile, remote, upload_id)
     );
     """,
+    # 6: temporary files on a remote whose delete failed (the storage was down); the janitor
+    # retries them too.
+    """
+    CREATE TABLE pending_deletes (
+        profile TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        path TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (profile, remote, path)
+    );
+    """,
 ]
 
 

@@ -89,7 +89,8 @@ def test_s3_failing_for_good_gives_1008_and_leaves_nothing(s3_spec: dict[str, An
     assert keys == []
     # The storage refused even the abort; the janitor aborts it once the storage is back.
     register(client, "r", s3_spec)
-    assert client.call("daemon.cleanup", {}) == {"aborted": 1, "pending": 0}
+    swept = client.call("daemon.cleanup", {})
+    assert swept == {"aborted": 1, "pending": 0, "deleted": 0, "pending_deletes": 0}
     assert _no_uploads_left(s3_client, s3_spec)
 
 
@@ -274,3 +275,24 @@ async def test_upload_whose_resume_note_cannot_be_written_leaves_no_upload(
         await backend.close()
         await state.close()
     assert _no_uploads_left(s3_client, s3_spec)
+
+
+def test_temporary_file_the_storage_would_not_delete_is_deleted_later(
+        sftp_spec: dict[str, Any], client: PipeClient, tmp_path: Path) -> None:
+    """Found by the soak: an SFTP push broken for good left its temporary file on the server
+    (its one delete failed too). Now the janitor keeps it and deletes it once the server is back."""
+    src = tmp_path / "a.bin"
+    make_file(src, 20 * MiB, seed=5)
+    port = int(sftp_spec["options"]["port"])
+    # The first connection breaks 4 MiB into the upload; every later one is cut at once.
+    with FaultProxy(port, lambda n: ("reset_after_up", 4 * MiB) if n == 0 else ("reset_after", 0)) as proxy:
+        options = {**sftp_spec["options"], "port": proxy.port, "known_hosts": "accept-new", "connections": 1}
+        register(client, "r", {**sftp_spec, "options": options})
+        with pytest.raises(StorageError):
+            client.upload(src, remote="r", key="a.bin")
+    root = Path(sftp_spec["root"])
+    assert temp_leftovers(root), "the temporary file stayed: the server was gone"
+    register(client, "r", sftp_spec)  # the server is back
+    swept = client.call("daemon.cleanup", {})
+    assert swept == {"aborted": 0, "pending": 0, "deleted": 1, "pending_deletes": 0}
+    assert temp_leftovers(root) == [] and not (root / "a.bin").exists()

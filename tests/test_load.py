@@ -45,9 +45,10 @@ def box() -> Iterator[Sandbox]:
 
 
 def test_many_clients_while_jobs_run(box: Sandbox) -> None:
-    # The jobs' files are sized so they outlast the clients' requests (each job moves 1 MiB/s).
-    requests, file_mib = (200, 40) if SOAK else (25, 5)
-    cfg = LoadConfig(clients=64, requests=requests, jobs=16, file_mib=file_mib, job_bps=MiB, procs=4,
+    # Each job is held to its own bandwidth limit, and its file is large enough for parallel
+    # chunks (so jobs compete for stream slots) and to outlast the clients' requests.
+    requests, file_mib, bps = (200, 40, MiB) if SOAK else (25, 20, 4 * MiB)
+    cfg = LoadConfig(clients=64, requests=requests, jobs=16, file_mib=file_mib, job_bps=bps, procs=4,
                      sample_s=2.0)
     result = run_load(box.sock, box.st.pid, box.base, cfg)
     summary = result.summary()

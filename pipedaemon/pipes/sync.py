@@ -223,7 +223,10 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
         backend, _ = await svc.remotes.backend(*rp.remote_key, mode)
         tuning = ctx.tuning(f"{rp.remote_profile}/{rp.remote}", None, config["bwlimit_bps"])
         runner = Runner(svc, ctx, rp, opts, plan, view, backend, tuning)
-        moved = await runner.run(config["parallel_files"])
+        # Under the profile's bandwidth limit, files at once are bounded like a file's streams.
+        files_at_once = min(config["parallel_files"], tuning.streams) if config["bwlimit_bps"] else \
+            config["parallel_files"]
+        moved = await runner.run(files_at_once)
         await _record_unmoved(svc, rp, plan, view, opts)
     conflicts = plan.conflicts + runner.late_conflicts
     result: dict[str, Any] = {

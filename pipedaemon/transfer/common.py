@@ -24,6 +24,8 @@ TMP_MARK = ".pdpart"
 # than copying them to or from the page cache (it made up much of a many-small-file job).
 INLINE_IO = 128 << 10
 
+STREAM_RATE = 16 * MiB  # bytes/s one stream is counted on to carry (for limited jobs' stream counts)
+
 OnBytes = Callable[[int], None]  # new bytes moved (negative when a retry discards some)
 
 
@@ -36,8 +38,9 @@ class Tuning:
     limits: Limits | None = None  # the daemon's stream slots and bandwidth
     remote_key: str = ""  # which remote's stream slots to take
     bucket: TokenBucket = field(default_factory=TokenBucket)  # the job's own bandwidth limit
-    # Told of a multipart upload whose abort failed (remote_key, path, upload_id), to retry later.
-    orphan: Callable[[str, str, str], Awaitable[None]] | None = None
+    # Told of what could not be cleaned up, to retry later: (remote_key, path, upload_id) for a
+    # multipart upload whose abort failed, (remote_key, path, None) for a temporary file.
+    orphan: Callable[[str, str, str | None], Awaitable[None]] | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -47,10 +50,24 @@ class Tuning:
             async with self.limits.stream(self.remote_key):
                 yield
 
+    @property
+    def limited(self) -> bool:
+        """A bandwidth limit applies (the job's or the daemon's)."""
+        return self.bucket.rate > 0 or (self.limits is not None and self.limits.bucket.rate > 0)
+
     async def throttle(self, n: int) -> None:
         await self.bucket.take(n)
         if self.limits is not None:
             await self.limits.bucket.take(n)
+
+
+def streams_for(bwlimit_bps: float, default: int) -> int:
+    """Streams a job may hold at once. Under its own bandwidth limit no more than the limit can
+    keep busy: a job held to 1 MiB/s on 8 streams would sit on 8 of its remote's stream slots,
+    mostly waiting for its tokens, while other jobs got none (found by the load suite)."""
+    if bwlimit_bps <= 0:
+        return default
+    return max(1, min(default, math.ceil(bwlimit_bps / STREAM_RATE)))
 
 
 def chunk_size_for(size: int, override: int | None = None) -> int:

@@ -155,11 +155,14 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
 
     def sender(number: int, offset: int, length: int) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            data = await asyncio.to_thread(_pread_exact, src, offset, length)
-            digest = hashlib.md5(data).hexdigest()
+            digest = ""
 
             async def attempt() -> str:
+                nonlocal digest
                 async with tuning.slot():
+                    # Read under the slot: a part waiting for a slot holds no memory (bounded by
+                    # the daemon's streams x part size, however many jobs wait).
+                    data, digest = await asyncio.to_thread(_read_part, src, offset, length)
                     await tuning.throttle(length)
                     etag = await backend.mp_upload_part(dst, upload_id, number, data)
                     if etag != digest:  # the part arrived damaged: sent again by retry, once more
@@ -215,13 +218,23 @@ async def _complete(backend: Backend, dst: str, upload_id: str, parts: list[tupl
 
 async def _abort(backend: Backend, dst: str, upload_id: str, tuning: Tuning) -> None:
     """Abort a multipart upload; if the storage refuses, hand it to the janitor."""
+    await _tidy(lambda: backend.mp_abort(dst, upload_id), f"abort upload of {dst}", tuning, dst, upload_id)
+
+
+async def _discard(backend: Backend, tmp: str, tuning: Tuning) -> None:
+    """Delete a failed upload's temporary file; if the storage refuses, hand it to the janitor."""
+    await _tidy(lambda: backend.delete(tmp), f"delete {tmp}", tuning, tmp, None)
+
+
+async def _tidy(act: Callable[[], Awaitable[None]], what: str, tuning: Tuning, path: str,
+                upload_id: str | None) -> None:
     try:
-        await retry(lambda: backend.mp_abort(dst, upload_id), what=f"abort upload of {dst}", budget_s=5)
+        await retry(act, what=what, budget_s=5)
     except E.NotFoundError:
-        pass
-    except Exception:  # noqa: BLE001 - whatever failed, the upload must not be forgotten
+        pass  # already gone
+    except Exception:  # noqa: BLE001 - whatever failed, the leftover must not be forgotten
         if tuning.orphan is not None:
-            await tuning.orphan(tuning.remote_key, dst, upload_id)
+            await tuning.orphan(tuning.remote_key, path, upload_id)
 
 
 class _PartMismatch(E.ChecksumMismatchError):
@@ -260,6 +273,12 @@ async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object]
             await asyncio.shield(_abort(backend, dst, upload_id, tuning))
             raise
     return upload_id, {}
+
+
+def _read_part(src: Path, offset: int, length: int) -> tuple[bytes, str]:
+    """A part's bytes and their md5, both off the event loop (hashlib releases the GIL)."""
+    data = _pread_exact(src, offset, length)
+    return data, hashlib.md5(data).hexdigest()
 
 
 def _pread_exact(src: Path, offset: int, length: int) -> bytes:
@@ -325,8 +344,7 @@ async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_b
         await retry(attempt, what=f"upload {dst}")
         return await _publish(backend, tmp, dst, size, unchanged)
     except BaseException:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(backend.delete(tmp))
+        await asyncio.shield(_discard(backend, tmp, tuning))
         raise
 
 
@@ -353,17 +371,24 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
         offset, length = parts[idx]
 
         async def run() -> None:
-            data = await asyncio.to_thread(_pread_exact, src, offset, length)
+            # Under a bandwidth limit the chunk goes in pieces, so the limit and the progress
+            # move per MiB rather than in bursts of a whole chunk.
+            step = PIECE if tuning.limited else length or 1
+            count = _Counter(on_bytes)
 
             async def attempt() -> None:
-                async with tuning.slot():
-                    await tuning.throttle(length)
-                    await writer.write_at(offset, data)
+                count.rewind()
+                async with tuning.slot():  # read under the slot, as multipart parts are
+                    data = memoryview(await asyncio.to_thread(_pread_exact, src, offset, length))
+                    for at in range(0, length, step):
+                        piece = data[at:at + step]
+                        await tuning.throttle(len(piece))
+                        await writer.write_at(offset + at, piece)
+                        count(len(piece))
                     if resume is not None:  # before the slot is free: a kill costs at most the slots
                         await resume.mark(idx)
 
             await retry(attempt, what=f"upload {dst} at {offset}")
-            on_bytes(length)
 
         return run
 
@@ -375,8 +400,7 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
         entry = await _publish(backend, tmp, dst, size, unchanged)
     except BaseException:
         if resume is None or not resume.keep_partial():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(backend.delete(tmp))
+            await asyncio.shield(_discard(backend, tmp, tuning))
             if resume is not None:
                 await asyncio.shield(resume.clear())
         raise
@@ -413,6 +437,5 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
         _verify_size(entry, size, dst)
         return entry
     except BaseException:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(backend.delete(tmp))
+        await asyncio.shield(_discard(backend, tmp, tuning))
         raise
