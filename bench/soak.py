@@ -111,9 +111,9 @@ def load_table(rows: list[dict[str, Any]]) -> str:
                    f"{r['rss_base_mib']} / {r['rss_peak_mib']} MiB | {r['stalls']} |")
     lines = [*out, ""]
     for r in (r for r in rows if r["suite"] == "never_reads"):
-        lines.append(f"A client that never reads asked for {r['asked']} answers of {r['answer_mib']} MiB: "
-                     f"{r['delivered']} were delivered before the daemon disconnected it; the daemon's "
-                     f"memory grew by at most {r['grown_mib']} MiB meanwhile.")
+        lines.append(f"A client that does not read asked for {r['asked']} answers of {r['answer_mib']} MiB, "
+                     f"one after another: the daemon stopped reading its requests, and its memory grew "
+                     f"by at most {r['grown_mib']} MiB meanwhile.")
     return "\n".join(lines)
 
 

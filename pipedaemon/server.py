@@ -40,7 +40,7 @@ METHOD_MODULES = [
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
 MAX_CONNECTIONS = 8192  # clients at once before Busy (bounded by the open-files limit too)
-EVENT_DROP_BYTES = 1 << 20  # a client this far behind loses progress events, never answers
+EVENT_DROP_BYTES = 1 << 20  # a client this far behind is not read from and loses progress events
 MAX_BUFFER = 64 << 20  # a client this far behind is disconnected
 SHUTDOWN_GRACE = 2.0  # running jobs may finish this long, then are checkpointed
 
@@ -76,6 +76,11 @@ class Connection:
     async def serve(self) -> None:
         try:
             while not self.closed:
+                if self.writer.transport.get_write_buffer_size() > EVENT_DROP_BYTES:
+                    # Back-pressure: a client this far behind is not read from until it catches
+                    # up, so it cannot make us build answer after answer it does not take.
+                    await self.writer.drain()
+                    continue
                 try:
                     line = await self.reader.readuntil(b"\n")
                 except asyncio.LimitOverrunError:

@@ -8,8 +8,8 @@ schedule goes back to "pass" and the round is judged:
 
 - a job that succeeded: every file byte-identical on the other side;
 - a job that failed: a documented code (1008 retries exhausted, 1009 checksum); every
-  file under a final name is whole (byte-identical), no temporary name is left on
-  either side, and after ``daemon.cleanup`` no multipart upload is left on S3;
+  file under a final name is whole (byte-identical), and after ``daemon.cleanup`` (the
+  janitor's sweep) no temporary name is left on either side and no multipart upload on S3;
 - then the failed job is run again without faults and must finish byte-identical.
 """
 
@@ -208,6 +208,9 @@ class Round:
         for op, code in codes.items():
             assert code is None or code in DOCUMENTED, \
                 f"{where}: {op} failed with undocumented {code}: {self.errors}"
+        # What the storage refused to clean up while it failed (an abort, a temporary file's
+        # delete) is the janitor's; it runs at start, every 5 minutes and on daemon.cleanup.
+        self.client.call("daemon.cleanup", {})
         pushed = remote_files(self.storage, f"push{self.seed}/")
         pulled = local_files(pull_dir)
         for got, sent, op in ((pushed, push_files, "push"), (pulled, pull_files, "pull")):
@@ -219,7 +222,6 @@ class Round:
             if codes[op] is None:
                 assert set(got) == set(sent), f"{where}: {op} succeeded without {set(sent) - set(got)}"
         if self.storage.kind == "s3":
-            self.client.call("daemon.cleanup", {})
             listed = self.storage.s3.list_multipart_uploads(Bucket=self.storage.bucket).get("Uploads", [])
             uploads = [u["Key"] for u in listed if u["Key"].startswith(f"push{self.seed}/")]  # this round's
             assert uploads == [], f"{where}: multipart uploads left: {uploads}"

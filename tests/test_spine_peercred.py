@@ -33,7 +33,10 @@ except PermissionError:
     print(json.dumps({"connect": "EACCES"}))
     sys.exit(0)
 s.settimeout(30)
-s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"daemon.status"}\n')
+try:
+    s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"daemon.status"}\n')
+except (BrokenPipeError, ConnectionResetError):
+    pass  # the daemon may have answered and closed before the request left: its answer waits
 data = b""
 while True:
     try:

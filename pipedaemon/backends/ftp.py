@@ -283,8 +283,11 @@ class _Pool:
             client = await self._take()
             try:
                 yield client
-            except aioftp.StatusCodeError:
-                self.put(client)  # the server answered a refusal: still in step unless dirty
+            except aioftp.StatusCodeError as exc:
+                if _code(exc)[:1] in ("4", "5"):
+                    self.put(client)  # the server answered a refusal: still in step unless dirty
+                else:  # a positive reply we did not expect: an earlier one came late, out of step
+                    client.close()
                 raise
             except BaseException:
                 client.close()  # a wire error, a cancel, an abandoned transfer
@@ -462,7 +465,10 @@ class FTPBackend(Backend):
     # -- files -------------------------------------------------------------------------
     async def _stat(self, client: _Client, full: str, name: str) -> Entry:
         if self._use_mlsd and "MLST" in (self._feats or ()):
-            lines = (await client.command(f"MLST {full}", "2xx"))[1]
+            code, lines = await client.command(f"MLST {full}", "2xx")
+            if code != "250":  # found by the fault campaign: a late reply of an earlier command
+                raise TransientError(f"MLST answered {code}: the control channel was out of step",
+                                     {"path": name})
             fact_line = next((s for s in lines[1:] if s.startswith(" ")), "")
             entry = _mlsx_entry(fact_line.lstrip(), name)
             if entry is None:

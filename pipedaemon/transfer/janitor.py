@@ -109,5 +109,5 @@ async def start_service(daemon: Daemon) -> None:
 
 @rpc("daemon.cleanup", NoParams)
 async def daemon_cleanup(ctx: Context, p: NoParams) -> dict[str, Any]:
-    """Abort now the multipart uploads, and delete the temporary files, that failed earlier."""
+    """Finish now the clean-ups the storage refused earlier (multipart aborts, temporary files); counts."""
     return await ctx.daemon.services["janitor"].sweep()
