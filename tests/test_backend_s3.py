@@ -357,3 +357,22 @@ async def test_listing_and_head_times_agree(s3_spec: dict[str, Any], make_backen
     head = await b.stat(root + "t.txt")
     assert listed.mtime is not None and head.mtime is not None
     assert abs(listed.mtime - head.mtime) < 1.0  # the listing has milliseconds, the header seconds
+
+
+async def test_stray_uploads_are_aborted_even_when_the_first_sweep_is_cut(
+        s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
+    """After a CreateMultipartUpload whose answer was lost, the other uploads of the key are
+    swept; found by the soak: one cut sweep left such an upload for good. moto closes every
+    connection, so each request (and each botocore retry) is a connection of its own."""
+    from tests.faultproxy import FaultProxy
+
+    bucket = s3_spec["root"].rstrip("/")
+    stray = s3_client.create_multipart_upload(Bucket=bucket, Key="big.bin")["UploadId"]
+    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+    cut = {1, 2, 3, 4}  # 0: connect's listing; then the sweep's listing and botocore's retries of it
+    with FaultProxy(port, lambda n: ("reset_after", 1) if n in cut else ("pass",)) as proxy:
+        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        assert await b._abort_strays(bucket, "big.bin", None)
+        assert len(proxy.fired) == len(cut)
+    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert stray not in [u["UploadId"] for u in left] and left == []

@@ -23,6 +23,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge
+from pipedaemon.retry import retry
 from pipedaemon_sdk.errors import (
     AlreadyExistsError,
     AuthFailedError,
@@ -192,6 +193,7 @@ class S3Backend(Backend):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._create_failed: set[str] = set()  # paths whose last CreateMultipartUpload failed
+        self._strays: set[str] = set()  # paths whose stray uploads could not be aborted yet
 
     # -- lifecycle -------------------------------------------------------------
     def _config(self) -> AioConfig:
@@ -490,18 +492,37 @@ class S3Backend(Backend):
         upload_id = str(resp["UploadId"])
         if path in self._create_failed or resp.get("ResponseMetadata", {}).get("RetryAttempts"):
             self._create_failed.discard(path)
-            await self._abort_strays(bucket, key, upload_id)
+            if not await self._abort_strays(bucket, key, upload_id):
+                self._strays.add(path)  # tried again once this upload is completed or aborted
         return upload_id
 
-    async def _abort_strays(self, bucket: str, key: str, keep: str) -> None:
+    async def _abort_strays(self, bucket: str, key: str, keep: str | None) -> bool:
         """Abort the other uploads of ``key``: after a create whose answer was lost (ours, or
         botocore's retry of it) they are ours, and nobody would ever complete or abort them.
-        Best effort; a concurrent upload of the same key by someone else would be cut too."""
-        with contextlib.suppress(Exception):
-            listed = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
-            for up in listed.get("Uploads", []):
-                if up.get("Key") == key and up.get("UploadId") != keep:
-                    await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"])
+        Retried like any storage call (found by the soak: one failing sweep left an orphan);
+        False when the storage would not let us. A concurrent upload of the same key by
+        someone else would be cut too."""
+        async def sweep() -> None:
+            with error_edge(map_s3_error, f"{bucket}/{key}"):
+                listed = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+                for up in listed.get("Uploads", []):
+                    if up.get("Key") == key and up.get("UploadId") != keep:
+                        with contextlib.suppress(bce.ClientError):  # gone meanwhile (NoSuchUpload)
+                            await self.client.abort_multipart_upload(Bucket=bucket, Key=key,
+                                                                     UploadId=up["UploadId"])
+
+        try:
+            await retry(sweep, what=f"abort stray uploads of {key}", budget_s=10)
+        except DaemonError:
+            return False
+        return True
+
+    async def _retry_strays(self, path: str) -> None:
+        """After this path's upload is completed or aborted: its strays, if they are left."""
+        if path in self._strays:
+            bucket, key = split_path(path)
+            if await self._abort_strays(bucket, key, None):
+                self._strays.discard(path)
 
     async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
         bucket, key = split_path(path)
@@ -526,7 +547,9 @@ class S3Backend(Backend):
         with error_edge(map_s3_error, path):
             await self.client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
-            return _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
+            entry = _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
+        await self._retry_strays(path)
+        return entry
 
     async def mp_abort(self, path: str, upload_id: str) -> None:
         bucket, key = split_path(path)
@@ -536,6 +559,7 @@ class S3Backend(Backend):
             except bce.ClientError as exc:
                 if _code(exc) != "NoSuchUpload":  # already gone is what we wanted
                     raise
+        await self._retry_strays(path)
 
     async def list_buckets(self) -> list[str]:
         with error_edge(map_s3_error):
