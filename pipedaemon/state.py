@@ -190,13 +190,16 @@ class State:
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         await self._conn.executemany(sql, [tuple(r) for r in rows])
 
+    # A read runs to its end in one call on aiosqlite's thread. Stepped across awaits, its
+    # statement would hold a read transaction open while other coroutines use the same
+    # connection; a write then finds a stale snapshot and SQLite fails it at once with
+    # "database is locked", without the busy timeout (found by the load suite in CI).
     async def fetchone(self, sql: str, args: Iterable[Any] = ()) -> Any:
-        async with self._conn.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
+        rows = await self.fetchall(sql, args)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        async with self._conn.execute(sql, tuple(args)) as cur:
-            return list(await cur.fetchall())
+        return list(await self._conn.execute_fetchall(sql, tuple(args)))
 
     async def integrity_ok(self) -> bool:
         return (await self.fetchone("PRAGMA integrity_check"))[0] == "ok"

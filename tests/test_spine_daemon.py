@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import sqlite3
@@ -266,3 +267,39 @@ def test_serve_logs_to_stderr_and_file_once(pd_env: dict[str, Path]) -> None:
     log = (pd_env["home"] / "daemon.log").read_text()
     assert log.count("listening on") == 1 and log.count(" stopped") == 1
     close_started(st)
+
+
+async def test_state_writes_wait_while_reads_interleave(tmp_path: Path) -> None:
+    """Reads and writes of many coroutines on the state, while the pipes' connection writes
+    too: no write fails with "database is locked" (found by the load suite in CI: a read
+    left open by one coroutine made another's write fail at once, without waiting)."""
+    from pipedaemon.pipes.db import PipeDB
+
+    state = State(tmp_path / "state.db")
+    await state.open()
+    pipes = PipeDB(tmp_path / "state.db")
+    await pipes.open()
+    try:
+        await state.executemany("INSERT INTO jobs(id, kind, state, params, created_at, updated_at) "
+                                "VALUES (?, 'k', 'running', x'', 0, 0)", [(f"j{i}",) for i in range(50)])
+
+        async def reader(i: int) -> None:
+            for _ in range(40):
+                assert await state.fetchone("SELECT state FROM jobs WHERE id=?", (f"j{i % 50}",))
+                await state.fetchall("SELECT id FROM jobs")
+
+        async def writer(i: int) -> None:
+            for n in range(40):
+                await state.execute("UPDATE jobs SET updated_at=? WHERE id=?", (n, f"j{i}"))
+
+        async def other(i: int) -> None:
+            for n in range(40):
+                async with pipes.tx() as tx:
+                    await tx.execute("INSERT OR REPLACE INTO pipe_profiles VALUES (?, x'', ?)", (f"p{i}", n))
+
+        await asyncio.gather(*(f(i) for i in range(8) for f in (reader, writer, other)))
+        assert await state.fetchone("SELECT COUNT(*) FROM pipe_profiles") == (8,)
+        assert await state.integrity_ok()
+    finally:
+        await pipes.close()
+        await state.close()
