@@ -376,3 +376,57 @@ async def test_stray_uploads_are_aborted_even_when_the_first_sweep_is_cut(
         assert len(proxy.fired) == len(cut)
     left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert stray not in [u["UploadId"] for u in left] and left == []
+
+
+async def test_stray_uploads_are_aborted_even_when_their_abort_is_refused_for_a_while(
+        s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
+    """An abort answered 500 (and botocore's retry of it too) is tried again with the sweep;
+    found by the soak: the sweep took any error of an abort for "gone already"."""
+    from tests.faultproxy import FaultProxy
+
+    bucket = s3_spec["root"].rstrip("/")
+    stray = s3_client.create_multipart_upload(Bucket=bucket, Key="big.bin")["UploadId"]
+    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+    refused = {2, 3}  # 0: connect's listing; 1: the sweep's listing; 2, 3: the abort and its retry
+    with FaultProxy(port, lambda n: ("http_status", 500) if n in refused else ("pass",)) as proxy:
+        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        assert await b._abort_strays(bucket, "big.bin", None)
+        assert len(proxy.fired) == len(refused)
+    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert stray not in [u["UploadId"] for u in left] and left == []
+
+
+async def test_a_stray_the_server_makes_late_is_aborted_when_the_upload_completes(
+        s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
+    """The create's first answer is lost (botocore retries it): the other uploads of the key
+    are swept at once and again when ours completes, for a lost create the server carried
+    out only after the first sweep (here made by hand in between)."""
+    from tests.faultproxy import FaultProxy
+
+    bucket = s3_spec["root"].rstrip("/")
+    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+    with FaultProxy(port, lambda n: ("reset_after", 1) if n == 1 else ("pass",)) as proxy:
+        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        path = s3_spec["root"] + "late.bin"
+        ours = await b.mp_create(path)
+        assert len(proxy.fired) == 1
+        late = s3_client.create_multipart_upload(Bucket=bucket, Key="late.bin")["UploadId"]
+        etag = await b.mp_upload_part(path, ours, 1, b"abc")
+        await b.mp_complete(path, ours, [(1, etag)])
+    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert late not in [u["UploadId"] for u in left] and left == []
+    assert s3_client.get_object(Bucket=bucket, Key="late.bin")["Body"].read() == b"abc"
+
+
+async def test_a_clean_create_sweeps_nothing(s3_spec: dict[str, Any], make_backend: Factory,
+                                            s3_client: Any) -> None:
+    """Without a lost answer, another upload of the same key (another program's) is left alone."""
+    bucket = s3_spec["root"].rstrip("/")
+    theirs = s3_client.create_multipart_upload(Bucket=bucket, Key="shared.bin")["UploadId"]
+    b = await make_backend(s3_spec)
+    path = s3_spec["root"] + "shared.bin"
+    ours = await b.mp_create(path)
+    etag = await b.mp_upload_part(path, ours, 1, b"abc")
+    await b.mp_complete(path, ours, [(1, etag)])
+    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [theirs]

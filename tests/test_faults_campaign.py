@@ -44,8 +44,9 @@ def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
         try:
             yield c
         finally:  # the daemon's log outlives the test's home, for a failure's post-mortem
-            with contextlib.suppress(OSError):
-                shutil.copy(pd_env["home"] / "daemon.log", tmp_path / "daemon.log")
+            for log in pd_env["home"].glob("daemon.log*"):  # rotated ones too: a soak writes many
+                with contextlib.suppress(OSError):
+                    shutil.copy(log, tmp_path / log.name)
         c.shutdown()
 
 

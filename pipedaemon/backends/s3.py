@@ -492,8 +492,10 @@ class S3Backend(Backend):
         upload_id = str(resp["UploadId"])
         if path in self._create_failed or resp.get("ResponseMetadata", {}).get("RetryAttempts"):
             self._create_failed.discard(path)
-            if not await self._abort_strays(bucket, key, upload_id):
-                self._strays.add(path)  # tried again once this upload is completed or aborted
+            await self._abort_strays(bucket, key, upload_id)
+            # Swept again once this upload is completed or aborted: the first sweep may have
+            # been refused, or may have run before a busy server made the lost upload.
+            self._strays.add(path)
         return upload_id
 
     async def _abort_strays(self, bucket: str, key: str, keep: str | None) -> bool:
@@ -507,9 +509,7 @@ class S3Backend(Backend):
                 listed = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
                 for up in listed.get("Uploads", []):
                     if up.get("Key") == key and up.get("UploadId") != keep:
-                        with contextlib.suppress(bce.ClientError):  # gone meanwhile (NoSuchUpload)
-                            await self.client.abort_multipart_upload(Bucket=bucket, Key=key,
-                                                                     UploadId=up["UploadId"])
+                        await self._abort_upload(bucket, key, up["UploadId"])
 
         try:
             await retry(sweep, what=f"abort stray uploads of {key}", budget_s=10)
@@ -554,12 +554,17 @@ class S3Backend(Backend):
     async def mp_abort(self, path: str, upload_id: str) -> None:
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):
-            try:
-                await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            except bce.ClientError as exc:
-                if _code(exc) != "NoSuchUpload":  # already gone is what we wanted
-                    raise
+            await self._abort_upload(bucket, key, upload_id)
         await self._retry_strays(path)
+
+    async def _abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Abort one upload; already gone is what we wanted. Any other refusal (a 500, a
+        503) is raised: taken for "gone", it once left a stray upload for good (the soak)."""
+        try:
+            await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except bce.ClientError as exc:
+            if _code(exc) != "NoSuchUpload":
+                raise
 
     async def list_buckets(self) -> list[str]:
         with error_edge(map_s3_error):
