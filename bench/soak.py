@@ -65,9 +65,10 @@ def faults_table(rows: list[dict[str, Any]]) -> str:
         kinds += f"; and {dropped} open connections reset between runs" if dropped else ""
         fired = sum(faults.values())
         broken = len(r.get("violations", []))
-        out.append(f"| {r['protocol']} | {r['runs']} | {r['jobs']} | {ok} | {failed} | {r['healed']} | "
+        name = r["protocol"] + (f" ({r['note']})" if r.get("note") else "")  # e.g. a re-run after a fix
+        out.append(f"| {name} | {r['runs']} | {r['jobs']} | {ok} | {failed} | {r['healed']} | "
                    f"{broken} | {r['connections']} | {r['assigned']} | {fired} ({kinds}) |")
-    broken = [f"- {r['protocol']} {v[:300]}" for r in rows for v in r.get("violations", [])]
+    broken = [f"- {v[:300]}" for r in rows for v in r.get("violations", [])]
     return "\n".join(out + (["", *broken] if broken else []))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import io
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,19 @@ class Round:
                 self.tally.healed += 1
         healthy: dict[str, int | None] = {"push": None, "pull": None}
         self._judge(healthy, push_pipe.dirpath, pull_pipe.dirpath, push_files, pull_files)
+        self._discard(push_pipe.dirpath, pull_pipe.dirpath, up, dn)
+
+    def _discard(self, push_dir: Path, pull_dir: Path, *pipes: str) -> None:
+        """A round that kept every rule leaves nothing behind: 200 rounds kept 12 GB per
+        protocol and filled the disk mid-soak. A round that broke one keeps its files."""
+        prefixes = (f"push{self.seed}/", f"pull{self.seed}/")
+        for name in self.storage.names():
+            if name.startswith(prefixes):
+                self.storage.delete(name)
+        for folder in (push_dir, pull_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        for pipe in pipes:
+            self.client.delete_pipe(pipe)
 
     def _judge(self, codes: dict[str, int | None], push_dir: Path, pull_dir: Path,
                push_files: dict[str, bytes], pull_files: dict[str, bytes]) -> None:
