@@ -161,6 +161,9 @@ class Remotes:
             backend = self._open.pop(key)
             await backend.close()
 
+    def open_backends(self) -> list[Backend]:
+        return list(self._open.values())
+
     async def drop(self, profile: str, name: str) -> None:
         """Forget open backends of a remote (after a connection-level failure)."""
         await self._evict(profile, name)

@@ -187,6 +187,9 @@ class Round:
             codes = {op: _outcome(job, self.errors) for op, job in jobs.items()}
         finally:
             self.proxy.set_schedule(lambda n: ("pass",))
+        # A stalled connection still holds what the daemon sent on it; at its end the server may
+        # act on it (moto runs a request whose headers were cut): let that land before judging.
+        self.proxy.wait_quiet(STALL_S + 5)
         self.tally.connections += self.proxy.connections - start
         self.tally.assigned += len(self.proxy.faults) - assigned
         for a in self.proxy.fired[fired:]:
@@ -237,7 +240,8 @@ class Round:
                 assert set(got) == set(sent), f"{where}: {op} succeeded without {set(sent) - set(got)}"
         if self.storage.kind == "s3":
             listed = self.storage.s3.list_multipart_uploads(Bucket=self.storage.bucket).get("Uploads", [])
-            uploads = [u["Key"] for u in listed if u["Key"].startswith(f"push{self.seed}/")]  # this round's
+            uploads = [(u["Key"], u["UploadId"]) for u in listed
+                       if u["Key"].startswith(f"push{self.seed}/")]  # this round's
             assert uploads == [], f"{where}: multipart uploads left: {uploads}"
 
 

@@ -31,6 +31,7 @@ import contextlib
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,7 @@ class FaultProxy:
         self.fired: list[Action] = []  # actions that took effect (a reset within the bytes sent, ...)
         self.bytes_up = 0  # bytes forwarded client -> server, and server -> client
         self._live: set[asyncio.StreamWriter] = set()  # client sides of open connections
+        self._stalled: set[asyncio.StreamWriter] = set()  # of them, those handed a stall
         self.bytes_down = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -119,15 +121,24 @@ class FaultProxy:
         up = asyncio.ensure_future(self._pipe(cr, sw, action, upstream=True))
         down = asyncio.ensure_future(self._pipe(sr, cw, action, upstream=False, ftp_control=control))
         self._live.add(cw)
+        if action[0].startswith("stall"):
+            self._stalled.add(cw)
         try:
             await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._live.discard(cw)
+            self._stalled.discard(cw)
             for t in (up, down):
                 t.cancel()
             for w in (sw, cw):
                 with contextlib.suppress(Exception):
                     w.close()
+
+    def wait_quiet(self, timeout: float) -> None:
+        """Until no connection handed a stall is open any more (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while self._stalled and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def drop_all(self) -> int:
         """Reset every connection open now (as a server or middlebox dropping idle ones); how many."""

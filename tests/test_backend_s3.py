@@ -372,7 +372,7 @@ async def test_stray_uploads_are_aborted_even_when_the_first_sweep_is_cut(
     cut = {1, 2, 3, 4}  # 0: connect's listing; then the sweep's listing and botocore's retries of it
     with FaultProxy(port, lambda n: ("reset_after", 1) if n in cut else ("pass",)) as proxy:
         b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
-        assert await b._abort_strays(bucket, "big.bin", None)
+        assert await b._abort_strays(bucket, "big.bin") == 1
         assert len(proxy.fired) == len(cut)
     left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert stray not in [u["UploadId"] for u in left] and left == []
@@ -390,7 +390,7 @@ async def test_stray_uploads_are_aborted_even_when_their_abort_is_refused_for_a_
     refused = {2, 3}  # 0: connect's listing; 1: the sweep's listing; 2, 3: the abort and its retry
     with FaultProxy(port, lambda n: ("http_status", 500) if n in refused else ("pass",)) as proxy:
         b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
-        assert await b._abort_strays(bucket, "big.bin", None)
+        assert await b._abort_strays(bucket, "big.bin") == 1
         assert len(proxy.fired) == len(refused)
     left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert stray not in [u["UploadId"] for u in left] and left == []
@@ -430,3 +430,26 @@ async def test_a_clean_create_sweeps_nothing(s3_spec: dict[str, Any], make_backe
     await b.mp_complete(path, ours, [(1, etag)])
     left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in left] == [theirs]
+
+
+async def test_the_janitor_aborts_a_stray_that_lands_after_the_upload_completed(
+        s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
+    """Found by the soak: a lost create held by the network reached the server seconds after
+    our upload had completed. tidy() (the janitor's sweep) aborts it, and never one of our
+    own uploads still in flight."""
+    from tests.faultproxy import FaultProxy
+
+    bucket = s3_spec["root"].rstrip("/")
+    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+    with FaultProxy(port, lambda n: ("reset_after", 1) if n == 1 else ("pass",)) as proxy:
+        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        path = s3_spec["root"] + "landed.bin"
+        first = await b.mp_create(path)
+        await b.mp_complete(path, first, [(1, await b.mp_upload_part(path, first, 1, b"abc"))])
+        late = s3_client.create_multipart_upload(Bucket=bucket, Key="landed.bin")["UploadId"]
+        again = await b.mp_create(path)  # the next upload of that key, in flight during the sweep
+        assert await b.tidy() == 1
+        left = [u["UploadId"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+        assert late not in left and left == [again]
+        await b.mp_abort(path, again)
+        assert await b.tidy() == 0

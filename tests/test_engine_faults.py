@@ -90,7 +90,7 @@ def test_s3_failing_for_good_gives_1008_and_leaves_nothing(s3_spec: dict[str, An
     # The storage refused even the abort; the janitor aborts it once the storage is back.
     register(client, "r", s3_spec)
     swept = client.call("daemon.cleanup", {})
-    assert swept == {"aborted": 1, "pending": 0, "deleted": 0, "pending_deletes": 0}
+    assert swept == {"aborted": 1, "pending": 0, "deleted": 0, "pending_deletes": 0, "strays": 0}
     assert _no_uploads_left(s3_client, s3_spec)
 
 
@@ -294,5 +294,5 @@ def test_temporary_file_the_storage_would_not_delete_is_deleted_later(
     assert temp_leftovers(root), "the temporary file stayed: the server was gone"
     register(client, "r", sftp_spec)  # the server is back
     swept = client.call("daemon.cleanup", {})
-    assert swept == {"aborted": 0, "pending": 0, "deleted": 1, "pending_deletes": 0}
+    assert swept == {"aborted": 0, "pending": 0, "deleted": 1, "pending_deletes": 0, "strays": 0}
     assert temp_leftovers(root) == [] and not (root / "a.bin").exists()

@@ -80,6 +80,11 @@ class Backend(ABC):
         """Endpoint or identity for check_remote; never a secret."""
         return self.protocol
 
+    async def tidy(self) -> int:
+        """Clean up what this backend knows it may have left on the storage; how many.
+        The janitor calls it on every open backend at each sweep."""
+        return 0
+
     # -- required --------------------------------------------------------------
     @abstractmethod
     def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:

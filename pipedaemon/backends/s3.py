@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import email.utils
 import math
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -44,6 +45,7 @@ MAX_SINGLE_COPY = 5 * GiB  # CopyObject limit; above it UploadPartCopy
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_COPY_PART_SIZE = 512 * MiB
 READ_CHUNK = 1 * MiB
+STRAY_WATCH_S = 1800.0  # how long the janitor sweeps a key after an uncertain create
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "NotFound", "404"}
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -193,7 +195,10 @@ class S3Backend(Backend):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._create_failed: set[str] = set()  # paths whose last CreateMultipartUpload failed
-        self._strays: set[str] = set()  # paths whose stray uploads could not be aborted yet
+        # Paths whose CreateMultipartUpload was uncertain (an answer lost), and since when: a
+        # lost create can reach the server late (held by the network), after every sweep.
+        self._strays: dict[str, float] = {}
+        self._active: set[str] = set()  # our uploads not completed or aborted yet: never swept
 
     # -- lifecycle -------------------------------------------------------------
     def _config(self) -> AioConfig:
@@ -490,42 +495,60 @@ class S3Backend(Backend):
                 self._create_failed.add(path)  # the server may have made an upload whose id we never saw
                 raise
         upload_id = str(resp["UploadId"])
+        self._active.add(upload_id)
         if path in self._create_failed or resp.get("ResponseMetadata", {}).get("RetryAttempts"):
             self._create_failed.discard(path)
-            await self._abort_strays(bucket, key, upload_id)
-            # Swept again once this upload is completed or aborted: the first sweep may have
-            # been refused, or may have run before a busy server made the lost upload.
-            self._strays.add(path)
+            # Swept now, again once this upload is completed or aborted, and by the janitor for
+            # STRAY_WATCH_S: the first sweep may be refused, or run before a late create lands.
+            self._strays[path] = time.monotonic()
+            await self._abort_strays(bucket, key)
         return upload_id
 
-    async def _abort_strays(self, bucket: str, key: str, keep: str | None) -> bool:
-        """Abort the other uploads of ``key``: after a create whose answer was lost (ours, or
-        botocore's retry of it) they are ours, and nobody would ever complete or abort them.
-        Retried like any storage call (found by the soak: one failing sweep left an orphan);
-        False when the storage would not let us. A concurrent upload of the same key by
-        someone else would be cut too."""
+    async def tidy(self) -> int:
+        """The janitor's sweep of the keys whose create was uncertain lately."""
+        now = time.monotonic()
+        for path, since in list(self._strays.items()):
+            if now - since > STRAY_WATCH_S:
+                del self._strays[path]
+        swept = 0
+        for path in list(self._strays):
+            bucket, key = split_path(path)
+            swept += await self._abort_strays(bucket, key) or 0
+        return swept
+
+    async def _abort_strays(self, bucket: str, key: str) -> int | None:
+        """Abort the uploads of ``key`` that are not ours in flight; how many (None when the
+        storage would not let us). After a create whose answer was lost (ours, or botocore's
+        retry of it) they are ours, and nobody would ever complete or abort them. Retried like
+        any storage call (found by the soak: one failing sweep left an orphan). A concurrent
+        upload of the same key by someone else would be cut too."""
+        aborted = 0
+
         async def sweep() -> None:
+            nonlocal aborted
             with error_edge(map_s3_error, f"{bucket}/{key}"):
                 listed = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
                 for up in listed.get("Uploads", []):
-                    if up.get("Key") == key and up.get("UploadId") != keep:
+                    if up.get("Key") == key and up.get("UploadId") not in self._active:
                         await self._abort_upload(bucket, key, up["UploadId"])
+                        aborted += 1
 
         try:
             await retry(sweep, what=f"abort stray uploads of {key}", budget_s=10)
         except DaemonError:
-            return False
-        return True
+            return None
+        return aborted
 
-    async def _retry_strays(self, path: str) -> None:
-        """After this path's upload is completed or aborted: its strays, if they are left."""
+    async def _retry_strays(self, path: str, upload_id: str) -> None:
+        """After this path's upload is completed or aborted: its strays, if any are left."""
+        self._active.discard(upload_id)
         if path in self._strays:
             bucket, key = split_path(path)
-            if await self._abort_strays(bucket, key, None):
-                self._strays.discard(path)
+            await self._abort_strays(bucket, key)
 
     async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
         bucket, key = split_path(path)
+        self._active.add(upload_id)  # also one resumed from a note, never created here
         with error_edge(map_s3_error, path):
             resp = await self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
                                                  PartNumber=part_number, Body=data)
@@ -533,6 +556,7 @@ class S3Backend(Backend):
 
     async def mp_parts(self, path: str, upload_id: str) -> dict[int, tuple[str, int]]:
         bucket, key = split_path(path)
+        self._active.add(upload_id)
         parts: dict[int, tuple[str, int]] = {}
         with error_edge(map_s3_error, path):
             paginator = self.client.get_paginator("list_parts")
@@ -548,14 +572,14 @@ class S3Backend(Backend):
             await self.client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
             entry = _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
-        await self._retry_strays(path)
+        await self._retry_strays(path, upload_id)
         return entry
 
     async def mp_abort(self, path: str, upload_id: str) -> None:
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):
             await self._abort_upload(bucket, key, upload_id)
-        await self._retry_strays(path)
+        await self._retry_strays(path, upload_id)
 
     async def _abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Abort one upload; already gone is what we wanted. Any other refusal (a 500, a

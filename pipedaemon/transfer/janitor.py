@@ -60,7 +60,14 @@ class Janitor:
         deleted = await self._sweep("pending_deletes", "path", "delete of {0}", _delete_temp)
         left = [int((await self.daemon.state.fetchone(f"SELECT COUNT(*) FROM {table}"))[0])
                 for table in ("pending_aborts", "pending_deletes")]
-        return {"aborted": aborted, "pending": left[0], "deleted": deleted, "pending_deletes": left[1]}
+        strays = 0
+        for backend in self.daemon.services["remotes"].open_backends():
+            try:  # e.g. S3 uploads made by a create whose answer was lost, landing late
+                strays += await backend.tidy()
+            except E.DaemonError as err:
+                log.info("tidying %s failed: %s", backend.describe(), err.message)
+        return {"aborted": aborted, "pending": left[0], "deleted": deleted, "pending_deletes": left[1],
+                "strays": strays}
 
     async def _sweep(self, table: str, key: str, what: str, act: Any) -> int:
         """Retry each remembered chore of ``table``; forget it once done (or found done)."""
