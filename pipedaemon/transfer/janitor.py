@@ -116,5 +116,5 @@ async def start_service(daemon: Daemon) -> None:
 
 @rpc("daemon.cleanup", NoParams)
 async def daemon_cleanup(ctx: Context, p: NoParams) -> dict[str, Any]:
-    """Finish now the clean-ups the storage refused earlier (multipart aborts, temporary files); counts."""
+    """Finish now the clean-ups left to the janitor (multipart aborts, temporary files, S3 strays); counts."""
     return await ctx.daemon.services["janitor"].sweep()
