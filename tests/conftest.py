@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -55,3 +56,11 @@ def pytest_terminal_summary(terminalreporter: object) -> None:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(msg: str) -> NoReturn:
+    """A server or tool a test needs is missing: under CI that fails the run, never a skip;
+    on a developer's machine the test is skipped, saying what is missing."""
+    if in_ci():
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)

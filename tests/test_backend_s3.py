@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -359,62 +360,65 @@ async def test_listing_and_head_times_agree(s3_spec: dict[str, Any], make_backen
     assert abs(listed.mtime - head.mtime) < 1.0  # the listing has milliseconds, the header seconds
 
 
+def uploads_left(s3_client: Any, bucket: str) -> list[str]:
+    return [u["UploadId"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+@contextlib.asynccontextmanager
+async def proxied(s3_spec: dict[str, Any], make_backend: Factory,
+                  faults: dict[int, tuple[Any, ...]]) -> AsyncIterator[tuple[S3Backend, Any]]:
+    """A backend reaching moto through a fault proxy that gives connection n ``faults[n]``.
+    moto closes every connection, so each request (and each botocore retry) is one of its own;
+    connection 0 is connect()'s listing."""
+    from tests.faultproxy import FaultProxy
+
+    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
+    with FaultProxy(port, lambda n: faults.get(n, ("pass",))) as proxy:
+        yield await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}"), proxy
+
+
 async def test_stray_uploads_are_aborted_even_when_the_first_sweep_is_cut(
         s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
     """After a CreateMultipartUpload whose answer was lost, the other uploads of the key are
-    swept; found by the soak: one cut sweep left such an upload for good. moto closes every
-    connection, so each request (and each botocore retry) is a connection of its own."""
-    from tests.faultproxy import FaultProxy
-
+    swept; found by the soak: one cut sweep left such an upload for good."""
     bucket = s3_spec["root"].rstrip("/")
-    stray = s3_client.create_multipart_upload(Bucket=bucket, Key="big.bin")["UploadId"]
-    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
-    cut = {1, 2, 3, 4}  # 0: connect's listing; then the sweep's listing and botocore's retries of it
-    with FaultProxy(port, lambda n: ("reset_after", 1) if n in cut else ("pass",)) as proxy:
-        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+    s3_client.create_multipart_upload(Bucket=bucket, Key="big.bin")
+    cut = {n: ("reset_after", 1) for n in (1, 2, 3, 4)}  # the sweep's listing and botocore's retries
+    async with proxied(s3_spec, make_backend, cut) as (b, proxy):
         assert await b._abort_strays(bucket, "big.bin") == 1
         assert len(proxy.fired) == len(cut)
-    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert stray not in [u["UploadId"] for u in left] and left == []
+    assert uploads_left(s3_client, bucket) == []
 
 
 async def test_stray_uploads_are_aborted_even_when_their_abort_is_refused_for_a_while(
         s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
     """An abort answered 500 (and botocore's retry of it too) is tried again with the sweep;
     found by the soak: the sweep took any error of an abort for "gone already"."""
-    from tests.faultproxy import FaultProxy
-
     bucket = s3_spec["root"].rstrip("/")
-    stray = s3_client.create_multipart_upload(Bucket=bucket, Key="big.bin")["UploadId"]
-    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
-    refused = {2, 3}  # 0: connect's listing; 1: the sweep's listing; 2, 3: the abort and its retry
-    with FaultProxy(port, lambda n: ("http_status", 500) if n in refused else ("pass",)) as proxy:
-        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+    s3_client.create_multipart_upload(Bucket=bucket, Key="big.bin")
+    refused = {n: ("http_status", 500) for n in (2, 3)}  # 1: the sweep's listing; 2, 3: the abort, its retry
+    async with proxied(s3_spec, make_backend, refused) as (b, proxy):
         assert await b._abort_strays(bucket, "big.bin") == 1
         assert len(proxy.fired) == len(refused)
-    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert stray not in [u["UploadId"] for u in left] and left == []
+    assert uploads_left(s3_client, bucket) == []
+
+
+LOST_CREATE = {1: ("reset_after", 1)}  # the first answer to CreateMultipartUpload: botocore retries
 
 
 async def test_a_stray_the_server_makes_late_is_aborted_when_the_upload_completes(
         s3_spec: dict[str, Any], make_backend: Factory, s3_client: Any) -> None:
-    """The create's first answer is lost (botocore retries it): the other uploads of the key
-    are swept at once and again when ours completes, for a lost create the server carried
-    out only after the first sweep (here made by hand in between)."""
-    from tests.faultproxy import FaultProxy
-
+    """The create's first answer is lost: the other uploads of the key are swept at once and
+    again when ours completes, for a lost create the server carried out only after the first
+    sweep (here made by hand in between)."""
     bucket = s3_spec["root"].rstrip("/")
-    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
-    with FaultProxy(port, lambda n: ("reset_after", 1) if n == 1 else ("pass",)) as proxy:
-        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
-        path = s3_spec["root"] + "late.bin"
+    path = s3_spec["root"] + "late.bin"
+    async with proxied(s3_spec, make_backend, LOST_CREATE) as (b, proxy):
         ours = await b.mp_create(path)
         assert len(proxy.fired) == 1
-        late = s3_client.create_multipart_upload(Bucket=bucket, Key="late.bin")["UploadId"]
-        etag = await b.mp_upload_part(path, ours, 1, b"abc")
-        await b.mp_complete(path, ours, [(1, etag)])
-    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert late not in [u["UploadId"] for u in left] and left == []
+        s3_client.create_multipart_upload(Bucket=bucket, Key="late.bin")
+        await b.mp_complete(path, ours, [(1, await b.mp_upload_part(path, ours, 1, b"abc"))])
+    assert uploads_left(s3_client, bucket) == []
     assert s3_client.get_object(Bucket=bucket, Key="late.bin")["Body"].read() == b"abc"
 
 
@@ -426,10 +430,8 @@ async def test_a_clean_create_sweeps_nothing(s3_spec: dict[str, Any], make_backe
     b = await make_backend(s3_spec)
     path = s3_spec["root"] + "shared.bin"
     ours = await b.mp_create(path)
-    etag = await b.mp_upload_part(path, ours, 1, b"abc")
-    await b.mp_complete(path, ours, [(1, etag)])
-    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert [u["UploadId"] for u in left] == [theirs]
+    await b.mp_complete(path, ours, [(1, await b.mp_upload_part(path, ours, 1, b"abc"))])
+    assert uploads_left(s3_client, bucket) == [theirs]
 
 
 async def test_the_janitor_aborts_a_stray_that_lands_after_the_upload_completed(
@@ -437,19 +439,14 @@ async def test_the_janitor_aborts_a_stray_that_lands_after_the_upload_completed(
     """Found by the soak: a lost create held by the network reached the server seconds after
     our upload had completed. tidy() (the janitor's sweep) aborts it, and never one of our
     own uploads still in flight."""
-    from tests.faultproxy import FaultProxy
-
     bucket = s3_spec["root"].rstrip("/")
-    port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
-    with FaultProxy(port, lambda n: ("reset_after", 1) if n == 1 else ("pass",)) as proxy:
-        b = await make_backend(s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
-        path = s3_spec["root"] + "landed.bin"
+    path = s3_spec["root"] + "landed.bin"
+    async with proxied(s3_spec, make_backend, LOST_CREATE) as (b, _):
         first = await b.mp_create(path)
         await b.mp_complete(path, first, [(1, await b.mp_upload_part(path, first, 1, b"abc"))])
-        late = s3_client.create_multipart_upload(Bucket=bucket, Key="landed.bin")["UploadId"]
+        s3_client.create_multipart_upload(Bucket=bucket, Key="landed.bin")
         again = await b.mp_create(path)  # the next upload of that key, in flight during the sweep
         assert await b.tidy() == 1
-        left = [u["UploadId"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-        assert late not in left and left == [again]
+        assert uploads_left(s3_client, bucket) == [again]
         await b.mp_abort(path, again)
         assert await b.tidy() == 0

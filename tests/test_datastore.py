@@ -271,7 +271,9 @@ def test_upload_download(client: PipeClient, spec: dict[str, Any], tmp_path: Pat
     up = client.upload(src, remote=REMOTE, key="reports/2024/report.csv")
     assert isinstance(up, UploadResult)
     assert (up.key, up.size, up.remote) == ("reports/2024/report.csv", 50_000, REMOTE)
-    assert up.elapsed_s >= 0
+    # The daemon's own record of the job, as job.list answers it, is what the SDK returned.
+    [job] = [j for j in client.jobs() if j.kind == "transfer.upload"]
+    assert (job.result["key"], job.result["elapsed_s"]) == (up.key, up.elapsed_s)
     into = tmp_path / "into"
     into.mkdir()
     down = client.download(remote=REMOTE, key="reports/2024/report.csv", dest=str(into) + "/")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import AsyncPipeClient, DaemonConnectionError, PipeClient
-from tests.conftest import in_ci
+from tests.conftest import unavailable
 from tests.spine_helpers import Started, close_started, pd_cmd, ping_ok, reaper, start_serve
 
 __all__ = ["reaper"]
@@ -53,9 +53,7 @@ print(json.dumps({"connect": "ok", "received": data.decode()}))
 def other_user() -> tuple[int, int]:
     """uid and gid of a user that is not us; created when we are root."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        if in_ci():
-            pytest.fail("peer-credential tests need root and setpriv in CI")
-        pytest.skip("needs root and setpriv to act as another user")
+        unavailable("the peer-credential tests need root and setpriv to act as another user")
     try:
         pw = pwd.getpwnam(USER)
     except KeyError:

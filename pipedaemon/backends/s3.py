@@ -539,8 +539,9 @@ class S3Backend(Backend):
             return None
         return aborted
 
-    async def _retry_strays(self, path: str, upload_id: str) -> None:
-        """After this path's upload is completed or aborted: its strays, if any are left."""
+    async def _upload_ended(self, path: str, upload_id: str) -> None:
+        """This upload of ``path`` was completed or aborted: sweep the key again if its create
+        was uncertain."""
         self._active.discard(upload_id)
         if path in self._strays:
             bucket, key = split_path(path)
@@ -572,14 +573,14 @@ class S3Backend(Backend):
             await self.client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
             entry = _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
-        await self._retry_strays(path, upload_id)
+        await self._upload_ended(path, upload_id)
         return entry
 
     async def mp_abort(self, path: str, upload_id: str) -> None:
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):
             await self._abort_upload(bucket, key, upload_id)
-        await self._retry_strays(path, upload_id)
+        await self._upload_ended(path, upload_id)
 
     async def _abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Abort one upload; already gone is what we wanted. Any other refusal (a 500, a

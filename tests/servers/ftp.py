@@ -27,9 +27,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
+
+from tests.conftest import unavailable
 
 USER = "pipe"
 PASSWORD = "s3cret-pass"
@@ -69,17 +71,6 @@ class FTPServer:
             options.update(tls=True, tls_cafile=self.cafile)
         return {"protocol": "ftp", "options": options, "credentials": {"password": self.password},
                 "root": root}
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _fail_or_skip(msg: str) -> NoReturn:
-    # In CI a server that does not start is a broken run, never a silent skip.
-    if _in_ci():
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 def _free_port() -> int:
@@ -196,6 +187,7 @@ def _start_pyftpdlib(base: Path, *, tls: bool = False, legacy: bool = False) -> 
         args.append("--legacy")
     log = base / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}  # slow in the server
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this file imports tests.conftest
     with log.open("wb") as out:
         proc = _spawn(args, stdout=subprocess.PIPE, stderr=out, env=env)
     try:
@@ -209,7 +201,7 @@ def _start_pyftpdlib(base: Path, *, tls: bool = False, legacy: bool = False) -> 
         _wait_banner(port, proc, log, BANNER.encode())
     except (RuntimeError, OSError, ValueError) as exc:
         _stop(proc)
-        _fail_or_skip(f"pyftpdlib failed to start: {exc}")
+        unavailable(f"pyftpdlib failed to start: {exc}")
     except BaseException:  # a pytest-timeout or Ctrl-C while waiting: never leave the child behind
         _stop(proc)
         raise
@@ -303,9 +295,9 @@ def _pure_users(base: Path, root: Path, owner: tuple[int, int]) -> Path:
 
 def _start_pureftpd(base: Path) -> Iterator[FTPServer]:
     if not Path(PURE_FTPD).exists() or not (shutil.which("pure-pw") and shutil.which("openssl")):
-        _fail_or_skip("pure-ftpd (with pure-pw and openssl) is not installed")
+        unavailable("pure-ftpd (with pure-pw and openssl) is not installed")
     if os.geteuid() != 0:
-        _fail_or_skip("pure-ftpd needs root here: it chroots its virtual users")
+        unavailable("pure-ftpd needs root here: it chroots its virtual users")
     owner = _pure_owner()
     root = base / "root"
     root.mkdir()
@@ -314,7 +306,7 @@ def _start_pureftpd(base: Path) -> Iterator[FTPServer]:
     try:
         pdb = _pure_users(base, root, owner)
     except (subprocess.CalledProcessError, OSError) as exc:
-        _fail_or_skip(f"pure-pw failed: {exc}")
+        unavailable(f"pure-pw failed: {exc}")
     proc, error = None, None
     for _attempt in range(3):  # the control port is picked before pure-ftpd binds it: retry a race
         port = _free_port()
@@ -340,7 +332,7 @@ def _start_pureftpd(base: Path) -> Iterator[FTPServer]:
             _stop(proc)
             raise
     if proc is None:
-        _fail_or_skip(f"pure-ftpd failed to start: {error}")
+        unavailable(f"pure-ftpd failed to start: {error}")
     try:
         yield FTPServer("127.0.0.1", port, USER, PASSWORD, root, owner=owner)
     finally:

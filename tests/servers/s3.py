@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests import secret_scan
-from tests.conftest import in_ci
+from tests.conftest import unavailable
 
 REGION = "us-east-1"
 FAKE_KEY_ID = "testing"
@@ -144,12 +144,6 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(timeout=10)
 
 
-def _fail_or_skip(message: str) -> None:
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @contextlib.contextmanager
 def _server(prefix: str, env: dict[str, str] | None = None) -> Iterator[S3Server]:
     workdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -158,7 +152,7 @@ def _server(prefix: str, env: dict[str, str] | None = None) -> Iterator[S3Server
         try:
             server = _start_moto(workdir, env)
         except (OSError, RuntimeError) as exc:
-            _fail_or_skip(str(exc))
+            unavailable(str(exc))
         assert server is not None
         yield server
     finally:
@@ -195,7 +189,7 @@ def s3_auth_server() -> Iterator[S3Server]:
         try:
             _enforce_auth(server)
         except Exception as exc:  # noqa: BLE001 - any setup failure means "no auth server"
-            _fail_or_skip(f"could not set up moto auth: {exc!r}")
+            unavailable(f"could not set up moto auth: {exc!r}")
         yield server
 
 

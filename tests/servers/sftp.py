@@ -25,20 +25,10 @@ import asyncssh
 import pytest
 
 from tests import secret_scan
+from tests.conftest import unavailable
 
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 15.0
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _unavailable(msg: str) -> None:
-    """Under CI a missing server fails the run; elsewhere the test is skipped."""
-    if _in_ci():
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 @dataclass
@@ -167,7 +157,7 @@ def _serve(prefix: str, key: asyncssh.SSHKey) -> Iterator[SSHDServer]:
         server = start_sshd(base, key)
     except (RuntimeError, OSError) as exc:
         shutil.rmtree(base, ignore_errors=True)
-        _unavailable(f"cannot start sshd: {exc}")
+        unavailable(f"cannot start sshd: {exc}")
         return
     try:
         yield server
