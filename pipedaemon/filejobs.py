@@ -24,6 +24,7 @@ from .backends.base import Backend
 from .datastore import KeyTarget, base_path, entry_dict, object_key
 from .hashing import check_local_file
 from .jobs import JobContext, job_kind
+from .metadata import rpc as meta
 from .remotes import Mode, Remotes
 from .retry import retry
 from .rpc import Context, rpc
@@ -37,6 +38,12 @@ class UploadParams(KeyTarget):
     path: str
     chunk_size_mb: int | None = None
     bwlimit_bps: int = 0
+    # Metadata stored with the object (metadata/): natively on S3, in the daemon's store elsewhere.
+    title: str | None = None
+    description: str | None = None
+    alias: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class DownloadParams(KeyTarget):
@@ -95,8 +102,13 @@ async def rpc_upload(ctx: Context, p: UploadParams) -> Any:
     check_local_file(p.path)
     object_key(p.key)
     _check_tuning(p)
-    await _remotes(ctx).get(p.profile, p.remote)
+    remote = await _remotes(ctx).get(p.profile, p.remote)
+    meta.check_upload(_upload_record(p), remote.protocol)
     return await _submit(ctx, "transfer.upload", p)
+
+
+def _upload_record(p: UploadParams) -> meta.Record | None:
+    return meta.record_of(p.title, p.description, p.alias, p.tags, p.metadata)
 
 
 @rpc("transfer.download", DownloadParams)
@@ -152,8 +164,11 @@ async def job_upload(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(done, size)
 
     ctx.progress(0, size, file_name=p.key)
-    entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(ctx, p, remote),
-                                  resume=ctx.resume_slot(path))
+    at_upload = meta.service_of(ctx.daemon).at_upload
+    async with at_upload(p.profile, remote, backend, path, _upload_record(p)) as saved:
+        entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(ctx, p, remote),
+                                      resume=ctx.resume_slot(path))
+        await saved(entry)
     _remotes(ctx).changed(p.profile, remote, path, entry)
     return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
             "checksum": entry.etag, "elapsed_s": round(time.monotonic() - started, 3), "remote": remote}

@@ -36,6 +36,7 @@ METHOD_MODULES = [
     "pipedaemon.jobs", "pipedaemon.hashing", "pipedaemon.remotes", "pipedaemon.datastore",
     "pipedaemon.filejobs", "pipedaemon.transfer.limits",
     "pipedaemon.transfer.janitor", "pipedaemon.pipes",
+    "pipedaemon.metadata", "pipedaemon.provenance", "pipedaemon.authstatus",
 ]
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy

@@ -68,6 +68,7 @@ class S3Credentials(_Strict):
     aws_access_key_id: OneLine
     aws_secret_access_key: OneLine
     aws_session_token: OneLine | None = None
+    aws_session_expiration: OneLine | None = None  # ISO 8601; auth_status reports it
 
 
 class SFTPOptions(_Strict):

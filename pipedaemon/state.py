@@ -132,6 +132,41 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (profile, remote, path)
     );
     """,
+    # 7: metadata beside the objects (metadata/store.py) and provenance links between object
+    # versions (provenance/store.py).
+    """
+    CREATE TABLE object_metadata (
+        profile TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        path TEXT NOT NULL,
+        record BLOB NOT NULL,
+        native INTEGER NOT NULL DEFAULT 0,
+        etag TEXT,
+        size INTEGER,
+        mtime REAL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (profile, remote, path)
+    );
+    CREATE TABLE prov_edges (
+        id INTEGER PRIMARY KEY,
+        profile TEXT NOT NULL,
+        from_ref TEXT NOT NULL,
+        from_version TEXT NOT NULL,
+        from_identity BLOB NOT NULL,
+        to_ref TEXT NOT NULL,
+        to_version TEXT NOT NULL,
+        to_identity BLOB NOT NULL,
+        rel_type TEXT NOT NULL,
+        analysis_mode TEXT,
+        qualifier_note TEXT,
+        qualifier_time TEXT,
+        qualifiers BLOB,
+        created_at REAL NOT NULL,
+        UNIQUE (profile, from_ref, from_version, to_ref, to_version, rel_type)
+    );
+    CREATE INDEX prov_edges_from ON prov_edges(profile, from_ref, from_version);
+    CREATE INDEX prov_edges_to ON prov_edges(profile, to_ref, to_version);
+    """,
 ]
 
 

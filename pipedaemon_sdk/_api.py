@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from ._meta import MetaApi
 from .wire import DownloadResult, JobInfo, ProgressEvent, Status, UploadResult
 
 Convert = Callable[[Any], Any] | None
@@ -42,7 +43,7 @@ def _abspath(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-class Api:
+class Api(MetaApi):
     """Methods common to PipeClient and AsyncPipeClient."""
 
     profile: str
@@ -179,10 +180,18 @@ class Api:
     def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
                chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,
                transfer_timeout_s: float | None = 3600.0, wait: bool = True,
-               bwlimit_bps: int = 0) -> Any:
-        """Upload one local file to ``key`` under the remote's root: an UploadResult."""
+               bwlimit_bps: int = 0, title: str | None = None, description: str | None = None,
+               alias: str | None = None, tags: list[str] | None = None,
+               metadata: dict[str, Any] | None = None) -> Any:
+        """Upload one local file to ``key`` under the remote's root: an UploadResult.
+
+        ``title``, ``description``, ``alias``, ``tags`` and ``metadata`` are stored with it
+        (see ``set_metadata``)."""
         params = self._p(path=_abspath(path), remote=remote, key=key, chunk_size_mb=chunk_size_mb,
                          bwlimit_bps=bwlimit_bps)
+        given = {"title": title, "description": description, "alias": alias, "tags": tags,
+                 "metadata": metadata}
+        params.update({k: v for k, v in given.items() if v is not None})
         return self._start_job("transfer.upload", params, on_progress=on_progress, wait=wait,
                                timeout=transfer_timeout_s, convert=_upload_result)
 

@@ -172,9 +172,12 @@ class Pipe(_Local):
 
     # -- pull and push ---------------------------------------------------------------------
     def _sync_params(self, files: list[str] | None, include: str | None, exclude: str | None, nrecent: int,
-                     cached: bool, merge_mode: str | None = None) -> dict[str, Any]:
-        return {"mode": self.mode, "files": list(files) if files is not None else None, "include": include,
-                "exclude": exclude, "nrecent": nrecent, "merge_mode": merge_mode, "cached": cached}
+                     cached: bool, merge_mode: str | None = None, record: bool = False) -> dict[str, Any]:
+        out = {"mode": self.mode, "files": list(files) if files is not None else None, "include": include,
+               "exclude": exclude, "nrecent": nrecent, "merge_mode": merge_mode, "cached": cached}
+        if record:
+            out["record"] = True
+        return out
 
     def _preview(self, direction: str, **kw: Any) -> Any:
         return self._call("preview", SyncResult.of, direction=direction, **kw)
@@ -195,13 +198,14 @@ class Pipe(_Local):
 
     def pull(self, files: list[str] | None = None, dryrun: bool = False, include: str | None = None,
              exclude: str | None = None, nrecent: int = 0, merge_mode: str | None = None, cached: bool = True,
-             on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+             on_progress: ProgressCallback = None, wait: bool = True, record: bool = False) -> Any:
         """Download new and changed files (per mode): a SyncResult, or a Job with wait=False.
 
         Files changed on both sides are conflicts: not moved (ConflictError, 1006, when
         nothing else moved) unless merge_mode is "keep" (keep local) or "overwrite".
+        ``record=True`` links each pulled file to the object version it came from.
         """
-        params = self._sync_params(files, include, exclude, nrecent, cached, merge_mode)
+        params = self._sync_params(files, include, exclude, nrecent, cached, merge_mode, record)
         return self._run("pull", params, dryrun, on_progress, wait)
 
     def push_preview(self, files: list[str] | None = None, include: str | None = None,
@@ -212,10 +216,11 @@ class Pipe(_Local):
 
     def push(self, files: list[str] | None = None, dryrun: bool = False, include: str | None = None,
              exclude: str | None = None, nrecent: int = 0, merge_mode: str | None = None, cached: bool = True,
-             on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+             on_progress: ProgressCallback = None, wait: bool = True, record: bool = False) -> Any:
         """Upload new and changed local files (per mode); conflicts as for pull
-        ("keep" keeps the remote file, "overwrite" replaces it)."""
-        params = self._sync_params(files, include, exclude, nrecent, cached, merge_mode)
+        ("keep" keeps the remote file, "overwrite" replaces it). ``record=True`` links each
+        pushed object version to the local file it came from."""
+        params = self._sync_params(files, include, exclude, nrecent, cached, merge_mode, record)
         return self._run("push", params, dryrun, on_progress, wait)
 
     def is_synced(self, israise: bool = False, cached: bool = True) -> Any:
@@ -229,6 +234,15 @@ class Pipe(_Local):
         """
         return self._client._start_job("pipe.reset", self._client._p(name=self.name, delete=delete),
                                        on_progress=on_progress, wait=wait, convert=SyncResult.of)
+
+    # -- metadata ----------------------------------------------------------------------------
+    def get_metadata(self, file: str) -> Any:
+        """The metadata of a pipe file (that of its object on the pipe's remote)."""
+        return self._call("get_metadata", file=file)
+
+    def set_metadata(self, file: str, **fields: Any) -> Any:
+        """Change a pipe file's metadata fields (as ``client.set_metadata``); the merged record."""
+        return self._call("set_metadata", file=file, fields=dict(fields))
 
     # -- deleting ----------------------------------------------------------------------------
     def _confirmed(self, verb: str, question: str, confirm: bool, **kw: Any) -> Any:

@@ -199,6 +199,9 @@ class S3Backend(Backend):
         # lost create can reach the server late (held by the network), after every sweep.
         self._strays: dict[str, float] = {}
         self._active: set[str] = set()  # our uploads not completed or aborted yet: never swept
+        # Extra PutObject / CreateMultipartUpload arguments per path (metadata, tags): the hook
+        # through which backends/s3meta.py writes metadata at upload.
+        self.extra_write_args: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle -------------------------------------------------------------
     def _config(self) -> AioConfig:
@@ -364,7 +367,8 @@ class S3Backend(Backend):
             if len(buf) > self.put_threshold:
                 return await self._write_multipart(path, buf, stream, size)
         with error_edge(map_s3_error, path):  # small enough for one atomic PUT
-            resp = await self.client.put_object(Bucket=bucket, Key=key, Body=bytes(buf))
+            resp = await self.client.put_object(Bucket=bucket, Key=key, Body=bytes(buf),
+                                                **self.extra_write_args.get(path, {}))
         # No HEAD for the modified time: a second request per small file halves the rate of
         # many-file pushes, and the ETag already identifies what was stored.
         return Entry(name=path, size=len(buf), etag=_etag(resp.get("ETag")), mtime=None)
@@ -490,7 +494,8 @@ class S3Backend(Backend):
         bucket, key = split_path(path)
         with error_edge(map_s3_error, path):
             try:
-                resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key)
+                resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key,
+                                                                 **self.extra_write_args.get(path, {}))
             except Exception:
                 self._create_failed.add(path)  # the server may have made an upload whose id we never saw
                 raise

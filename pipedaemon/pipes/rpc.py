@@ -66,6 +66,7 @@ class Sync(PipeName):
     nrecent: int = 0
     merge_mode: str | None = None
     cached: bool = True
+    record: bool = False  # provenance: link each moved file to the version it came from
 
 
 class Preview(Sync):

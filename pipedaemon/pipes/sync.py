@@ -22,6 +22,7 @@ from pipedaemon_sdk import errors as E
 from .. import safepath, transfer
 from ..backends.base import Backend, Entry
 from ..jobs import JobContext
+from ..provenance.record import record_sync
 from ..retry import retry
 from ..transfer.common import run_bounded
 from .plan import Conflict, Move, Plan
@@ -228,6 +229,9 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
             config["parallel_files"]
         moved = await runner.run(files_at_once)
         await _record_unmoved(svc, rp, plan, view, opts)
+        # Provenance: each moved file linked to the version it came from.
+        linked = await record_sync(svc.daemon, rp, opts.direction, moved, backend, ctx.id) \
+            if ctx.params.get("record") else None
     conflicts = plan.conflicts + runner.late_conflicts
     result: dict[str, Any] = {
         "files": moved, "skipped": runner.skipped,
@@ -237,6 +241,8 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
                                 "conflicts": len(conflicts), "kept": len(plan.kept),
                                 "skipped": len(runner.skipped),
                                 "elapsed_s": round(time.monotonic() - started, 3)}}
+    if linked is not None:
+        result["summary"]["linked"] = linked
     if conflicts and not moved:
         names = [c.name for c in conflicts]
         raise E.ConflictError(f"{len(names)} file(s) of pipe {name} changed both locally and remotely since "

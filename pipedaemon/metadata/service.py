@@ -1,0 +1,160 @@
+"""Reading and writing an object's metadata: the daemon's store, and the storage's own place.
+
+On a backend with native metadata (S3) the storage is the truth: what the daemon
+wrote there is read back from there (with the types the daemon was given, while S3
+still holds the same text), and what another tool wrote is read as it is. Elsewhere
+the daemon's store is the only place. Each write also lands in the store, so a
+record survives restarts and names the object version it was written on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from pipedaemon_sdk import errors as E
+
+from ..backends.base import Backend, Entry
+from ..backends.native_meta import native_metadata
+from ..retry import retry
+from .fields import S3_LIMITS, STORE_LIMITS, Limits, Record, Update, check, from_native, merged, to_native
+
+if TYPE_CHECKING:
+    from ..server import Daemon
+
+log = logging.getLogger("pipedaemon.metadata")
+Saver = Callable[[Entry], Awaitable[None]]
+
+
+def limits_for(protocol: str) -> Limits:
+    return S3_LIMITS if protocol == "s3" else STORE_LIMITS
+
+
+def public(rec: Record, remote: str, key: str, entry: Entry | None, stored_in: str) -> dict[str, Any]:
+    out = msgspec.to_builtins(rec)
+    out.update(
+        {
+            "remote": remote,
+            "key": key,
+            "stored_in": stored_in,
+            "object": None
+            if entry is None
+            else {"size": entry.size, "etag": entry.etag, "modified_at": entry.mtime},
+        }
+    )
+    return out
+
+
+class MetaService:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def state(self) -> Any:
+        return self.daemon.state
+
+    async def stored(self, profile: str, remote: str, path: str) -> Record | None:
+        row = await self.state.fetchone(
+            "SELECT record FROM object_metadata WHERE profile=? AND remote=? AND path=?",
+            (profile, remote, path),
+        )
+        return None if row is None else msgspec.json.decode(row[0], type=Record)
+
+    async def save(
+        self, profile: str, remote: str, path: str, rec: Record, native: bool, entry: Entry
+    ) -> None:
+        await self.state.execute(
+            "INSERT INTO object_metadata(profile, remote, path, record, native, etag, size, mtime, "
+            "updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(profile, remote, path) DO UPDATE SET "
+            "record=excluded.record, "
+            "native=excluded.native, etag=excluded.etag, size=excluded.size, mtime=excluded.mtime, "
+            "updated_at=excluded.updated_at",
+            (
+                profile,
+                remote,
+                path,
+                msgspec.json.encode(rec),
+                int(native),
+                entry.etag,
+                entry.size,
+                entry.mtime,
+                time.time(),
+            ),
+        )
+
+    def forget(self, profile: str, remote: str, path: str, entry: Entry | None) -> None:
+        """A listener of the remotes: an object the daemon deleted takes its metadata along."""
+        if entry is not None:
+            return
+
+        async def drop() -> None:
+            with contextlib.suppress(Exception):
+                await self.state.execute(
+                    "DELETE FROM object_metadata WHERE profile=? AND remote=? AND path=?",
+                    (profile, remote, path),
+                )
+
+        task = asyncio.get_running_loop().create_task(drop())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def read(self, profile: str, remote: str, backend: Backend, path: str) -> tuple[Record, Entry, str]:
+        """The record, the object's entry, and where the record lives ("storage" or "daemon")."""
+        stored = await self.stored(profile, remote, path)
+        native = native_metadata(backend)
+        if native is not None:
+            nat = await retry(lambda: native.read(path), what=f"read the metadata of {path}")
+            return from_native(nat.meta, nat.tags, stored), nat.entry, "storage"
+        entry = await retry(lambda: backend.stat(path), what=f"stat {path}")
+        if entry.is_dir:
+            raise E.NotFoundError(f"{path} is a folder, not an object", {"path": path})
+        return stored or Record(), entry, "daemon"
+
+    async def update(
+        self, profile: str, remote: str, protocol: str, backend: Backend, path: str, up: Update
+    ) -> tuple[Record, Entry, str]:
+        lock = self._locks.setdefault((profile, remote, path), asyncio.Lock())
+        async with lock:
+            rec, entry, where = await self.read(profile, remote, backend, path)
+            new = merged(rec, up)
+            check(new, limits_for(protocol))
+            native = native_metadata(backend)
+            if native is not None:
+                meta, tags = to_native(new)
+                entry = await retry(
+                    lambda: native.write(path, meta, tags, entry.etag), what=f"write the metadata of {path}"
+                )
+            await self.save(profile, remote, path, new, native is not None, entry)
+        return new, entry, where
+
+    @contextlib.asynccontextmanager
+    async def at_upload(
+        self, profile: str, remote: str, backend: Backend, path: str, rec: Record | None
+    ) -> AsyncIterator[Saver]:
+        """Around an upload: the storage's own place gets ``rec`` with the bytes (S3: the same
+        PUT or CreateMultipartUpload), the store once it landed. Yields the saver to call with
+        the uploaded entry."""
+
+        async def save(entry: Entry) -> None:
+            if rec is not None:
+                await self.save(profile, remote, path, rec, native is not None, entry)
+
+        native = native_metadata(backend) if rec is not None else None
+        if native is None or rec is None:
+            yield save
+            return
+        meta, tags = to_native(rec)
+        async with native.at_upload(path, meta, tags):
+            yield save
+
+
+def service_of(daemon: Daemon) -> MetaService:
+    return daemon.services["metadata"]
