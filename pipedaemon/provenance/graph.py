@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from pipedaemon_sdk import errors as E
+
 from .refs import Node
 
 Direction = Literal["out", "in", "both"]
@@ -85,7 +87,14 @@ class Graph:
             "AND to_version=? AND rel_type=?",
             (profile, src.ref, src.version, dst.ref, dst.version, link.rel_type),
         )
-        return _edge(row), n > 0
+        edge = _edge(row)
+        told = (link.analysis_mode, link.qualifier_note, link.qualifier_time, link.qualifiers)
+        had = tuple(edge[k] for k in ("analysis_mode", "qualifier_note", "qualifier_time", "qualifiers"))
+        if not n and had != told:
+            raise E.AlreadyExistsError(
+                f"this {link.rel_type} link is recorded already (id {edge['id']}) with other qualifiers; "
+                "links are not changed", {"id": edge["id"]})
+        return edge, n > 0
 
     async def edges(
         self, profile: str, ref: str, version: str | None, direction: Direction
