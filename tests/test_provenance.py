@@ -103,6 +103,7 @@ def test_validation(client: PipeClient, local_spec: dict[str, Any], tmp_path: Pa
     for n in (63, 64):
         client.lineage(ref("a"), depth=n)
     assert _field(lambda: client.lineage(ref("a"), depth=65)) == "depth"
+    assert _field(lambda: client.lineage(ref("a"), depth=-1)) == "depth"
 
 
 def test_overwrite_does_not_repoint(client: PipeClient, local_spec: dict[str, Any], tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -53,7 +53,7 @@ class Relationships(ProfileParams):
 
 class Lineage(ProfileParams):
     ref: str
-    depth: Annotated[int, msgspec.Meta(ge=0)] = 3
+    depth: int = 3
     direction: Literal["out", "in", "both"] = "out"
 
 
@@ -131,8 +131,8 @@ async def provenance_relationships(ctx: Context, p: Relationships) -> dict[str, 
 @rpc("provenance.lineage", Lineage)
 async def provenance_lineage(ctx: Context, p: Lineage) -> dict[str, Any]:
     """Walk the links from a version (out: what it came from; in: what came from it), cycles ended."""
-    if p.depth > MAX_DEPTH:
-        raise _bad("depth", f"at most {MAX_DEPTH}")
+    if not 0 <= p.depth <= MAX_DEPTH:
+        raise _bad("depth", f"0 to {MAX_DEPTH} links")
     ref, version = await refs.named(ctx.daemon, p.profile, p.ref, "ref")
     if version is None:
         raise E.NotFoundError(f"{p.ref} does not exist now: name a version (ref@version)", {"ref": p.ref})
