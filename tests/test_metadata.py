@@ -182,6 +182,7 @@ def test_store_limits(client: PipeClient, local_spec: dict[str, Any], tmp_path: 
 
     _at_limit(put, "tags", 100, lambda n: {"tags": [f"t{i}" for i in range(n)]})
     _at_limit(put, "tags[0]", 256, lambda n: {"tags": ["k" * n]})
+    _at_limit(put, "tags[0]", 256, lambda n: {"tags": ["k=" + "v" * n]})
     _at_limit(put, "title", 1024, lambda n: {"title": "t" * n})
     _at_limit(put, "alias", 128, lambda n: {"alias": "a" * n})
     _at_limit(put, "description", 16384, lambda n: {"description": "d" * n})
