@@ -72,3 +72,16 @@ def test_meta_link_lineage(remote: str) -> None:
     status = pd_json("auth")
     assert [(r["remote"], r["ok"], r["can_write"]) for r in status] == [("loc", True, True)]
     assert pd("auth", "nope").returncode == 1
+
+
+def test_push_record(remote: str, tmp_path: Path) -> None:
+    with PipeClient() as c:
+        c.update_profile_config({"filerepo": str(tmp_path / "repo")})
+        c.upsert_pipe({"name": "p", "remote": "loc", "options": {"dir": "pp"}})
+        folder = c.pipe("p").dirpath
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "new.csv").write_text("1\n")
+    out = pd_json("push", "--pipe", "p", "--record")
+    assert out["summary"]["linked"] == 1
+    rows = pd_json("links", "loc:pp/new.csv", "--direction", "out")["relationships"]
+    assert [e["to_ref"] for e in rows] == ["pipe:p/new.csv"]

@@ -166,6 +166,7 @@ def _sync_options(f: Any) -> Any:
                      help="Files changed on both sides: keep the destination's, or overwrite it."),
         click.option("--no-cache", is_flag=True, help="List the remote afresh instead of using the cache."),
         click.option("--file", "files", multiple=True, help="Only these files (repeatable); forces them."),
+        click.option("--record", is_flag=True, help="Link each moved file to the version it came from."),
     ]):
         f = opt(f)
     return f
@@ -173,7 +174,7 @@ def _sync_options(f: Any) -> Any:
 
 def _sync(ctx: click.Context, direction: str, pipe_name: str, preview: bool, include: str | None,
           exclude: str | None, mode: str, nrecent: int, merge_mode: str | None, no_cache: bool,
-          files: tuple[str, ...]) -> None:
+          files: tuple[str, ...], record: bool = False) -> None:
     pipe = client(ctx).pipe(pipe_name, mode=mode)
     kw: dict[str, Any] = {"files": list(files) or None, "include": include, "exclude": exclude,
                           "nrecent": nrecent, "merge_mode": merge_mode, "cached": not no_cache}
@@ -182,7 +183,7 @@ def _sync(ctx: click.Context, direction: str, pipe_name: str, preview: bool, inc
     else:
         bar = Bar()
         try:
-            result = getattr(pipe, direction)(on_progress=bar, **kw)
+            result = getattr(pipe, direction)(on_progress=bar, record=record, **kw)
         finally:
             bar.close()
     raw = {"files": list(result), "conflicts": result.conflicts, "kept": result.kept,
