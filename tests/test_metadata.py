@@ -106,6 +106,24 @@ def test_s3_multipart_keeps_etag(client: PipeClient, s3_spec: dict[str, Any], s3
     assert client.get_metadata(REMOTE, "big.bin")["tags"] == ["big"]
 
 
+def test_s3_uneven_parts_keep_etag(client: PipeClient, s3_spec: dict[str, Any], s3_client: Any) -> None:
+    """Parts of another uploader's sizes (5, 6 and 1 MiB) are copied at their own boundaries."""
+    register(client, s3_spec)
+    bucket = s3_spec["root"].split("/")[0]
+    up = s3_client.create_multipart_upload(Bucket=bucket, Key="uneven.bin")["UploadId"]
+    parts = []
+    for number, size in enumerate((5 * MiB, 6 * MiB, 1 * MiB), start=1):
+        resp = s3_client.upload_part(Bucket=bucket, Key="uneven.bin", UploadId=up, PartNumber=number,
+                                     Body=bytes([number]) * size)
+        parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+    s3_client.complete_multipart_upload(Bucket=bucket, Key="uneven.bin", UploadId=up,
+                                        MultipartUpload={"Parts": parts})
+    etag = s3_client.head_object(Bucket=bucket, Key="uneven.bin")["ETag"]
+    client.set_metadata(REMOTE, "uneven.bin", title="uneven")
+    head = s3_client.head_object(Bucket=bucket, Key="uneven.bin")
+    assert head["ETag"] == etag and head["Metadata"] == {"title": "uneven"}
+
+
 def test_bad_fields_are_named(client: PipeClient, s3_spec: dict[str, Any], local_spec: dict[str, Any],
                               tmp_path: Path) -> None:
     register(client, s3_spec)

@@ -19,9 +19,10 @@ from pipedaemon_sdk.errors import ConflictError, StorageError
 
 from .base import Entry, error_edge
 from .native_meta import Native, NativeMetadata
-from .s3 import S3Backend, _etag, _head_entry, map_s3_error, split_path
+from .s3 import MAX_SINGLE_COPY, S3Backend, _etag, _head_entry, map_s3_error, split_path
 
 # Headers of the object a REPLACE copy would otherwise drop.
+MAX_PART_QUERIES = 64  # parts of uneven sizes learned one HEAD each, up to this many
 KEPT = (
     "ContentType",
     "ContentEncoding",
@@ -103,15 +104,16 @@ class S3Metadata(NativeMetadata):
         source = {"Bucket": bucket, "Key": key}
         match = f'"{was.etag}"' if was.etag else None
         guard = {"CopySourceIfMatch": match} if match else {}
-        part = await self.b.stored_part_size(path) if was.etag and "-" in was.etag else None
         try:
             with error_edge(map_s3_error, path):
-                if part:  # a new upload: the tags are not copied by themselves
+                ranges = await self._part_ranges(bucket, key, path, was)
+                if ranges is None and was.size > MAX_SINGLE_COPY:  # too big for CopyObject
+                    part = self.b.copy_part_size
+                    ranges = [(s, min(s + part, was.size)) for s in range(0, was.size, part)]
+                if ranges is not None:  # a new upload: the tags are not copied by themselves
                     if now.tags:
                         keep["Tagging"] = _query(now.tags)
-                    return await self._copy_parts(
-                        bucket, key, path, source, guard, meta, keep, was.size, part
-                    )
+                    return await self._copy_parts(bucket, key, path, source, guard, meta, keep, ranges)
                 await self.b.client.copy_object(
                     Bucket=bucket,
                     Key=key,
@@ -129,6 +131,35 @@ class S3Metadata(NativeMetadata):
                 ) from None
             raise
 
+    async def _part_ranges(
+        self, bucket: str, key: str, path: str, was: Entry
+    ) -> list[tuple[int, int]] | None:
+        """The byte ranges of a multipart object's parts (None for a single-part one, or when
+        the storage will not tell): copied part for part, the ETag stays the same."""
+        count = was.etag.rpartition("-")[2] if was.etag and "-" in was.etag else ""
+        if not count.isdigit():
+            return None
+        n, size = int(count), was.size
+        part = await self.b.stored_part_size(path)
+        if not part:
+            return None
+        last = size - (n - 1) * part
+        if 0 < last <= part and await self._part_size(bucket, key, n) == last:  # the usual layout
+            return [(s, min(s + part, size)) for s in range(0, size, part)]
+        if n > MAX_PART_QUERIES:
+            return None
+        sizes = []
+        for number in range(1, n + 1):  # parts of their own sizes (another uploader's choice)
+            sizes.append(await self._part_size(bucket, key, number))
+        if sum(sizes) != size:
+            return None
+        starts = [sum(sizes[:i]) for i in range(n)]
+        return [(s, s + z) for s, z in zip(starts, sizes, strict=True)]
+
+    async def _part_size(self, bucket: str, key: str, number: int) -> int:
+        head = await self.b.client.head_object(Bucket=bucket, Key=key, PartNumber=number)
+        return int(head["ContentLength"])
+
     async def _copy_parts(
         self,
         bucket: str,
@@ -138,8 +169,7 @@ class S3Metadata(NativeMetadata):
         guard: dict[str, Any],
         meta: dict[str, str],
         keep: dict[str, Any],
-        size: int,
-        part: int,
+        ranges: list[tuple[int, int]],
     ) -> Entry:
         """Copy onto itself at the original part boundaries: same parts, same ETag."""
         client = self.b.client
@@ -147,14 +177,14 @@ class S3Metadata(NativeMetadata):
         upload_id = up["UploadId"]
         try:
             parts = []
-            for number, start in enumerate(range(0, size, part), start=1):
+            for number, (start, end) in enumerate(ranges, start=1):
                 resp = await client.upload_part_copy(
                     Bucket=bucket,
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
                     CopySource=source,
-                    CopySourceRange=f"bytes={start}-{min(start + part, size) - 1}",
+                    CopySourceRange=f"bytes={start}-{end - 1}",
                     **guard,
                 )
                 parts.append({"PartNumber": number, "ETag": f'"{_etag(resp["CopyPartResult"]["ETag"])}"'})
