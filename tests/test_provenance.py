@@ -4,6 +4,7 @@ and metadata surviving a restart and kill -9."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from pipedaemon_sdk import AlreadyExistsError, ConflictError, InvalidSettingsError, NotFoundError, PipeClient
 from tests.pipes_helpers import restart
+from tests.servers.s3 import S3Server, _server, new_bucket_name, spec_for
 from tests.spine_helpers import kill9
 from tests.storage_helpers import REMOTE, client, local_base, local_spec, reaper, register
 
@@ -164,3 +166,38 @@ def test_survives_restart_and_kill9(client: PipeClient, local_spec: dict[str, An
     kept = [(e["id"], e["qualifiers"]) for e in rels if e["type"] == "derived_from"]
     assert kept == [(link["id"], {"k": [1, 2]})]
     assert client.lineage(ref("a"), depth=3)["cycles"] == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_parts_s3() -> Iterator[S3Server]:
+    """A moto server taking parts of any size: a multipart object of many uneven parts is cheap."""
+    with _server("pd-moto-tiny-", {"S3_UPLOAD_PART_MIN_SIZE": "1"}) as server:
+        yield server
+
+
+def test_metadata_copy_that_changes_the_etag_stays_linked(client: PipeClient, tiny_parts_s3: S3Server,
+                                                          tmp_path: Path) -> None:
+    """65 uneven parts: more than the daemon asks the sizes of, so the metadata copy cannot keep
+    the ETag; the new version is linked to the old, whose provenance stays reachable."""
+    s3 = tiny_parts_s3.boto3_client()
+    bucket = new_bucket_name()
+    s3.create_bucket(Bucket=bucket)
+    register(client, spec_for(tiny_parts_s3, bucket))
+    up = s3.create_multipart_upload(Bucket=bucket, Key="many.bin")["UploadId"]
+    parts = []
+    for n in range(1, 66):
+        body = b"x" * (1 + n % 2)
+        resp = s3.upload_part(Bucket=bucket, Key="many.bin", UploadId=up, PartNumber=n, Body=body)
+        parts.append({"PartNumber": n, "ETag": resp["ETag"]})
+    s3.complete_multipart_upload(Bucket=bucket, Key="many.bin", UploadId=up, MultipartUpload={"Parts": parts})
+    (tmp_path / "src").write_text("source\n")
+    client.upload(tmp_path / "src", remote=REMOTE, key="src")
+    old = client.create_relationship(f"{REMOTE}:many.bin", f"{REMOTE}:src", "derived_from")
+    rec = client.set_metadata(REMOTE, "many.bin", title="many parts")
+    assert rec["object"]["etag"] != old["from_version"].removeprefix("etag:")
+    now = client.relationships(f"{REMOTE}:many.bin", direction="out")["relationships"]
+    assert [(e["type"], e["to"]) for e in now] == [("same_content_as", old["from"])]
+    chain = client.lineage(f"{REMOTE}:many.bin", depth=2)
+    assert [n["ref"] for n in chain["nodes"]] == [f"{REMOTE}:many.bin", f"{REMOTE}:many.bin", f"{REMOTE}:src"]
+    assert s3.get_object(Bucket=bucket, Key="many.bin")["Body"].read() == b"".join(
+        b"x" * (1 + n % 2) for n in range(1, 66))

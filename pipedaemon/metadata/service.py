@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipedaemon.metadata")
 Saver = Callable[[Entry], Awaitable[None]]
+SAME_CONTENT = "same_content_as"  # a metadata rewrite that gave the same bytes a new version
 
 
 def limits_for(protocol: str) -> Limits:
@@ -129,11 +130,29 @@ class MetaService:
             native = native_metadata(backend)
             if native is not None:
                 meta, tags = to_native(new)
+                before = entry
                 entry = await retry(
-                    lambda: native.write(path, meta, tags, entry.etag), what=f"write the metadata of {path}"
+                    lambda: native.write(path, meta, tags, before.etag), what=f"write the metadata of {path}"
                 )
+                if before.etag and entry.etag and entry.etag != before.etag:
+                    await self._same_content(profile, remote, path, entry, before)
             await self.save(profile, remote, path, new, native is not None, entry)
         return new, entry, where
+
+    async def _same_content(self, profile: str, remote: str, path: str, now: Entry, was: Entry) -> None:
+        """The copy that rewrote the metadata gave the same bytes a new ETag (a layout S3 would not
+        tell us): link the new version to the old, so its provenance stays reachable."""
+        from ..provenance.graph import Link
+        from ..provenance.refs import entry_node
+
+        root = (await self.daemon.services["remotes"].get(profile, remote)).root
+        if not path.startswith(root):
+            return
+        ref = f"{remote}:{path[len(root):]}"
+        link = Link(rel_type=SAME_CONTENT, qualifiers={"via": "set_metadata"})
+        graph = self.daemon.services["provenance"]
+        await graph.add(profile, entry_node(ref, now), entry_node(ref, was), link)
+        log.info("%s: the metadata copy changed its ETag %s -> %s (linked)", path, was.etag, now.etag)
 
     @contextlib.asynccontextmanager
     async def at_upload(
