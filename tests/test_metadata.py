@@ -235,3 +235,20 @@ def test_wrong_types_are_refused(client: PipeClient, local_spec: dict[str, Any],
     with pytest.raises(DaemonError) as info:
         client.call("object.set_metadata", {"remote": REMOTE, "key": "m/a.csv", "fields": {"tags": [1]}})
     assert info.value.code == 1003 and info.value.data["field"] == "tags[0]"
+
+
+def test_async_client(pd_env: dict[str, Path], local_spec: dict[str, Any], tmp_path: Path) -> None:
+    import asyncio
+
+    from pipedaemon_sdk import AsyncPipeClient
+
+    async def main() -> None:
+        async with AsyncPipeClient() as c:
+            await c.upsert_remote({"name": REMOTE, "protocol": "local", "options": local_spec["options"]})
+            await c.upload(_file(tmp_path), remote=REMOTE, key="a.csv", tags=["x"])
+            rec = await c.set_metadata(REMOTE, "a.csv", title="async")
+            assert rec["tags"] == ["x"] and (await c.get_metadata(REMOTE, "a.csv"))["title"] == "async"
+            assert (await c.auth_status(REMOTE))["can_write"] is True
+            await c.shutdown()
+
+    asyncio.run(main())
