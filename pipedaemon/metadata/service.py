@@ -136,6 +136,7 @@ class MetaService:
                 )
                 if before.etag and entry.etag and entry.etag != before.etag:
                     await self._same_content(profile, remote, path, entry, before)
+                self.daemon.services["remotes"].changed(profile, remote, path, entry)  # scan caches
             await self.save(profile, remote, path, new, native is not None, entry)
         return new, entry, where
 
