@@ -140,6 +140,7 @@ def test_bad_fields_are_named(client: PipeClient, s3_spec: dict[str, Any], local
     assert _field_error(lambda: s3(tags=["a=1", "a=2"])) == "tags[1]"
     assert _field_error(lambda: s3(tags=["aws:x"])) == "tags[0]"
     assert _field_error(lambda: s3(metadata={"Upper": "x"})) == "metadata.Upper"
+    assert _field_error(lambda: s3(metadata={"a b": "x"})) == "metadata.a b"
     assert _field_error(lambda: s3(metadata={"title": "x"})) == "metadata.title"
     assert _field_error(lambda: loc(tags=[""])) == "tags[0]"
     loc(tags=["not#ok", "Ünïcode ok"], metadata={"Upper": [1, 2]})  # the daemon's store holds these

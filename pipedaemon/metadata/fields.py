@@ -149,7 +149,8 @@ class Limits:
 
 
 S3_TAG_CHARS = re.compile(r"^[\w +\-=.:/@]*\Z")  # S3 tags: letters, digits, spaces and + - = . _ : / @
-S3_META_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")  # an HTTP header name S3 keeps as given (lower case)
+# An HTTP header name (RFC 9110 token) in lower case: S3 lower-cases the names it is sent.
+S3_META_KEY = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+\Z")
 
 S3_LIMITS = Limits(
     where="S3 object metadata",
@@ -233,7 +234,8 @@ def _check_meta(rec: Record, lim: Limits) -> None:
         if _ONE_LINE_CONTROL.search(key):
             raise bad(field, "the name contains a control character")
         if lim.meta_key_chars is not None and not lim.meta_key_chars.match(key):
-            raise bad(field, f"{lim.where} names are lower-case letters, digits, '.', '_' and '-'")
+            raise bad(field, f"{lim.where} names are HTTP header names in lower case (letters, digits, "
+                             "and ! # $ % & ' * + . ^ _ ` | ~ -)")
     total = meta_size(rec, lim)
     if total > lim.meta_total:
         field = "metadata" if rec.metadata else next(n for n in TEXT_FIELDS if getattr(rec, n))
