@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import AlreadyExistsError, ConflictError, InvalidSettingsError, NotFoundError, PipeClient
+from tests.crash_helpers import final_state, integrity, wait_running_progress
 from tests.pipes_helpers import restart
 from tests.servers.s3 import S3Server, _server, new_bucket_name, spec_for
 from tests.spine_helpers import kill9
@@ -151,7 +152,8 @@ def test_record_pull_and_push(client: PipeClient, local_spec: dict[str, Any], s3
                                                   "pipe:p/raw.csv", f"{REMOTE}:in/raw.csv"]
 
 
-def test_survives_restart_and_kill9(client: PipeClient, local_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_survives_restart_and_kill9(client: PipeClient, local_spec: dict[str, Any], tmp_path: Path,
+                                    pd_env: dict[str, Path]) -> None:
     _objects(client, local_spec, tmp_path, "ab")
     client.set_metadata(REMOTE, "g/a", title="kept", tags=["t"], metadata={"n": 1})
     link = client.create_relationship(ref("a"), ref("b"), "derived_from", qualifiers={"k": [1, 2]})
@@ -161,6 +163,7 @@ def test_survives_restart_and_kill9(client: PipeClient, local_spec: dict[str, An
     client.create_relationship(ref("b"), ref("a"), "cites")
     kill9(client.status().pid)
     client.close()
+    assert integrity(pd_env["home"]) == "ok"
     client.connect()
     assert client.get_metadata(REMOTE, "g/a")["title"] == "kept"
     assert client.get_metadata(REMOTE, "g/b")["title"] == "written just before the kill"
@@ -203,3 +206,23 @@ def test_metadata_copy_that_changes_the_etag_stays_linked(client: PipeClient, ti
     assert [n["ref"] for n in chain["nodes"]] == [f"{REMOTE}:many.bin", f"{REMOTE}:many.bin", f"{REMOTE}:src"]
     assert s3.get_object(Bucket=bucket, Key="many.bin")["Body"].read() == b"".join(
         b"x" * (1 + n % 2) for n in range(1, 66))
+
+
+def test_upload_with_metadata_resumed_after_kill9(client: PipeClient, s3_spec: dict[str, Any], s3_client: Any,
+                                                  tmp_path: Path) -> None:
+    """Killed mid-upload, the resumed multipart upload still carries the metadata it was created with."""
+    register(client, s3_spec)
+    bucket = s3_spec["root"].split("/")[0]
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x07" * (17 << 20))  # over the parallel threshold: a multipart upload
+    job = client.upload(big, remote=REMOTE, key="big.bin", chunk_size_mb=5, bwlimit_bps=6 << 20, wait=False,
+                        title="survives", tags=["k9"], metadata={"n": 1})
+    assert wait_running_progress(client, [job.id], 0.3), "the upload ended before it could be killed"
+    kill9(client.status().pid)
+    client.close()
+    assert final_state(job.id) == ("succeeded", None)
+    client.connect()
+    head = s3_client.head_object(Bucket=bucket, Key="big.bin")
+    assert head["Metadata"] == {"title": "survives", "n": "1"} and head["ContentLength"] == 17 << 20
+    rec = client.get_metadata(REMOTE, "big.bin")
+    assert (rec["title"], rec["tags"], rec["metadata"]) == ("survives", ["k9"], {"n": 1})
