@@ -122,6 +122,7 @@ class JobManager:
         self.live: dict[str, JobInfo] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.contexts: dict[str, JobContext] = {}
+        self._started: dict[str, float] = {}  # monotonic start of running jobs, for the log
         self.watchers: dict[str, set[Connection]] = {}
         self.slots = asyncio.Semaphore(max_running)
         self.stopping = False
@@ -184,6 +185,9 @@ class JobManager:
                 ctx = JobContext(self, info, profile, checkpoint)
                 self.contexts[info.id] = ctx
                 await self._set_state(info, "running")
+                self._started[info.id] = time.monotonic()
+                log.info("job %s started: %s %s%s", info.id, info.kind, describe(profile, info.params),
+                         " (resumed)" if checkpoint is not None else "")
                 result = await runner(ctx)
             await self._finish(info, "succeeded", result=result)
         except asyncio.CancelledError as exc:
@@ -225,9 +229,25 @@ class JobManager:
         from .transfer.resume import forget_job
 
         await forget_job(self.daemon.state, info.id)
+        self._log_end(info, error)
         line = encode_line(Message(method="job.finished", params=info))
         for conn in self.watchers.pop(info.id, set()):
             conn.send(line)
+
+    def _log_end(self, info: JobInfo, error: E.DaemonError | None) -> None:
+        """One line per finished job: what, how much, how long, and how it ended (with its code)."""
+        started = self._started.pop(info.id, None)
+        took = f" in {time.monotonic() - started:.1f} s" if started is not None else ""
+        ev = info.progress
+        size = f", {ev.bytes_done} bytes" if ev is not None else ""
+        files = f", {ev.file_index}/{ev.file_count} files" if ev is not None and ev.file_count > 1 else ""
+        what = f"job {info.id} {info.state}: {info.kind} {describe(None, info.params)}{size}{files}{took}"
+        if error is None:
+            log.info("%s", what)
+        elif info.state == "cancelled":
+            log.info("%s (cancelled)", what)
+        else:
+            log.warning("%s: %s [code %d]", what, error.message, error.code)
 
     def publish_progress(self, ctx: JobContext) -> None:
         conns = self.watchers.get(ctx.id)
@@ -292,6 +312,19 @@ class JobManager:
         for info in self.live.values():
             out[info.state] = out.get(info.state, 0) + 1
         return out
+
+
+_DESCRIBED = ("remote", "key", "path", "dest", "dst_remote", "dst_key", "name")
+
+
+def describe(profile: str | None, params: Any) -> str:
+    """What a job works on, from its params (names and paths only: never a setting or secret)."""
+    if not isinstance(params, dict):
+        return ""
+    parts = [f"{k}={params[k]!r}" for k in _DESCRIBED if isinstance(params.get(k), str) and params[k]]
+    if profile and profile != "default":
+        parts.insert(0, f"profile={profile!r}")
+    return " ".join(parts)
 
 
 def _row_info(row: Any) -> JobInfo:

@@ -86,6 +86,7 @@ def rpc(name: str, params: type[Params] = NoParams, *, raw: bool = False) -> Cal
     return register
 
 
+PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # settings.NAME_RE, without its imports
 _AT = re.compile(r" - at `\$(.*)`$")
 
 
@@ -194,14 +195,24 @@ def lookup(req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:
         return method, None, E.InvalidParamsError("params: a string is not valid UTF-8")
     except RecursionError:
         return method, None, E.InvalidParamsError("params: nested too deeply")
+    profile = getattr(params, "profile", None)
+    if isinstance(profile, str) and not PROFILE_RE.match(profile):
+        # Profiles follow the remote-name rule: never "<profile>/pipes" (the hidden remotes of
+        # self-hosted pipes), never empty or with spaces.
+        return method, None, E.InvalidSettingsError(
+            f"invalid profile name {profile!r}: letters, digits, '.', '_' and '-' (at most 128)",
+            {"field": "profile"})
     return method, params, None
 
 
 async def invoke(method: Method, params: Any, ctx: Context) -> tuple[Any, E.DaemonError | None]:
     """Run a handler: its result, or the DaemonError to answer with."""
+    # Requests at debug, by name only: params may hold credentials.
+    log.debug("request %s", method.name)
     try:
         return await method.handler(ctx, params), None
     except E.DaemonError as err:
+        log.info("%s failed: %s [code %d]", method.name, err.message, err.code)
         return None, err
     except msgspec.ValidationError as exc:
         return None, validation_error(exc, E.INVALID_SETTINGS)

@@ -12,6 +12,7 @@ import os
 import resource
 import signal
 import socket
+import sqlite3
 import stat
 import struct
 import time
@@ -20,12 +21,13 @@ from typing import Any
 
 from pipedaemon_sdk import errors as E
 from pipedaemon_sdk.autostart import ensure_socket_dir, try_lock
-from pipedaemon_sdk.wire import MAX_LINE, Status, encode_line
+from pipedaemon_sdk.wire import MAX_LINE, Message, Status, encode_line
 
 from . import __version__, rpc, systemd
 from .jobs import JobManager
 from .rpc import Context, Params
 from .rpc import rpc as register
+from .startup import StartupError, check_home, check_state, take_home_lock
 from .state import State
 
 log = logging.getLogger("pipedaemon.server")
@@ -178,8 +180,13 @@ def peer_uid(writer: asyncio.StreamWriter) -> int | None:
 
 
 class Daemon:
-    def __init__(self, socket_path: Path, home: Path, idle_timeout: float = 0.0) -> None:
+    def __init__(self, socket_path: Path, home: Path, idle_timeout: float = 0.0,
+                 reset_state: bool = False) -> None:
         self.socket_path = socket_path
+        self.served_path = str(socket_path)  # under socket activation: the socket systemd gave us
+        self.reset_state = reset_state
+        self._sock: socket.socket | None = None
+        self._home_lock: int | None = None
         self.home = home
         self.idle_timeout = idle_timeout
         self.started = time.time()
@@ -202,6 +209,11 @@ class Daemon:
         daemon, never talks to this one), then shut down."""
         if self._server is not None:
             self._server.close()
+        if not self.stop_event.is_set():  # clients following jobs learn this is a stop, not a crash
+            line = encode_line(Message(method="daemon.stopping", params={"pid": os.getpid()}))
+            for conn in list(self.connections):
+                if conn.watching:
+                    conn.send(line)
         self.stop_event.set()
 
     # -- startup ---------------------------------------------------------------------
@@ -223,6 +235,8 @@ class Daemon:
         inherited = systemd.inherited_socket()
         if inherited is not None:
             self._own_socket = False
+            name = inherited.getsockname()
+            self.served_path = name if isinstance(name, str) and name else str(self.socket_path)
             return inherited
         folder = self.socket_path.parent
         existed = folder.exists()
@@ -231,6 +245,10 @@ class Daemon:
         # /tmp) is left as it is: the socket itself is 0600 and peers are checked.
         if folder.stat().st_uid == os.getuid() and (not existed or folder.name.startswith("pipedaemon")):
             folder.chmod(0o700)
+        if len(os.fsencode(self.socket_path)) > 107:  # sun_path holds 108 bytes with the NUL
+            raise OSError(errno.ENAMETOOLONG, f"the socket path {self.socket_path} is "
+                          f"{len(os.fsencode(self.socket_path))} bytes, more than a Unix socket takes (107); "
+                          "choose a shorter PIPEDAEMON_SOCKET")
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # stale: we hold the lock, so no daemon owns it
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -263,19 +281,50 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        await self.state.open()
-        await self.start_services()
-        resumed = await self.jobs.resume_unfinished()
-        sock = self._listen_socket()
-        self._server = await asyncio.start_unix_server(self._on_client, sock=sock, limit=MAX_LINE + 1)
+        try:
+            resumed = await self._start()
+        except (OSError, sqlite3.Error, E.DaemonError, StartupError) as exc:
+            # One line, and nothing left behind: the database's thread would keep us alive.
+            text = getattr(exc, "message", None) or (exc.strerror if isinstance(exc, OSError) and
+                                                     exc.strerror and not exc.filename else None) or exc
+            log.error("cannot start: %s", text)
+            await self._abandon_start()
+            return 1
         log.info("pipedaemon %s listening on %s (pid %d, %d jobs resumed)",
-                 __version__, self.socket_path, os.getpid(), resumed)
+                 __version__, self.served_path, os.getpid(), resumed)
         systemd.notify("READY=1")
         idle = loop.create_task(self._idle_watch())
         await self.stop_event.wait()
         idle.cancel()
         await self._shutdown()
         return 0
+
+    async def _start(self) -> int:
+        """Lock the home, listen, open the state, start services, resume jobs: how many resumed."""
+        check_home(self.home)
+        self._home_lock = take_home_lock(self.home, self.socket_path)
+        aside = check_state(self.home / "state.db", self.reset_state)
+        if aside is not None:
+            log.warning("the damaged state database was moved to %s; starting with an empty state", aside)
+        self._sock = self._listen_socket()
+        await self.state.open()
+        await self.start_services()
+        resumed = await self.jobs.resume_unfinished()
+        self._server = await asyncio.start_unix_server(self._on_client, sock=self._sock, limit=MAX_LINE + 1)
+        return resumed
+
+    async def _abandon_start(self) -> None:
+        self.jobs.stopping = True
+        with contextlib.suppress(Exception):
+            await self.jobs.shutdown(0)
+        await self.stop_services()
+        with contextlib.suppress(Exception):
+            await self.state.close()
+        if self._sock is not None:
+            self._sock.close()
+            if self._own_socket:
+                with contextlib.suppress(OSError):
+                    self.socket_path.unlink()
 
     async def start_services(self) -> None:
         for module in self._modules:
@@ -344,7 +393,8 @@ class Daemon:
 
     def status(self) -> Status:
         return Status(version=__version__, pid=os.getpid(), uptime_s=round(time.time() - self.started, 3),
-                      socket_path=str(self.socket_path), home=str(self.home), jobs=self.jobs.counts())
+                      socket_path=self.served_path, home=str(self.home), jobs=self.jobs.counts(),
+                      log_path=str(self.home / "daemon.log"))
 
 
 def raise_open_files_limit() -> int:
@@ -361,7 +411,7 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def serve(socket_path: Path, home: Path, idle_timeout: float) -> int:
+def serve(socket_path: Path, home: Path, idle_timeout: float, reset_state: bool = False) -> int:
     """Run a daemon until it is stopped; the exit status."""
     try:
         import uvloop
@@ -371,7 +421,7 @@ def serve(socket_path: Path, home: Path, idle_timeout: float) -> int:
         runner = asyncio.run
 
     async def main() -> int:
-        return await Daemon(socket_path, home, idle_timeout).run()
+        return await Daemon(socket_path, home, idle_timeout, reset_state).run()
 
     raise_open_files_limit()
 

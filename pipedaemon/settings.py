@@ -108,6 +108,7 @@ class FTPCredentials(_Strict):
 
 class LocalOptions(_Strict):
     remotepath: OneLine
+    create_root: bool = False  # make a missing remotepath on first use (else: 1001 naming it)
 
 
 class NoCredentials(_Strict):

@@ -22,7 +22,11 @@ def inherited_socket() -> socket.socket | None:
         return None
     for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(var, None)  # not for our children
-    sock = socket.socket(fileno=LISTEN_FDS_START)
+    try:
+        sock = socket.socket(fileno=LISTEN_FDS_START)
+    except OSError as exc:
+        raise OSError(exc.errno, f"LISTEN_FDS={n} but descriptor {LISTEN_FDS_START} is not a listening "
+                                 f"socket ({exc.strerror}); start it from pipedaemon.socket") from None
     os.set_inheritable(sock.fileno(), False)
     return sock
 
@@ -46,7 +50,7 @@ def notify(state: str) -> bool:
 SERVICE = """\
 [Unit]
 Description=pipedaemon: data transfer daemon
-Documentation=file://{docs}
+{docs}
 Requires=pipedaemon.socket
 After=pipedaemon.socket
 
@@ -78,10 +82,19 @@ WantedBy=sockets.target
 """
 
 
-def unit_texts(python: str | None = None) -> dict[str, str]:
-    docs = Path(__file__).resolve().parent.parent / "docs" / "systemd.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "systemd.md"
+
+
+def docs_line(docs: Path = DOCS) -> str:
+    """A Documentation= link only to a page that is there: an installed wheel has no docs/."""
+    if docs.is_file():
+        return f"Documentation=file://{docs}"
+    return "# Documentation: docs/systemd.md of pipedaemon's source (not on this machine)"
+
+
+def unit_texts(python: str | None = None, docs: Path = DOCS) -> dict[str, str]:
     return {
-        "pipedaemon.service": SERVICE.format(python=python or sys.executable, docs=docs),
+        "pipedaemon.service": SERVICE.format(python=python or sys.executable, docs=docs_line(docs)),
         "pipedaemon.socket": SOCKET,
     }
 

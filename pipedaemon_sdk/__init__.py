@@ -13,6 +13,7 @@ from .errors import (
     ConflictError,
     DaemonConnectionError,
     DaemonError,
+    DaemonStoppedError,
     DaemonTimeoutError,
     InternalError,
     InvalidParamsError,
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError", "AsyncJob", "AsyncPipeClient", "AuthFailedError", "BusyError",
     "CancelledError", "ChecksumMismatchError", "ConflictError", "DaemonConnectionError",
-    "DaemonError", "DaemonTimeoutError", "InternalError", "InvalidParamsError",
+    "DaemonError", "DaemonStoppedError", "DaemonTimeoutError", "InternalError", "InvalidParamsError",
     "InvalidRequestError", "InvalidSettingsError", "Job", "JobInfo", "MethodNotFoundError",
     "NotFoundError", "ParseError", "PermissionDeniedError", "Pipe", "PipeClient", "PipeLocal",
     "ProgressEvent", "Status", "StorageError", "SyncResult", "UnsafePathError", "__version__",

@@ -25,6 +25,7 @@ class AsyncConnection:
         self._jobs: dict[str, asyncio.Queue[Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.stopping = False  # the daemon said it stops (daemon.stopping notification)
         self._close_reason = "connection closed"
 
     async def open(self) -> None:
@@ -130,6 +131,10 @@ class AsyncConnection:
                 self.job_queue(msg.result["id"])  # subscribe before the caller resumes
             if not fut.done():
                 fut.set_result(msg)
+            return
+        if msg.method == "daemon.stopping":  # asked to stop: its jobs are checkpointed, not lost
+            self.stopping = True
+            self._close_reason = "the daemon was asked to stop"
             return
         if msg.method in ("job.progress", "job.finished") and isinstance(msg.params, dict):
             jid = msg.params.get("job_id" if msg.method == "job.progress" else "id")

@@ -41,6 +41,7 @@ class SyncConnection:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = False
+        self.stopping = False  # the daemon said it stops (daemon.stopping notification)
         self._close_reason = "connection closed"
         self._gone = threading.Event()  # set when the reader sees the connection end
 
@@ -146,6 +147,10 @@ class SyncConnection:
             if slot is not None:
                 slot.msg = msg
                 slot.event.set()
+            return
+        if msg.method == "daemon.stopping":  # asked to stop: its jobs are checkpointed, not lost
+            self.stopping = True
+            self._close_reason = "the daemon was asked to stop"
             return
         if msg.method in ("job.progress", "job.finished") and isinstance(msg.params, dict):
             jid = msg.params.get("job_id" if msg.method == "job.progress" else "id")

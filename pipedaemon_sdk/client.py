@@ -30,7 +30,7 @@ class _Client(Api):
                  auto_start: bool = True, start_timeout_s: float = 10.0,
                  request_timeout_s: float = 30.0) -> None:
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
-        self.profile = profile or os.environ.get("PIPEDAEMON_PROFILE") or "default"
+        self.profile = profile if profile is not None else (os.environ.get("PIPEDAEMON_PROFILE") or "default")
         self.auto_start = auto_start
         self.start_timeout_s = start_timeout_s
         self.request_timeout_s = request_timeout_s

@@ -147,3 +147,8 @@ class DaemonTimeoutError(TimeoutError):
 
 class DaemonConnectionError(ConnectionError):
     """The daemon could not be reached, or went away during a request."""
+
+
+class DaemonStoppedError(DaemonConnectionError):
+    """The daemon was asked to stop (``pipedaemon stop``, SIGTERM, idle) while we followed a job:
+    the job was checkpointed and resumes when a daemon starts again. Not a crash: do not restart it."""

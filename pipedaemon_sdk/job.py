@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
+from .errors import DaemonConnectionError, DaemonStoppedError, DaemonTimeoutError, error_from_code
 from .wire import JobInfo, ProgressEvent
 
 if TYPE_CHECKING:
@@ -37,6 +37,14 @@ def outcome(info: JobInfo) -> JobInfo:
     if info.error is not None:
         raise error_from_code(info.error.code, info.error.message, info.error.data)
     raise error_from_code(1007 if info.state == "cancelled" else -32603, f"job {info.id} {info.state}")
+
+
+def lost(job_id: str, conn: Any) -> DaemonConnectionError:
+    """The error for a connection that ended while following ``job_id``."""
+    if getattr(conn, "stopping", False):
+        return DaemonStoppedError(f"the daemon was asked to stop while following job {job_id}; the job is "
+                                  "checkpointed and resumes when the daemon starts again")
+    return DaemonConnectionError(f"lost the daemon while following job {job_id}")
 
 
 def _decode(item: Any) -> ProgressEvent | JobInfo:
@@ -87,7 +95,7 @@ class Job:
             except queue.Empty:
                 raise DaemonTimeoutError(f"job {self.id} did not finish within {timeout:g} s") from None
             if item is CLOSED:
-                raise DaemonConnectionError(f"lost the daemon while following job {self.id}")
+                raise lost(self.id, conn)
             msg = _decode(item)
             if isinstance(msg, JobInfo):
                 self.info = msg
@@ -152,7 +160,7 @@ class AsyncJob:
             except asyncio.TimeoutError:
                 raise DaemonTimeoutError(f"job {self.id} did not finish within {timeout:g} s") from None
             if item is CLOSED:
-                raise DaemonConnectionError(f"lost the daemon while following job {self.id}")
+                raise lost(self.id, conn)
             msg = _decode(item)
             if isinstance(msg, JobInfo):
                 self.info = msg

@@ -45,6 +45,14 @@ class Message(msgspec.Struct):
     error: ErrorObject | msgspec.UnsetType = msgspec.UNSET
 
 
+class RunningFile(msgspec.Struct):
+    """One file in flight of a many-file job (a pipe's pull or push)."""
+
+    name: str
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
 class ProgressEvent(msgspec.Struct, omit_defaults=False):
     """Progress of one job, pushed as the params of ``job.progress``."""
 
@@ -58,6 +66,8 @@ class ProgressEvent(msgspec.Struct, omit_defaults=False):
     chunk_index: int = 0
     chunk_count: int = 0
     rate_bps: float = 0.0
+    # file_index counts the files finished; running names those in flight (many-file jobs).
+    running: list[RunningFile] = msgspec.field(default_factory=list)
 
     @property
     def percent(self) -> float:
@@ -95,6 +105,7 @@ class Status(msgspec.Struct):
     socket_path: str
     home: str
     jobs: dict[str, int]
+    log_path: str = ""  # the daemon's log file (`pipedaemon log` shows it)
 
 
 encoder = msgspec.json.Encoder()

@@ -139,7 +139,9 @@ class LocalBackend(Backend):
             return
         if not os.path.isabs(str(root)):
             raise InvalidSettingsError("remotepath must be an absolute folder", {"field": "remotepath"})
-        # A missing root is fine (the first write makes it); a file there or no access is not.
+        # A missing root is an error (an unmounted disk must not turn into a folder on the local
+        # disk), unless the remote asks for it to be made: options.create_root.
+        await self._root_exists()
         with error_edge(map_error, str(root)):
             if await asyncio.to_thread(os.path.exists, root):
                 if not await asyncio.to_thread(os.path.isdir, root):
@@ -147,6 +149,24 @@ class LocalBackend(Backend):
                 # Only read access is required: a read-only folder is a fine source to pull from.
                 if not await asyncio.to_thread(os.access, root, os.R_OK | os.X_OK):
                     raise PermissionDeniedError("no read access to remotepath", {"path": root})
+
+    async def _root_exists(self) -> None:
+        """1001 naming the root when it is missing; with create_root, make it instead."""
+        root = self.options.get("remotepath")
+        if root is None or await asyncio.to_thread(os.path.lexists, root):
+            return
+        if self.options.get("create_root"):
+            with error_edge(map_error, str(root)):
+                await asyncio.to_thread(os.makedirs, root, exist_ok=True)
+            return
+        raise NotFoundError(f"the remote's folder {root} does not exist (not mounted?); create it, "
+                            "or set the option create_root=true to have it made",
+                            {"path": str(root), "field": "remotepath"})
+
+    async def _parents(self, local: str) -> None:
+        """Make the folders above ``local``, but never the remote's root itself."""
+        await self._root_exists()
+        await asyncio.to_thread(os.makedirs, os.path.dirname(local), exist_ok=True)
 
     # -- required --------------------------------------------------------------
     async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
@@ -158,6 +178,8 @@ class LocalBackend(Backend):
                 try:
                     it = await asyncio.to_thread(os.scandir, os.path.join(root, rel))
                 except (FileNotFoundError, NotADirectoryError):
+                    if rel == "":
+                        await self._root_exists()  # the root went away (unmounted): say so
                     continue  # a missing folder lists as empty; a sub-folder may vanish mid-walk
                 try:
                     while batch := await asyncio.to_thread(_scan_batch, it, rel, recursive):
@@ -196,7 +218,7 @@ class LocalBackend(Backend):
         local = self._path(path)
         try:
             with error_edge(map_error, path):
-                await asyncio.to_thread(os.makedirs, os.path.dirname(local), exist_ok=True)
+                await self._parents(local)
                 f: BinaryIO = await asyncio.to_thread(open, local, "wb")
                 try:
                     written = await self._pump(f, chunks)
@@ -251,13 +273,13 @@ class LocalBackend(Backend):
     async def rename(self, src: str, dst: str) -> None:
         target = self._path(dst)
         with error_edge(map_error, src):
-            await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
+            await self._parents(target)
             await asyncio.to_thread(os.replace, self._path(src), target)
 
     async def copy(self, src: str, dst: str) -> Entry:
         target = self._path(dst)
         with error_edge(map_error, src):
-            await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
+            await self._parents(target)
             # copyfile uses copy_file_range/sendfile: the bytes never enter Python.
             await asyncio.to_thread(shutil.copyfile, self._path(src), target)
         return await self.stat(dst)
@@ -271,7 +293,7 @@ class LocalBackend(Backend):
     async def open_writer(self, path: str, size: int) -> RangeWriter:
         local = self._path(path)
         with error_edge(map_error, path):
-            await asyncio.to_thread(os.makedirs, os.path.dirname(local), exist_ok=True)
+            await self._parents(local)
             # No O_TRUNC: a resumed transfer keeps the chunks that already landed.
             fd = await asyncio.to_thread(os.open, local, os.O_WRONLY | os.O_CREAT, 0o666)
             try:

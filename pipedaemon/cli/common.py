@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -35,22 +35,80 @@ def client(ctx: click.Context, auto_start: bool = True) -> PipeClient:
     return c.connect()
 
 
+def _json_wanted() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.obj and ctx.obj.get("json"))
+
+
+def fail(kind: str, message: str, status: int, code: int | None = None,
+         data: dict[str, Any] | None = None) -> NoReturn:
+    """Report an error and exit: one line on stderr, and with --json an object on stdout too."""
+    if _json_wanted():
+        click.echo(json.dumps({"error": {"kind": kind, "code": code, "message": message, "data": data or {}}},
+                              sort_keys=True, default=str))
+    detail = f" ({json.dumps(data, sort_keys=True, default=str)})" if data else ""
+    click.echo(f"error: {message}{detail}" + (f" [code {code}]" if code is not None else ""), err=True)
+    sys.exit(status)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn SDK errors into a one-line message and a non-zero exit status."""
+    """Turn SDK errors into a one-line message and a non-zero exit status (1 daemon error,
+    3 no daemon, 130 Ctrl-C); with --json the error is also a JSON object on stdout."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except DaemonError as err:
-            detail = f" ({json.dumps(err.data, sort_keys=True)})" if err.data else ""
-            click.echo(f"error: {err.message}{detail} [code {err.code}]", err=True)
-            sys.exit(1)
-        except (DaemonConnectionError, DaemonTimeoutError) as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(3)
+            fail("daemon", err.message, 1, err.code, err.data)
+        except DaemonConnectionError as err:
+            fail("connection", str(err), 3)
+        except DaemonTimeoutError as err:
+            fail("timeout", str(err), 3)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as err:
+            if _json_wanted():
+                usage = {"kind": "usage", "code": None, "message": err.format_message(), "data": {}}
+                click.echo(json.dumps({"error": usage}, sort_keys=True))
+            raise
 
     return wrapper  # type: ignore[return-value]
+
+
+# -- shell completion: names the daemon knows, asked without starting one --------------------------
+def _names(ctx: click.Context, method: str) -> list[str]:
+    root = ctx.find_root().params
+    try:
+        with PipeClient(socket_path=root.get("socket_path"), profile=root.get("profile"), auto_start=False,
+                        request_timeout_s=2.0) as c:
+            names = c.call(method, {"profile": c.profile, "names_only": True})
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+    return [n for n in names if isinstance(n, str)]
+
+
+def complete_remote(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(n) for n in _names(ctx, "remote.list") if n.startswith(incomplete)]
+
+
+def complete_pipe(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(n) for n in _names(ctx, "pipe.list") if n.startswith(incomplete)]
+
+
+def complete_operand(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    """``REMOTE:`` for remote names; local paths are left to the shell."""
+    from click.shell_completion import CompletionItem
+
+    if ":" in incomplete or incomplete.startswith(("/", ".", "~")):
+        return [CompletionItem(incomplete, type="file")]
+    items = [CompletionItem(f"{n}:") for n in _names(ctx, "remote.list") if n.startswith(incomplete)]
+    return items or [CompletionItem(incomplete, type="file")]
 
 
 def emit(ctx: click.Context, value: Any, human: Callable[[Any], str] | None = None) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from pipedaemon_sdk import JobInfo, PipeClient
+from pipedaemon_sdk import JobInfo
 from pipedaemon_sdk.paths import default_socket_path, home_dir
 
 from .common import SizeType, client, emit, handle_errors, main_group
-from .progress import Bar, bar_line
+from .follow import run_job
 
 
 @main_group.command()
@@ -23,21 +23,29 @@ from .progress import Bar, bar_line
 @click.option("--detached", is_flag=True, hidden=True, help="Started by the SDK: log to the file only.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--reset-state", is_flag=True,
+              help="If the state database is damaged, move it aside and start with an empty state.")
 @click.pass_context
 def serve(ctx: click.Context, socket_path: str | None, idle_timeout: float | None, detached: bool,
-          log_level: str) -> None:
+          log_level: str, reset_state: bool) -> None:
     """Run the daemon in the foreground (systemd and the SDK start it this way)."""
     import logging
 
     from .. import log
     from ..server import serve as run
+    from ..startup import StartupError, check_home
 
     sock = Path(socket_path or ctx.obj["socket"] or default_socket_path())
     home = home_dir()
+    try:
+        check_home(home)  # before the log, which lives in the home
+    except StartupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     log.setup(home, to_stderr=not detached, level=getattr(logging, log_level.upper()))
     if idle_timeout is None:
         idle_timeout = 1800.0 if detached else 0.0
-    sys.exit(run(sock, home, idle_timeout))
+    sys.exit(run(sock, home, idle_timeout, reset_state))
 
 
 @main_group.command()
@@ -49,7 +57,7 @@ def status(ctx: click.Context) -> None:
     st = c.status()
     emit(ctx, st, lambda s: (
         f"pipedaemon {s.version}  pid {s.pid}  up {s.uptime_s:.0f} s\n"
-        f"socket {s.socket_path}\nhome   {s.home}\n"
+        f"socket {s.socket_path}\nhome   {s.home}\nlog    {s.log_path or Path(s.home) / 'daemon.log'}\n"
         f"jobs   " + ", ".join(f"{k} {v}" for k, v in sorted(s.jobs.items()))))
 
 
@@ -85,11 +93,11 @@ def stop(ctx: click.Context) -> None:
 @handle_errors
 def hash_cmd(ctx: click.Context, file: Path, algorithm: str, part_size: int) -> None:
     """Hash a local file: md5, sha256, or the ETag S3 would give it."""
-    bar = Bar()
-    try:
-        result = client(ctx).hash_file(file, algorithm=algorithm, part_size=part_size, on_progress=bar)
-    finally:
-        bar.close()
+    c = client(ctx)
+    info = run_job(ctx, lambda: c.hash_file(file, algorithm=algorithm, part_size=part_size, wait=False),
+                   detach=False)
+    assert info is not None
+    result = info.result
     emit(ctx, {"path": str(file.resolve()), **result}, lambda r: f"{r[algorithm]}  {file}")
 
 
@@ -101,7 +109,9 @@ def _job_line(j: JobInfo) -> str:
 
 
 @main_group.command()
-@click.option("--watch", is_flag=True, help="Live progress bars for running jobs until none run.")
+@click.option("--watch", is_flag=True,
+              help="Live progress of running jobs until none run; each one's final line stays "
+                   "(with --json: one JSON object per line).")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.pass_context
@@ -112,30 +122,9 @@ def jobs(ctx: click.Context, watch: bool, state: str | None, limit: int) -> None
     if not watch:
         emit(ctx, c.jobs(state=state, limit=limit), lambda js: "\n".join(map(_job_line, js)) or "no jobs")
         return
-    _watch(c, ctx.obj["json"])
+    from .watch import watch
 
-
-def _watch(c: PipeClient, as_json: bool) -> None:
-    import json
-
-    import msgspec
-
-    shown = 0
-    tty = sys.stdout.isatty()
-    while True:
-        running = c.jobs(state="running") + c.jobs(state="queued")
-        if as_json:
-            click.echo(json.dumps(msgspec.to_builtins(running)))
-        else:
-            lines = [f"{j.id} {j.kind:<10} " + (bar_line(j.progress) if j.progress else j.state)
-                     for j in running] or ["no running jobs"]
-            if tty and shown:
-                sys.stdout.write(f"\x1b[{shown}F\x1b[J")
-            click.echo("\n".join(lines))
-            shown = len(lines)
-        if not running:
-            return
-        time.sleep(0.5)
+    watch(c, ctx.obj["json"])
 
 
 @main_group.command()
@@ -156,6 +145,11 @@ def install_service(ctx: click.Context, dest: Path | None) -> None:
     """Write the systemd user units and print how to enable them."""
     from ..systemd import install_units
 
+    env_sock = os.environ.get("PIPEDAEMON_SOCKET")
+    if env_sock:
+        click.echo(f"warning: PIPEDAEMON_SOCKET is set ({env_sock}), but pipedaemon.socket listens on "
+                   "$XDG_RUNTIME_DIR/pipedaemon/pipedaemon.sock: clients using PIPEDAEMON_SOCKET will not "
+                   "reach the socket-activated daemon (unset it, or edit ListenStream= to match)", err=True)
     paths = install_units(dest)
     for p in paths:
         click.echo(f"wrote {p}")

@@ -9,29 +9,64 @@ from typing import Any
 
 import click
 
-from .common import client, emit, handle_errors, main_group
-from .progress import Bar, human_bytes
+from pipedaemon_sdk import SyncResult
+
+from .common import client, complete_pipe, emit, handle_errors, main_group
+from .follow import detach_option, run_job
+from .progress import human_bytes
 
 MODES = ["default", "new", "mod", "all"]
 
 
-def _load(path: Path) -> Any:
-    """A JSON or YAML file's content (by extension; YAML also reads JSON)."""
-    text = path.read_text()
+def _load(path: Path, option: str = "--file") -> Any:
+    """A JSON or YAML file's content (by extension; YAML also reads JSON); bad syntax named."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=option) from None
     if path.suffix.lower() == ".json":
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"{path} is not valid JSON: {exc}", param_hint=option) from None
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise click.BadParameter(f"{path} is not valid YAML{at}: {problem}", param_hint=option) from None
 
 
-def _pick(data: Any, name: str | None, what: str) -> Any:
+def _pick(data: Any, name: str | None, what: str, path: Path) -> Any:
     """``data`` itself, or its entry ``name`` (files holding several pipes by name)."""
     if name is None:
         return data
-    if not isinstance(data, dict) or name not in data:
-        raise click.BadParameter(f"no entry {name!r} in the {what} file")
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} does not map names to {what}, so --name {name} cannot pick "
+                                 "an entry of it")
+    if name not in data:
+        raise click.BadParameter(f"no entry {name!r} in the {what} file {path} (it has: "
+                                 f"{', '.join(map(str, sorted(data, key=str))) or 'nothing'})")
     return data[name]
+
+
+def _settings_items(data: Any, name: str | None, path: Path) -> list[Any]:
+    """The pipes a settings file holds: one, a list, or (with --name) one of a mapping by name."""
+    if name is not None and isinstance(data, dict):
+        data = {"name": name, **data}  # in a file of pipes by name, the key is the name
+    items = data if isinstance(data, list) else [data]
+    for item in items:
+        if not isinstance(item, dict):
+            raise click.BadParameter(f"{path} must hold a pipe's settings (a mapping) or a list of them, "
+                                     f"not {type(item).__name__}", param_hint="--file")
+    if name is None and len(items) == 1 and "name" not in items[0] and items[0] and all(
+            isinstance(v, dict) for v in items[0].values()):
+        raise click.BadParameter(f"{path} maps names to pipes ({', '.join(sorted(items[0]))}); pick one "
+                                 "with --name", param_hint="--file")
+    return items
 
 
 @main_group.group("pipe")
@@ -49,12 +84,9 @@ def pipe_group() -> None:
 @handle_errors
 def pipe_upsert(ctx: click.Context, file: Path, credentials_file: Path | None, name: str | None) -> None:
     """Create or replace pipes from a settings file."""
-    data = _pick(_load(file), name, "settings")
-    if name is not None and isinstance(data, dict):
-        data = {"name": name, **data}  # in a file of pipes by name, the key is the name
-    items = data if isinstance(data, list) else [data]
+    items = _settings_items(_pick(_load(file), name, "settings", file), name, file)
     if credentials_file is not None:
-        creds = _pick(_load(credentials_file), name, "credentials")
+        creds = _pick(_load(credentials_file, "--credentials-file"), name, "credentials", credentials_file)
         if isinstance(creds, dict) and "credentials" in creds:
             creds = creds["credentials"]
         if len(items) != 1:
@@ -83,7 +115,7 @@ def pipe_list(ctx: click.Context, long_: bool) -> None:
 
 
 @pipe_group.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_pipe)
 @click.pass_context
 @handle_errors
 def pipe_show(ctx: click.Context, name: str) -> None:
@@ -92,7 +124,7 @@ def pipe_show(ctx: click.Context, name: str) -> None:
 
 
 @pipe_group.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_pipe)
 @click.pass_context
 @handle_errors
 def pipe_rm(ctx: click.Context, name: str) -> None:
@@ -155,7 +187,8 @@ def _summary(verb: str, result: Any, preview: bool) -> str:
 
 def _sync_options(f: Any) -> Any:
     for opt in reversed([
-        click.option("--pipe", "pipe_name", required=True, help="Pipe name."),
+        click.option("--pipe", "pipe_name", required=True, help="Pipe name.", shell_complete=complete_pipe),
+        detach_option,
         click.option("--preview", is_flag=True, help="Show what would move; move nothing."),
         click.option("--include", default=None, help="Only files matching these globs ('*.csv|*.xls')."),
         click.option("--exclude", default=None, help="Skip files matching these globs."),
@@ -174,18 +207,19 @@ def _sync_options(f: Any) -> Any:
 
 def _sync(ctx: click.Context, direction: str, pipe_name: str, preview: bool, include: str | None,
           exclude: str | None, mode: str, nrecent: int, merge_mode: str | None, no_cache: bool,
-          files: tuple[str, ...], record: bool = False) -> None:
+          files: tuple[str, ...], detach: bool, record: bool = False) -> None:
     pipe = client(ctx).pipe(pipe_name, mode=mode)
     kw: dict[str, Any] = {"files": list(files) or None, "include": include, "exclude": exclude,
                           "nrecent": nrecent, "merge_mode": merge_mode, "cached": not no_cache}
     if preview:
         result = getattr(pipe, f"{direction}_preview")(**kw)
     else:
-        bar = Bar()
-        try:
-            result = getattr(pipe, direction)(on_progress=bar, record=record, **kw)
-        finally:
-            bar.close()
+        info = run_job(ctx, lambda: getattr(pipe, direction)(wait=False, record=record, **kw),
+                       detach=detach,
+                       label=f"{direction} {pipe_name}")
+        if info is None:
+            return
+        result = SyncResult.of(info.result)
     raw = {"files": list(result), "conflicts": result.conflicts, "kept": result.kept,
            "skipped": result.skipped, "docs": result.docs, "summary": result.summary, "preview": preview}
     emit(ctx, raw, lambda _: _summary(direction, result, preview))
@@ -219,7 +253,7 @@ def _file_lines(rows: list[dict[str, Any]]) -> str:
 
 
 @main_group.command("files")
-@click.option("--pipe", "pipe_name", required=True, help="Pipe name.")
+@click.option("--pipe", "pipe_name", required=True, help="Pipe name.", shell_complete=complete_pipe)
 @click.option("--include", default=None)
 @click.option("--exclude", default=None)
 @click.option("--sortby", type=click.Choice(["filename", "modified_at", "size"]), default="filename")
@@ -240,7 +274,7 @@ def files_cmd(ctx: click.Context, pipe_name: str, include: str | None, exclude: 
 
 
 @main_group.command("orphans")
-@click.option("--pipe", "pipe_name", required=True, help="Pipe name.")
+@click.option("--pipe", "pipe_name", required=True, help="Pipe name.", shell_complete=complete_pipe)
 @click.option("--direction", type=click.Choice(["local", "remote", "both"]), default="local",
               show_default=True, help="local: files only here; remote: files only on the remote.")
 @click.option("--delete", is_flag=True, help="Delete them (without it they are only listed).")

@@ -1,12 +1,13 @@
-"""Progress bars for a terminal; silence when output is not one."""
+"""Progress on a terminal, drawn by rich: fits the width, redraws in place, one line per
+running file for many-file jobs, an ETA, and a final line that stays. Silence when the
+output is not a terminal."""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import Any, TextIO
 
-from pipedaemon_sdk import ProgressEvent
+from pipedaemon_sdk import JobInfo, ProgressEvent
 
 
 def human_bytes(n: float) -> str:
@@ -17,35 +18,101 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def bar_line(ev: ProgressEvent, width: int = 28) -> str:
-    filled = int(width * ev.percent / 100)
-    name = ev.file_name if len(ev.file_name) <= 30 else "…" + ev.file_name[-29:]
-    files = f" {ev.file_index + 1}/{ev.file_count}" if ev.file_count > 1 else ""
-    return (f"{name:<30}{files} [{'#' * filled}{'.' * (width - filled)}] {ev.percent:5.1f}% "
-            f"{human_bytes(ev.bytes_done)}/{human_bytes(ev.bytes_total)} {human_bytes(ev.rate_bps)}/s")
+def files_label(ev: ProgressEvent) -> str:
+    """``3/4 files`` counts files finished (the daemon's file_index), never more than the total."""
+    return f"{min(ev.file_index, ev.file_count)}/{ev.file_count} files" if ev.file_count > 1 else ""
+
+
+def short(name: str, width: int) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def console(stream: TextIO | None = None) -> Any:
+    from rich.console import Console
+
+    return Console(file=stream or sys.stderr, highlight=False, soft_wrap=False)
+
+
+def _progress(con: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    # Ratio 1 on the label: the label takes what the other columns leave, so a line never wraps.
+    return Progress(TextColumn("{task.description}", table_column=None), BarColumn(bar_width=None),
+                    TaskProgressColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                    TimeRemainingColumn(compact=True), console=con, transient=False,
+                    refresh_per_second=8, expand=True)
 
 
 class Bar:
-    """A one-line bar redrawn in place, at most 10 times a second."""
+    """``on_progress`` for one job: its total, and one line per running file (pipes)."""
 
-    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._shown = False
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None, label: str = "") -> None:
+        stream = stream or sys.stderr
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.label = label
+        self._con = console(stream) if self.enabled else None
+        self._p: Any = None
+        self._main: Any = None
+        self._files: dict[str, Any] = {}
+
+    def _label_width(self) -> int:
+        return max(12, (self._con.width if self._con else 80) // 3)
 
     def __call__(self, ev: ProgressEvent) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self._last < 0.1 and ev.percent < 100:
-            return
-        self._last = now
-        self.stream.write("\r\x1b[2K" + bar_line(ev))
-        self.stream.flush()
-        self._shown = True
+        if self._p is None:
+            self._p = _progress(self._con)
+            self._p.start()
+            self._main = self._p.add_task("", total=max(ev.bytes_total, 1))
+        w = self._label_width()
+        if ev.file_count > 1:
+            head = " ".join(x for x in (self.label, files_label(ev)) if x)
+        else:
+            head = ev.file_name or self.label
+        self._p.update(self._main, description=short(head, w), completed=ev.bytes_done,
+                       total=max(ev.bytes_total, 1))
+        self._files_update(ev, w)
 
-    def close(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
+    def _files_update(self, ev: ProgressEvent, w: int) -> None:
+        running = {f.name: f for f in ev.running} if ev.file_count > 1 else {}
+        for name in list(self._files):
+            if name not in running:
+                self._p.remove_task(self._files.pop(name))
+        for name, f in running.items():
+            if name not in self._files:
+                self._files[name] = self._p.add_task("", total=max(f.bytes_total, 1))
+            self._p.update(self._files[name], description="  " + short(name, w - 2),
+                           completed=f.bytes_done, total=max(f.bytes_total, 1))
+
+    def close(self, final: JobInfo | None = None) -> None:
+        """Stop redrawing; the job's last line stays on the screen."""
+        if self._p is None:
+            return
+        for tid in self._files.values():
+            self._p.remove_task(tid)
+        self._files.clear()
+        if final is not None and final.progress is not None:
+            ev = final.progress
+            done = ev.bytes_done if final.state != "succeeded" else max(ev.bytes_done, ev.bytes_total)
+            self._p.update(self._main, completed=done, total=max(ev.bytes_total, 1))
+        self._p.stop()
+        self._p = None
+
+
+def job_summary(j: JobInfo) -> str:
+    """One line for a finished job: id, kind, outcome, bytes, files, time."""
+    ev = j.progress
+    size = f"  {human_bytes(ev.bytes_done)}" if ev and ev.bytes_total else ""
+    files = f"  {files_label(ev)}" if ev and ev.file_count > 1 else ""
+    took = f"  in {max(0.0, j.updated_at - j.created_at):.1f} s"
+    err = f"  {j.error.message} [code {j.error.code}]" if j.error else ""
+    return f"{j.id}  {j.kind}  {j.state}{size}{files}{took}{err}"

@@ -20,9 +20,11 @@ import click
 import msgspec
 
 from pipedaemon_sdk import PipeClient
+from pipedaemon_sdk.wire import DownloadResult, UploadResult
 
-from .common import client, emit, handle_errors, main_group
-from .progress import Bar, human_bytes
+from .common import client, complete_operand, complete_remote, emit, handle_errors, main_group
+from .follow import detach_option, run_job
+from .progress import human_bytes
 
 OPERAND_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127}):(.*)$", re.S)
 LOCAL_PREFIXES = ("/", "./", "../", "~")
@@ -215,7 +217,7 @@ def _show(r: dict[str, Any]) -> str:
 
 
 @remote.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remote)
 @click.pass_context
 @handle_errors
 def remote_show(ctx: click.Context, name: str) -> None:
@@ -224,7 +226,7 @@ def remote_show(ctx: click.Context, name: str) -> None:
 
 
 @remote.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remote)
 @click.pass_context
 @handle_errors
 def remote_rm(ctx: click.Context, name: str) -> None:
@@ -242,7 +244,7 @@ def _check_text(r: dict[str, Any]) -> str:
 
 
 @remote.command("check")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remote)
 @click.option("--no-write-probe", is_flag=True, help="Only connect and list; write nothing.")
 @click.pass_context
 @handle_errors
@@ -282,7 +284,7 @@ def _list(c: PipeClient, op: Operand, recursive: bool) -> tuple[list[dict[str, A
 
 
 @main_group.command("ls")
-@click.argument("target", metavar="REMOTE:PATH")
+@click.argument("target", metavar="REMOTE:PATH", shell_complete=complete_operand)
 @click.option("-r", "--recursive", is_flag=True, help="Everything below, not just one level.")
 @click.option("-l", "--long", "long", is_flag=True, help="Size, modified time and etag too.")
 @click.pass_context
@@ -296,7 +298,7 @@ def ls_cmd(ctx: click.Context, target: str, recursive: bool, long: bool) -> None
 
 
 @main_group.command("stat")
-@click.argument("target", metavar="REMOTE:PATH")
+@click.argument("target", metavar="REMOTE:PATH", shell_complete=complete_operand)
 @click.pass_context
 @handle_errors
 def stat_cmd(ctx: click.Context, target: str) -> None:
@@ -318,48 +320,57 @@ def _into(key: str, name: str) -> str:
     return key + name if key == "" or key.endswith("/") else key
 
 
-def _run_with_bar(fn: Any) -> Any:
-    bar = Bar()
-    try:
-        return fn(bar)
-    finally:
-        bar.close()
-
-
-def _upload(c: PipeClient, src: str, dst: Operand) -> dict[str, Any]:
+def _upload(ctx: click.Context, c: PipeClient, src: str, dst: Operand, detach: bool) -> dict[str, Any] | None:
     path = Path(src).expanduser()
     if not path.is_file():
         raise click.BadParameter(f"{src} is not a file (cp copies one file)", param_hint="SRC")
     key = _into(dst.path, path.name)
-    res = _run_with_bar(lambda bar: c.upload(path, remote=dst.remote, key=key, on_progress=bar))
+    info = run_job(ctx, lambda: c.upload(path, remote=dst.remote, key=key, wait=False), detach=detach)
+    if info is None:
+        return None
+    res = msgspec.convert(info.result, UploadResult)
     return {"from": str(path.resolve()), "to": f"{dst.remote}:{res.key}", "size": res.size, "etag": res.etag}
 
 
-def _download(c: PipeClient, src: Operand, dst: str) -> dict[str, Any]:
+def _download(ctx: click.Context, c: PipeClient, src: Operand, dst: str,
+              detach: bool) -> dict[str, Any] | None:
     dest = os.path.expanduser(dst)
-    res = _run_with_bar(lambda bar: c.download(remote=src.remote, key=src.path, dest=dest, on_progress=bar))
+    info = run_job(ctx, lambda: c.download(remote=src.remote, key=src.path, dest=dest, wait=False),
+                   detach=detach)
+    if info is None:
+        return None
+    res = msgspec.convert(info.result, DownloadResult)
     return {"from": f"{src.remote}:{res.key}", "to": res.files[0].local_path, "size": res.size,
             "etag": res.etag}
 
 
-def _copy(c: PipeClient, src: Operand, dst: Operand) -> dict[str, Any]:
+def _copy(ctx: click.Context, c: PipeClient, src: Operand, dst: Operand,
+          detach: bool) -> dict[str, Any] | None:
     key = _into(dst.path, _base(src.path))
-    info = c.call("transfer.copy", _params(c, remote=src.remote, key=src.path, dst_remote=dst.remote,
-                                           dst_key=key))
-    done = _run_with_bar(lambda bar: c.job(info["id"]).wait(on_progress=bar))
+
+    def start() -> Any:
+        info = c.call("transfer.copy", _params(c, remote=src.remote, key=src.path, dst_remote=dst.remote,
+                                               dst_key=key))
+        return c.job(info["id"])
+
+    done = run_job(ctx, start, detach=detach)
+    if done is None:
+        return None
     res = done.result
     return {"from": str(src), "to": f"{dst.remote}:{res['name']}", "size": res["size"], "etag": res["etag"]}
 
 
 @main_group.command("cp")
-@click.argument("src")
-@click.argument("dst")
+@click.argument("src", shell_complete=complete_operand)
+@click.argument("dst", shell_complete=complete_operand)
+@detach_option
 @click.pass_context
 @handle_errors
-def cp_cmd(ctx: click.Context, src: str, dst: str) -> None:
+def cp_cmd(ctx: click.Context, src: str, dst: str, detach: bool) -> None:
     """Copy one file: local -> REMOTE:PATH (upload), REMOTE:PATH -> local (download), or remote -> remote.
 
-    A destination ending in '/' (or a local folder) keeps the source's name.
+    A destination ending in '/' (or a local folder) keeps the source's name. Ctrl-C cancels
+    the copy (exit 130); --detach leaves it running in the daemon.
     """
     s, d = parse_operand(src), parse_operand(dst)
     if s.remote is None and d.remote is None:
@@ -368,16 +379,18 @@ def cp_cmd(ctx: click.Context, src: str, dst: str) -> None:
         raise click.BadParameter(f"{src} names a folder; cp copies one object", param_hint="SRC")
     c = client(ctx)
     if s.remote is None:
-        out = _upload(c, s.path, d)
+        out = _upload(ctx, c, s.path, d, detach)
     elif d.remote is None:
-        out = _download(c, s, d.path)
+        out = _download(ctx, c, s, d.path, detach)
     else:
-        out = _copy(c, s, d)
-    emit(ctx, out, lambda r: f"{r['from']} -> {r['to']} ({human_bytes(r['size'])})")
+        out = _copy(ctx, c, s, d, detach)
+    if out is not None:
+        emit(ctx, out, lambda r: f"{r['from']} -> {r['to']} ({human_bytes(r['size'])})")
 
 
 @main_group.command("rm")
-@click.argument("targets", nargs=-1, required=True, metavar="REMOTE:PATH...")
+@click.argument("targets", nargs=-1, required=True, metavar="REMOTE:PATH...",
+                shell_complete=complete_operand)
 @click.option("--yes", "-y", is_flag=True,
               help="Delete without asking (required when stdin is not a terminal).")
 @click.pass_context

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.wire import RunningFile
 
 from .. import safepath, transfer
 from ..backends.base import Backend, Entry
@@ -55,6 +56,7 @@ class Runner:
         self.late_conflicts: list[Conflict] = []
         self.bytes_done = 0
         self.files_done = 0
+        self.running: dict[str, RunningFile] = {}  # files in flight, for one progress line each
         self._last_cp = time.monotonic()
         self.targets = Targets(rp.dirpath)
 
@@ -68,9 +70,11 @@ class Runner:
 
         def maker(m: Move) -> Callable[[], Awaitable[None]]:
             async def go() -> None:
-                self.ctx.progress(self.bytes_done, total, file_name=m.name, file_index=self.files_done)
+                self.running[m.name] = RunningFile(m.name, 0, m.src.size)
+                self.ctx.progress(self.bytes_done, total, file_name=m.name, file_index=self.files_done,
+                                  running=list(self.running.values()))
                 try:
-                    row = await one(m, lambda n: self._bytes(n, total))
+                    row = await one(m, lambda n: self._bytes(n, total, m.name))
                 except Vanished:
                     self.skipped.append({**m.row(), "action": "vanished"})
                 except Changed:
@@ -78,8 +82,11 @@ class Runner:
                                                         self.view.remote.get(m.name, m.src)))
                 else:
                     self.done[m.name] = row
+                finally:
+                    self.running.pop(m.name, None)
                 self.files_done += 1
-                self.ctx.progress(self.bytes_done, total, file_index=self.files_done)
+                self.ctx.progress(self.bytes_done, total, file_index=self.files_done,
+                                  running=list(self.running.values()))
                 await self._maybe_checkpoint()
 
             return go
@@ -90,8 +97,11 @@ class Runner:
             await self.writer.flush()
         return [self.done[m.name] for m in self.plan.moves if m.name in self.done]
 
-    def _bytes(self, n: int, total: int) -> None:
+    def _bytes(self, n: int, total: int, name: str = "") -> None:
         self.bytes_done += n
+        f = self.running.get(name)
+        if f is not None:  # the event's list holds the same objects: it sees this at once
+            f.bytes_done += n
         self.ctx.progress(self.bytes_done, total)
 
     async def _maybe_checkpoint(self) -> None:
