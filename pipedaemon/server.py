@@ -27,7 +27,7 @@ from . import __version__, rpc, systemd
 from .jobs import JobManager
 from .rpc import Context, Params
 from .rpc import rpc as register
-from .startup import StartupError, check_home, check_state, take_home_lock
+from .startup import StartupError, check_home, check_state, record_socket, take_home_lock
 from .state import State
 
 log = logging.getLogger("pipedaemon.server")
@@ -307,6 +307,8 @@ class Daemon:
         if aside is not None:
             log.warning("the damaged state database was moved to %s; starting with an empty state", aside)
         self._sock = self._listen_socket()
+        if self.served_path != str(self.socket_path):  # socket activation: name the real one
+            record_socket(self._home_lock, self.served_path)
         await self.state.open()
         await self.start_services()
         resumed = await self.jobs.resume_unfinished()

@@ -50,9 +50,14 @@ def take_home_lock(home: Path, socket_path: Path) -> int:
         hint = (f"; use that daemon: PIPEDAEMON_SOCKET={sock} or --socket {sock}"
                 if sock and sock != str(socket_path) else "")
         raise StartupError(f"another daemon already serves PIPEDAEMON_HOME {home}{where}{hint}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "socket": str(socket_path)}).encode(), 0)
+    record_socket(fd, str(socket_path))
     return fd
+
+
+def record_socket(fd: int, socket_path: str) -> None:
+    """Write our pid and the socket we serve into the home's lock file."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "socket": socket_path}).encode(), 0)
 
 
 def damaged_reason(db: Path) -> str | None:

@@ -80,8 +80,8 @@ def test_pipe_on_a_missing_local_root_is_1001(pd_env: dict[str, Path], tmp_path:
     with PipeClient() as c:
         c.update_profile_config({"filerepo": str(tmp_path / "repo")})
         c.upsert_pipe({"name": "p", "remote": "nas"})
-        (tmp_path / "repo" / "default" / "p").mkdir(parents=True)
-        (tmp_path / "repo" / "default" / "p" / "f.csv").write_text("1,2\n")
+        (tmp_path / "repo" / "p").mkdir(parents=True)
+        (tmp_path / "repo" / "p" / "f.csv").write_text("1,2\n")
     for verb in ("pull", "push"):
         out = pd(verb, "--pipe", "p")
         assert out.returncode == 1 and "1001" in out.stderr, out.stderr
@@ -236,7 +236,12 @@ def _hostile_args(cmd: Any, value: str) -> list[str]:
     return args
 
 
-def test_every_command_with_hostile_arguments_shows_no_traceback(tmp_path: Path) -> None:
+def test_every_command_with_hostile_arguments_shows_no_traceback(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Relative paths (move-repo, hash) land in the test's folder; units in its own config folder.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path))
     runner = CliRunner()
     with PipeClient():
         pass  # a daemon runs: the commands reach it

@@ -67,8 +67,8 @@ class Bar:
         return max(12, (self._con.width if self._con else 80) // 3)
 
     def __call__(self, ev: ProgressEvent) -> None:
-        if not self.enabled:
-            return
+        if not self.enabled or (self._p is None and ev.bytes_total <= 0 and ev.file_count <= 1):
+            return  # nothing to draw yet (a job that moves nothing draws nothing)
         if self._p is None:
             self._p = _progress(self._con)
             self._p.start()
