@@ -198,6 +198,7 @@ class Remotes:
                 out["can_write"] = True
             out["ok"] = True
         except E.DaemonError as err:
+            log.warning("remote %s check failed: %s [code %d]", name, err.message, err.code)
             out["error"] = {"code": err.code, "message": err.message, "data": err.data}
             if out["can_read"]:
                 out["can_write"] = False

@@ -121,12 +121,14 @@ def test_log_records_jobs_errors_and_requests(pd_env: dict[str, Path], tmp_path:
     src.write_bytes(os.urandom(1000))
     assert pd("cp", str(src), "loc:a.bin").returncode == 0
     assert pd("cp", str(src), "gone:a.bin").returncode == 1
+    assert pd("remote", "check", "gone").returncode == 1
     log = pd("log", "-n", "500")
     assert log.returncode == 0
     text = log.stdout
     assert re.search(r"job \w+ started: transfer\.upload remote='loc' key='a\.bin'", text), text
     assert re.search(r"job \w+ succeeded: transfer\.upload .*1000 bytes.* in [\d.]+ s", text), text
     assert re.search(r"job \w+ failed: transfer\.upload remote='gone'.*\[code 1001\]", text), text
+    assert "remote gone check failed: " in text and "[code 1001]" in text
     assert "request remote.upsert" in text  # requests at debug, by name
     st = pd("status").stdout
     assert f"log    {pd_env['home'] / 'daemon.log'}" in st
