@@ -72,6 +72,7 @@ class S3Credentials(_Strict):
 
 
 class SFTPOptions(_Strict):
+    create_root: bool = False  # make a missing remotepath on first write (else: 1001)
     host: OneLine | None = None
     port: Port = 22
     username: OneLine | None = None
@@ -88,6 +89,7 @@ class SFTPCredentials(_Strict):
 
 
 class FTPOptions(_Strict):
+    create_root: bool = False  # make a missing remotepath on first write (else: 1001)
     host: OneLine | None = None
     port: Port = 21
     username: OneLine = "anonymous"

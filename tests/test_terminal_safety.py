@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from pipedaemon.cli import main_group
 from pipedaemon_sdk import DaemonConnectionError, InvalidSettingsError, NotFoundError, PipeClient
 from tests.spine_helpers import ACTIVATE, daemon_pids, kill9, pd_cmd, reaper, stop_all, wait_gone, wait_socket
+from tests.storage_helpers import get_spec, settings_of
 from tests.terminal_helpers import add_local, pd, running_jobs, slow_daemon, wait_for
 
 __all__ = ["reaper"]
@@ -278,3 +279,23 @@ def test_pipe_upsert_name_in_a_list_file(tmp_path: Path) -> None:
     f.write_text("- name: a\n  remote: r\n")
     out = pd("pipe", "upsert", "--file", str(f), "--name", "a")
     assert out.returncode == 2 and "does not map names" in out.stderr and str(f) in out.stderr
+
+
+@pytest.mark.parametrize("backend", ["sftp", "ftp", "pureftpd"])
+def test_missing_root_on_a_server_is_1001_and_never_made(request: pytest.FixtureRequest, backend: str,
+                                                         tmp_path: Path) -> None:
+    spec = get_spec(request, backend)
+    root = spec["options"]["remotepath"].rstrip("/") + "-missing/"
+    src = tmp_path / "a.txt"
+    src.write_text("data")
+    with PipeClient(request_timeout_s=60) as c:
+        c.upsert_remote(settings_of(spec, "srv", options={**spec["options"], "remotepath": root}))
+        with pytest.raises(NotFoundError) as err:
+            c.upload(src, remote="srv", key="sub/a.txt")
+        assert err.value.data["field"] == "remotepath" and err.value.data["path"].endswith(root.rstrip("/"))
+        assert c.check_remote("srv")["error"]["code"] == 1001
+        made = {**spec["options"], "remotepath": root, "create_root": True}
+        c.upsert_remote(settings_of(spec, "srv", options=made))
+        assert c.upload(src, remote="srv", key="sub/a.txt").size == 4
+        c.upsert_remote(settings_of(spec, "srv", options={**spec["options"], "remotepath": root}))
+        assert c.upload(src, remote="srv", key="other/b.txt").size == 4  # below an existing root: made

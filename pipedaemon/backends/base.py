@@ -165,6 +165,15 @@ class Backend(ABC):
 ErrorMapper = Callable[[BaseException], DaemonError | None]
 
 
+def missing_root(root: str) -> DaemonError:
+    """A remote's root that is not there: writes never make it (an unmounted share, a typo)."""
+    from pipedaemon_sdk.errors import NotFoundError
+
+    return NotFoundError(f"the remote's folder {root} does not exist (not mounted?); create it, "
+                         "or set the option create_root=true to have it made",
+                         {"path": root, "field": "remotepath"})
+
+
 @contextlib.contextmanager
 def error_edge(mapper: ErrorMapper, path: str = "") -> Iterator[None]:
     """Turn a backend's native exceptions into the project's at the backend's edge.

@@ -33,7 +33,7 @@ from typing import Any
 import aioftp
 import msgspec
 
-from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge
+from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge, missing_root
 from pipedaemon.backends.ftpdata import SYNC_TIMEOUT_S, UNIT, DataStream, timed
 from pipedaemon_sdk.errors import (
     AuthFailedError,
@@ -391,6 +391,12 @@ class FTPBackend(Backend):
     def _abs(self, path: str) -> str:
         return str(PurePosixPath(self._home, path))
 
+    async def _check_root(self, client: _Client) -> None:
+        """Folders below the root are made as needed; the root itself only with create_root."""
+        rp = str(self.options.get("remotepath") or "").rstrip("/")
+        if rp and not self.options.get("create_root") and not await client.is_dir(self._abs(rp)):
+            raise missing_root(self._abs(rp))
+
     @contextlib.asynccontextmanager
     async def _session(self, path: str) -> AsyncIterator[_Client]:
         """A pooled session, with errors mapped at this edge."""
@@ -508,7 +514,10 @@ class FTPBackend(Backend):
         full = self._abs(path)
         try:
             async with self._session(path) as client:
-                await client.mkdirs(str(PurePosixPath(full).parent))
+                parent = str(PurePosixPath(full).parent)
+                if not await client.is_dir(parent):
+                    await self._check_root(client)
+                    await client.mkdirs(parent)
                 stream = await client.data(f"STOR {full}", upload=True)
                 sent = await self._pump(chunks, stream)
                 await client.finish(stream, upload=True)  # waits for the server's 226

@@ -23,6 +23,7 @@ from pipedaemon.backends.base import (
     RangeWriter,
     TransientError,
     error_edge,
+    missing_root,
 )
 from pipedaemon_sdk.errors import (
     DaemonError,
@@ -159,9 +160,7 @@ class LocalBackend(Backend):
             with error_edge(map_error, str(root)):
                 await asyncio.to_thread(os.makedirs, root, exist_ok=True)
             return
-        raise NotFoundError(f"the remote's folder {root} does not exist (not mounted?); create it, "
-                            "or set the option create_root=true to have it made",
-                            {"path": str(root), "field": "remotepath"})
+        raise missing_root(str(root))
 
     async def _parents(self, local: str) -> None:
         """Make the folders above ``local``, but never the remote's root itself."""

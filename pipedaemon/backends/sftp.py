@@ -20,7 +20,15 @@ from typing import Any
 
 import asyncssh
 
-from pipedaemon.backends.base import Backend, Capabilities, Entry, RangeWriter, TransientError, error_edge
+from pipedaemon.backends.base import (
+    Backend,
+    Capabilities,
+    Entry,
+    RangeWriter,
+    TransientError,
+    error_edge,
+    missing_root,
+)
 from pipedaemon_sdk.errors import (
     AuthFailedError,
     DaemonError,
@@ -394,8 +402,15 @@ class SFTPBackend(Backend):
                 parent = posixpath.dirname(path.rstrip("/"))
                 if not parent:
                     raise
+                await self._check_root(sftp)
                 await sftp.makedirs(parent, exist_ok=True)
                 return await sftp.open(path, flags, encoding=None)
+
+    async def _check_root(self, sftp: asyncssh.SFTPClient) -> None:
+        """Folders below the root are made as needed; the root itself only with create_root."""
+        root = str(self.options.get("remotepath") or "").rstrip("/")
+        if root and not self.options.get("create_root") and not await sftp.isdir(root):
+            raise missing_root(root)
 
     async def delete(self, path: str) -> None:
         with error_edge(map_sftp_error, path):
@@ -426,6 +441,7 @@ class SFTPBackend(Backend):
                     parent = posixpath.dirname(dst.rstrip("/"))
                     if not parent:
                         raise
+                    await self._check_root(sftp)
                     await sftp.makedirs(parent, exist_ok=True)  # then a missing src still fails below
                     await self._replace(sftp, src, dst)
 
