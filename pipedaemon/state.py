@@ -167,6 +167,43 @@ MIGRATIONS: list[str] = [
     CREATE INDEX prov_edges_from ON prov_edges(profile, from_ref, from_version);
     CREATE INDEX prov_edges_to ON prov_edges(profile, to_ref, to_version);
     """,
+    # 8: change events with an increasing id (events.py), schedules' run state (schedules.py),
+    # and what each mirror last copied (mirror.py).
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        pipe TEXT,
+        time REAL NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE schedule_state (
+        profile TEXT NOT NULL,
+        pipe TEXT NOT NULL,
+        spec BLOB NOT NULL,
+        next_run REAL,
+        last_run REAL,
+        last_status TEXT,
+        last_error BLOB,
+        failures INTEGER NOT NULL DEFAULT 0,
+        job_id TEXT,
+        PRIMARY KEY (profile, pipe)
+    );
+    CREATE TABLE mirror_state (
+        profile TEXT NOT NULL,
+        mirror TEXT NOT NULL,
+        name TEXT NOT NULL,
+        src_size INTEGER,
+        src_mtime REAL,
+        src_etag TEXT,
+        dst_size INTEGER,
+        dst_etag TEXT,
+        inflight INTEGER NOT NULL DEFAULT 0,
+        synced_at REAL NOT NULL,
+        PRIMARY KEY (profile, mirror, name)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -176,6 +176,45 @@ class Api(MetaApi):
     def list_profiles(self) -> Any:
         return self._call("pipe.profiles", self._p())
 
+    # -- events, schedules and mirrors (watch.py; docs/schedules.md) ----------------------
+    def _watch(self, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def watch(self, pipes: list[str] | None = None, since: int | None = None) -> Any:
+        """Change events (``pipe.changed``, scheduled ``job.finished``) of this profile's pipes, as an
+        iterator (an async iterator in AsyncPipeClient) of Event; ``since``: first the events after
+        that id."""
+        return self._watch(self._p(pipes=list(pipes) if pipes is not None else None, since=since))
+
+    def events(self, since: int = 0, pipes: list[str] | None = None, limit: int = 1000) -> Any:
+        """Stored events after ``since``: events (oldest first), last_id, oldest_id, complete."""
+        return self._call("daemon.events", self._p(since=since, pipes=pipes, limit=limit))
+
+    def schedules(self) -> Any:
+        """Scheduled pipes: schedule, next_run, last_run, last_status, last_error, failures, job_id."""
+        return self._call("schedule.list", self._p())
+
+    def set_schedule(self, name: str, schedule: dict[str, Any]) -> Any:
+        """Give a pipe a schedule, e.g. ``{"every": "15m", "action": "pull", "jitter": "1m"}``."""
+        return self._call("schedule.set", self._p(name=name, schedule=schedule))
+
+    def remove_schedule(self, name: str) -> Any:
+        return self._call("schedule.rm", self._p(name=name))
+
+    def run_schedule_now(self, name: str) -> Any:
+        """Run a scheduled pipe now (not while its previous run is still going)."""
+        return self._call("schedule.run_now", self._p(name=name))
+
+    def mirror(self, src: str | None = None, dst: str | None = None, mode: str = "default",
+               include: str | None = None, exclude: str | None = None, delete: bool = False, *,
+               pipe: str | None = None, on_progress: ProgressCallback = None, wait: bool = True,
+               timeout: float | None = None) -> Any:
+        """Copy new and changed files from ``src`` to ``dst`` (both ``REMOTE:folder/``) without a
+        local copy (or run mirror pipe ``pipe``); ``delete`` removes what the source no longer has."""
+        params = self._p(src=src, dst=dst, mode=mode, include=include, exclude=exclude, delete=delete,
+                         pipe=pipe)
+        return self._start_job("mirror.run", params, on_progress=on_progress, wait=wait, timeout=timeout)
+
     # -- single files ------------------------------------------------------------
     def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
                chunk_size_mb: int | None = None, on_progress: ProgressCallback = None,

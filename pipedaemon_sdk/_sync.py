@@ -17,6 +17,7 @@ import msgspec
 
 from .autostart import check_peer
 from .errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
+from .watch import WATCH_KEY, is_watch_message
 from .wire import Message, Request, encode_line, message_decoder
 
 CLOSED = object()  # put on job queues when the connection ends
@@ -152,6 +153,11 @@ class SyncConnection:
             self.stopping = True
             self._close_reason = "the daemon was asked to stop"
             return
+        if is_watch_message(msg.method, msg.params):  # a watch's event (watch.py)
+            with self._lock:
+                wq = self._jobs.get(WATCH_KEY)
+            if wq is not None:
+                wq.put((msg.method, msg.params))
         if msg.method in ("job.progress", "job.finished") and isinstance(msg.params, dict):
             jid = msg.params.get("job_id" if msg.method == "job.progress" else "id")
             with self._lock:

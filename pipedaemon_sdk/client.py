@@ -116,6 +116,11 @@ class PipeClient(_Client):
     def _job_handle(self, info: JobInfo) -> Job:
         return Job(self, info, subscribed=False)
 
+    def _watch(self, params: dict[str, Any]) -> Any:
+        from .watch import Watch
+
+        return Watch(self, params)
+
     def _open_read(self, params: dict[str, Any]) -> Any:
         from .streams import open_read
 
@@ -219,6 +224,11 @@ class AsyncPipeClient(_Client):
 
     def _job_handle(self, info: JobInfo) -> AsyncJob:
         return AsyncJob(self, info, subscribed=False)
+
+    def _watch(self, params: dict[str, Any]) -> Any:
+        from .watch import AsyncWatch
+
+        return AsyncWatch(self, params)
 
     async def _open_read(self, params: dict[str, Any]) -> Any:
         from .streams import async_open_read

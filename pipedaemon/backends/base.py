@@ -138,6 +138,10 @@ class Backend(ABC):
         """The size of part 1 of a multipart object (to recompute its ETag); None when unknown."""
         return None
 
+    async def abort_stale_uploads(self, path: str) -> int:
+        """Abort multipart uploads of ``path`` not in flight here (a killed daemon's); how many."""
+        return 0
+
     async def mp_create(self, path: str) -> str:
         raise NotImplementedError
 

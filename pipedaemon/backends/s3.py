@@ -509,6 +509,10 @@ class S3Backend(Backend):
             await self._abort_strays(bucket, key)
         return upload_id
 
+    async def abort_stale_uploads(self, path: str) -> int:
+        bucket, key = split_path(path)
+        return await self._abort_strays(bucket, key) or 0
+
     async def tidy(self) -> int:
         """The janitor's sweep of the keys whose create was uncertain lately."""
         now = time.monotonic()

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from .db import PipeDB, Tx
 
 log = logging.getLogger("pipedaemon.pipes.scan")
 Key = tuple[str, str]  # (remote's profile, remote name)
+# Told what a fresh listing found changed against the cached one: (key, folder, new, modified, gone).
+DiffListener = Callable[[Key, str, list[str], list[str], list[str]], Awaitable[None]]
 STALE_AFTER_S = 7 * 86400  # listings nobody refreshed for this long are dropped at start
 
 
@@ -37,6 +40,16 @@ class RemoteFile:
 
     def row(self) -> dict[str, Any]:
         return {"filename": self.name, "size": self.size, "modified_at": self.mtime, "etag": self.etag}
+
+
+def file_changed(was: RemoteFile, now: Entry) -> bool:
+    """Another size or ETag; without ETags on both sides, a modification time moved by a second
+    or more (the cache holds our own writes' time when the storage gave none)."""
+    if was.size != now.size:
+        return True
+    if was.etag and now.etag:
+        return was.etag != now.etag
+    return was.mtime is not None and now.mtime is not None and abs(was.mtime - now.mtime) >= 1.0
 
 
 def _upper(prefix: str) -> str:
@@ -52,6 +65,7 @@ class ScanCache:
         self._pending: list[tuple[str, str, str, Entry | None, float]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self.diff_listeners: list[DiffListener] = []
         remotes.listeners.append(self.on_change)
 
     async def open(self) -> None:
@@ -113,6 +127,7 @@ class ScanCache:
         self.listings += 1
         now = time.time()
         rows = [(e.name, e.size, e.mtime, e.etag) for e in entries]
+        before = await self._cached(key, folder, math.inf) if self.diff_listeners else None
         async with self.db.tx() as tx:
             listed = await tx.fetchall("SELECT folder FROM scan_listings WHERE profile=? AND remote=?", key)
             for (other,) in listed:
@@ -127,6 +142,27 @@ class ScanCache:
             await tx.execute("INSERT OR REPLACE INTO scan_listings(profile, remote, folder, listed_at) "
                              "VALUES (?,?,?,?)", (*key, folder, now))
         log.debug("listed %s/%s %r: %d files", key[0], key[1], folder, len(rows))
+        if before is not None:
+            await self._tell_diff(key, folder, before[0], entries)
+
+    async def _tell_diff(self, key: Key, folder: str, old: list[RemoteFile], entries: list[Entry]) -> None:
+        """Compare with the listing cached before (none cached: nothing to compare with)."""
+        prev = {f.name: f for f in old}
+        new, modified = [], []
+        for e in entries:
+            was = prev.pop(e.name, None)
+            if was is None:
+                new.append(e.name)
+            elif file_changed(was, e):
+                modified.append(e.name)
+        gone = list(prev)
+        if not (new or modified or gone):
+            return
+        for listener in self.diff_listeners:
+            try:
+                await listener(key, folder, new, modified, gone)
+            except Exception:  # an event lost must not fail the scan that found it
+                log.exception("reporting changes of %s/%s %r failed", key[0], key[1], folder)
 
     @staticmethod
     async def _replace(tx: Tx, key: Key, base: str, prefix: str,

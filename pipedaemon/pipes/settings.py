@@ -25,7 +25,7 @@ from ..settings import NAME_RE
 
 PIPE_OPTIONS = ("dir", "include", "exclude", "scan_ttl_s")
 TOP_KEYS = ("name", "remote", "parent", "protocol", "location", "credentials", "options", "schema",
-            "description")
+            "description", "schedule", "mirror")
 MODES = ("default", "new", "mod", "all")
 MERGE_MODES = (None, "keep", "overwrite")
 HIDDEN_SUFFIX = "/pipes"  # hidden remotes of self-hosted pipes live in "<profile>/pipes"
@@ -91,6 +91,19 @@ def validate(raw: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if unknown:
         raise _bad(f"unknown pipe setting {unknown[0]!r} (known: {', '.join(TOP_KEYS)})", unknown[0])
     name = check_name(raw.get("name"))
+    if raw.get("schedule") is not None or raw.get("mirror") is not None:
+        from .schedspec import parse_mirror, parse_schedule
+
+        if raw.get("schedule") is not None:
+            parse_schedule(raw["schedule"])
+        if raw.get("mirror") is not None:  # remote to remote: no storage or local folder of its own
+            parse_mirror(raw["mirror"])
+            extra = sorted(k for k in raw if k not in ("name", "mirror", "schedule", "description")
+                           and raw[k] is not None)
+            if extra:
+                raise _bad(f"a mirror pipe has only name, mirror, schedule and description, not {extra[0]!r}",
+                           extra[0])
+            return {k: copy.deepcopy(v) for k, v in raw.items() if v is not None}, None
     for key in ("remote", "parent"):
         if raw.get(key) is not None:
             check_name(raw[key], key, key)

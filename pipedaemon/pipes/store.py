@@ -95,7 +95,7 @@ class PipeStore:
             S.chain_of(child, pipes.get)  # an update must not make a cycle further down
         if remote_settings is not None:
             await self.remotes.upsert(S.hidden_profile(profile), remote_settings)
-        else:
+        elif own.get("mirror") is None:  # (a mirror pipe names its remotes in `mirror`)
             _, kind, ref = S.effective(chain)
             if kind == "remote":
                 await self.remotes.get(profile, ref)  # unknown remote: 1001

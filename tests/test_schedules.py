@@ -1,0 +1,225 @@
+"""Change events and schedules against real servers (local folder, OpenSSH sftp, moto S3).
+
+Nothing here waits on a clock: a test waits for the event it expects (with a generous
+timeout that only turns a hang into a failure) and then checks what happened.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipedaemon.pipes.schedspec import (
+    BACKOFF_CAP_S,
+    MIN_PERIOD_S,
+    ScheduleSpec,
+    backoff,
+    duration,
+    next_slot,
+    parse_schedule,
+)
+from pipedaemon_sdk import InvalidSettingsError, PipeClient
+from pipedaemon_sdk.watch import Event, Watch
+from tests.pipes_helpers import Storage, client, local_storage, reaper, restart, s3_storage
+
+__all__ = ["client", "local_storage", "reaper", "s3_storage"]
+
+WAIT = 60.0  # only bounds a hang
+
+
+def next_of(w: Watch, kind: str, pipe: str | None = None, pred: Any = None) -> Event:
+    """The next event of ``kind`` (for ``pipe``) that satisfies ``pred``; fails after WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        ev = w.next_event(timeout=max(0.1, deadline - time.monotonic()))
+        if (
+            ev is not None
+            and ev.kind == kind
+            and (pipe is None or ev.pipe == pipe)
+            and (pred is None or pred(ev))
+        ):
+            return ev
+    raise AssertionError(f"no {kind} event for {pipe} within {WAIT} s")
+
+
+# -- settings ------------------------------------------------------------------------------
+def test_periods_at_the_minimum() -> None:
+    with pytest.raises(InvalidSettingsError) as err:
+        parse_schedule({"every": MIN_PERIOD_S - 0.001})
+    assert err.value.data["field"] == "schedule.every"
+    assert duration(parse_schedule({"every": MIN_PERIOD_S}).every, "every") == MIN_PERIOD_S
+    assert duration(parse_schedule({"every": "1001ms"}).every, "every") == pytest.approx(1.001)
+    assert duration("15m", "x") == 900 and duration("2h", "x") == 7200 and duration("1d", "x") == 86400
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"every": "soon"}, "schedule.every"),
+        ({"every": "1m", "at": "02:30"}, "schedule.every"),
+        ({}, "schedule.every"),
+        ({"at": "24:00"}, "schedule.at"),
+        ({"every": "1m", "action": "sync"}, "schedule.action"),
+        ({"every": "1m", "jitter": "2m"}, "schedule.jitter"),
+        ({"every": "1m", "colour": 1}, "schedule.colour"),
+    ],
+)
+def test_bad_schedules_name_the_field(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSettingsError) as err:
+        parse_schedule(raw)
+    assert err.value.data["field"] == field
+
+
+def test_at_runs_next_at_that_local_time_and_backoff_is_capped() -> None:
+    spec = ScheduleSpec(at="02:30")
+    now = time.time()
+    nxt = next_slot(spec, now)
+    local = time.localtime(nxt)
+    assert (local.tm_hour, local.tm_min) == (2, 30) and now < nxt <= now + 86400 + 3600
+    every = ScheduleSpec(every="10s")
+    delays = [backoff(every, f, now) - now for f in (1, 2, 3)]
+    assert delays == [20, 40, 80]  # doubled per failure
+    assert backoff(every, 40, now) - now == BACKOFF_CAP_S
+
+
+# -- events ----------------------------------------------------------------------------------
+def test_any_scan_tells_watchers_what_changed(client: PipeClient, local_storage: Storage) -> None:
+    local_storage.put("a.csv", "1")
+    local_storage.put("b.csv", "2")
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    client.upsert_pipe({"name": "q", "remote": "r", "options": {"include": "*.txt"}})
+    client.pipe("p").scan_remote(cached=False)  # the first listing: nothing to compare with
+    with client.watch(pipes=["p", "q"]) as w:
+        local_storage.put("c.csv", "3")
+        local_storage.put("b.csv", "22")
+        local_storage.delete("a.csv")
+        client.pipe("p").scan_remote(cached=False)
+        ev = next_of(w, "pipe.changed", "p")
+        assert (ev.new, ev.modified, ev.gone) == (["c.csv"], ["b.csv"], ["a.csv"])
+        client.pipe("p").scan_remote(cached=False)  # unchanged: no event
+        local_storage.put("d.txt", "4")
+        client.pipe("p").scan_remote(cached=False)
+        ev2 = next_of(w, "pipe.changed")
+        ev3 = next_of(w, "pipe.changed")
+    # q filters *.txt: it hears only of d.txt; ids only grow, one event per pipe and scan.
+    assert {(e.pipe, tuple(e.new)) for e in (ev2, ev3)} == {("p", ("d.txt",)), ("q", ("d.txt",))}
+    assert ev.id < min(ev2.id, ev3.id)
+    missed = client.events(since=ev.id - 1, pipes=["p"])
+    assert [e["id"] for e in missed["events"]] == [ev.id, max(ev2.id, ev3.id) if ev3.pipe == "p" else ev2.id]
+    assert missed["complete"] is True
+    with client.watch(pipes=["p"], since=ev.id - 1) as again:  # a subscriber catching up
+        assert again.next_event(timeout=5).id == ev.id
+        assert again.missed is False
+
+
+def test_events_beyond_retention_are_reported_missed(
+    client: PipeClient, pd_env: dict[str, Path], local_storage: Storage
+) -> None:
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    client.pipe("p").scan_remote(cached=False)
+    for i in range(2):
+        local_storage.put(f"f{i}", "x")
+        client.pipe("p").scan_remote(cached=False)
+    first = client.events(since=0, pipes=["p"])["events"]
+    assert len(first) == 2
+    with sqlite3.connect(pd_env["home"] / "state.db", timeout=30) as db:  # as pruning would
+        db.execute("DELETE FROM events WHERE id=?", (first[0]["id"],))
+    later = client.events(since=first[0]["id"] - 1)
+    assert later["complete"] is False and [e["id"] for e in later["events"]] == [first[1]["id"]]
+    assert client.events(since=first[0]["id"])["complete"] is True
+
+
+# -- schedules ----------------------------------------------------------------------------------
+def test_scheduled_check_then_pull_across_a_restart(client: PipeClient, s3_storage: Storage) -> None:
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    client.pipe("p").scan_remote(cached=False)  # what the scheduled checks compare with
+    client.set_schedule("p", {"every": "1s", "action": "check"})
+    with client.watch(pipes=["p"]) as w:
+        s3_storage.put("new.csv", "fresh")
+        ev = next_of(w, "pipe.changed", "p", lambda e: "new.csv" in e.new)
+    assert ev.new == ["new.csv"] and ev.gone == []
+    # Now a pull: the scheduled job lands the file, and reaches the watcher as job.finished.
+    client.set_schedule("p", {"every": "1s", "action": "pull"})
+    with client.watch(pipes=["p"]) as w:
+        done = next_of(w, "job.finished", "p")
+    assert done.job is not None and done.job.state == "succeeded" and done.job.kind == "pipe.pull"
+    assert (client.pipe("p").dirpath / "new.csv").read_text() == "fresh"
+    restart(client)
+    [row] = client.schedules()
+    assert row["pipe"] == "p" and row["schedule"] == {"every": "1s", "action": "pull"}
+    assert row["last_status"] in ("succeeded", "running") and row["failures"] == 0
+    with client.watch(pipes=["p"]) as w:
+        s3_storage.put("later.csv", "again")
+        next_of(
+            w, "job.finished", "p", lambda e: any(f["filename"] == "later.csv" for f in e.job.result["files"])
+        )
+    assert (client.pipe("p").dirpath / "later.csv").read_text() == "again"
+    assert client.remove_schedule("p") == {"pipe": "p", "removed": True}
+    assert client.schedules() == []
+
+
+def test_a_long_scheduled_job_is_not_started_twice(client: PipeClient, local_storage: Storage) -> None:
+    local_storage.put("big.bin", b"x" * (3 << 20))
+    client.update_profile_config({"bwlimit_bps": 1 << 20})  # ~3 s for the pull: many periods of 1 s
+    with client.watch(pipes=["p"]) as w:
+        client.upsert_pipe({"name": "p", "remote": "r", "schedule": {"every": "1s", "action": "pull"}})
+        first = next_of(w, "job.finished", "p")
+    assert first.job.state == "succeeded"
+    pulls = [j for j in client.jobs(limit=1000) if j.kind == "pipe.pull"]
+    # Every other pull began after the first had ended: never two at once.
+    assert all(j.created_at >= first.job.updated_at for j in pulls if j.id != first.job.id)
+    client.remove_schedule("p")
+
+
+def test_a_failing_schedule_backs_off_and_shows_its_error(
+    client: PipeClient, local_storage: Storage, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-folder").write_text("a file")
+    client.update_profile_config({"filerepo": str(tmp_path / "not-a-folder" / "repo")})
+    local_storage.put("a.csv", "1")
+    with client.watch(pipes=["p"]) as w:
+        client.upsert_pipe({"name": "p", "remote": "r", "schedule": {"every": "1s", "action": "pull"}})
+        ev = next_of(w, "job.finished", "p")
+        assert ev.job.state == "failed"
+        next_of(w, "job.finished", "p")  # and once more, later
+    [row] = client.schedules()
+    assert row["last_status"] == "failed" and row["last_error"]["code"] == 1005
+    assert row["failures"] >= 2
+    assert row["next_run"] - row["last_run"] >= 2 ** row["failures"]  # the period doubled per failure
+
+
+def test_runs_missed_while_away_run_once(
+    client: PipeClient, pd_env: dict[str, Path], local_storage: Storage
+) -> None:
+    local_storage.put("a.csv", "1")
+    with client.watch(pipes=["p"]) as w:
+        client.upsert_pipe({"name": "p", "remote": "r", "schedule": {"every": "1h", "action": "pull"}})
+        next_of(w, "job.finished", "p")
+    pid = client.status().pid
+    client.shutdown()
+    client.close()
+    from tests.spine_helpers import wait_gone
+
+    wait_gone(pid)
+    with sqlite3.connect(pd_env["home"] / "state.db", timeout=30) as db:  # ten periods slept through
+        db.execute("UPDATE schedule_state SET next_run=? WHERE pipe='p'", (time.time() - 10 * 3600,))
+    client.connect()
+    with client.watch(pipes=["p"]) as w:
+        next_of(w, "job.finished", "p")
+    [row] = client.schedules()
+    assert row["next_run"] > time.time() + 3000  # planned a period on, not a slot per missed hour
+    assert len([j for j in client.jobs(limit=1000) if j.kind == "pipe.pull"]) == 2
+
+
+def test_schedule_cli_and_bad_input(client: PipeClient, local_storage: Storage) -> None:
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    with pytest.raises(InvalidSettingsError) as err:
+        client.set_schedule("p", {"every": "1s", "action": "mirror"})
+    assert err.value.data["field"] == "schedule.action"
+    with pytest.raises(InvalidSettingsError) as err:
+        client.upsert_pipe({"name": "p", "remote": "r", "schedule": {"every": 0.5}})
+    assert err.value.data["field"] == "schedule.every"
