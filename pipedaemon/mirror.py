@@ -412,6 +412,9 @@ async def rpc_mirror(ctx: Context, p: MirrorParams) -> Any:
     destination files the source no longer has)."""
     spec = await pipe_spec(ctx, p.profile, p.pipe) if p.pipe else spec_of(p)
     remotes: Remotes = ctx.daemon.services["remotes"]
+    (a, af), (b, bf) = split_endpoint(spec.src, "src"), split_endpoint(spec.dst, "dst")
+    if a == b and (af.startswith(bf) or bf.startswith(af)):
+        raise E.InvalidParamsError("a mirror's source and destination folders overlap", {"field": "dst"})
     for endpoint, field in ((spec.src, "src"), (spec.dst, "dst")):
         name, _ = split_endpoint(endpoint, field)
         try:

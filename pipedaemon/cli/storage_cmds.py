@@ -363,20 +363,32 @@ def _copy(ctx: click.Context, c: PipeClient, src: Operand, dst: Operand,
 @main_group.command("cp")
 @click.argument("src", shell_complete=complete_operand)
 @click.argument("dst", shell_complete=complete_operand)
+@click.option("-r", "--recursive", is_flag=True,
+              help="Copy a folder remote -> remote (what differs; see `pipedaemon mirror`).")
 @detach_option
 @click.pass_context
 @handle_errors
-def cp_cmd(ctx: click.Context, src: str, dst: str, detach: bool) -> None:
+def cp_cmd(ctx: click.Context, src: str, dst: str, recursive: bool, detach: bool) -> None:
     """Copy one file: local -> REMOTE:PATH (upload), REMOTE:PATH -> local (download), or remote -> remote.
 
     A destination ending in '/' (or a local folder) keeps the source's name. Ctrl-C cancels
-    the copy (exit 130); --detach leaves it running in the daemon.
+    the copy (exit 130); --detach leaves it running in the daemon. With -r, copy the folder
+    SRC_REMOTE:folder/ to DST_REMOTE:folder/ (remote to remote, through the daemon).
     """
     s, d = parse_operand(src), parse_operand(dst)
     if s.remote is None and d.remote is None:
         raise click.UsageError("one side of cp must be REMOTE:PATH (use ./name for a local name with ':')")
+    if recursive:
+        if s.remote is None or d.remote is None:
+            raise click.UsageError("cp -r copies remote folders to remote folders; for a local folder use "
+                                   "a pipe (pipedaemon pipe pull/push) or a remote of protocol local")
+        from .schedule_cmds import mirror_text, run_mirror
+
+        emit(ctx, run_mirror(client(ctx), src, dst), mirror_text)
+        return
     if s.remote is not None and (s.path == "" or s.path.endswith("/")):
-        raise click.BadParameter(f"{src} names a folder; cp copies one object", param_hint="SRC")
+        raise click.BadParameter(f"{src} names a folder; cp copies one object (cp -r copies a folder)",
+                                 param_hint="SRC")
     c = client(ctx)
     if s.remote is None:
         out = _upload(ctx, c, s.path, d, detach)
