@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .server import Connection, Daemon
 
 log = logging.getLogger("pipedaemon.events")
+MAX_ID = 2**63 - 1  # the largest id SQLite holds
 RETENTION = 10_000  # events kept for `since` queries
 PRUNE_EVERY = 100
 MAX_NAMES = 1000  # file names carried in one event per kind (the counts are always exact)
@@ -156,7 +157,7 @@ async def daemon_watch(ctx: Context, p: Watch) -> dict[str, Any]:
     if since is None:
         last = await ctx.daemon.state.fetchone("SELECT MAX(id) FROM events")
         return {"watching": True, "last_id": last[0] or 0, "events": [], "complete": True}
-    out = await bus.since(p.profile, since, pipes, max(1, min(p.limit, 10_000)))
+    out = await bus.since(p.profile, min(max(since, 0), MAX_ID), pipes, max(1, min(p.limit, 10_000)))
     return {"watching": True, **out}
 
 
@@ -171,4 +172,5 @@ class EventsSince(Params):
 async def daemon_events(ctx: Context, p: EventsSince) -> dict[str, Any]:
     """Events after an id (oldest first): what a watcher missed; complete=false if some were pruned."""
     pipes = set(p.pipes) if p.pipes is not None else None
-    return await events_of(ctx).since(p.profile, p.since, pipes, max(1, min(p.limit, 10_000)))
+    since = min(max(p.since, 0), MAX_ID)  # (a larger int does not fit SQLite's)
+    return await events_of(ctx).since(p.profile, since, pipes, max(1, min(p.limit, 10_000)))

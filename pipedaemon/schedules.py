@@ -56,6 +56,11 @@ class Scheduler:
         self.running: dict[Key, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self.count = 0  # pipes with a schedule, at the last tick
+
+    def keeps_alive(self) -> bool:
+        """An auto-started daemon stays up while it has schedules to run (server._idle_watch)."""
+        return self.count > 0 or bool(self.running)
 
     async def open(self) -> None:
         self.pipes.scan.diff_listeners.append(self.on_diff)
@@ -130,7 +135,9 @@ class Scheduler:
         earliest = now + TICK_S
         rows = await self.rows()
         seen = set()
-        for profile, name, own, spec in await self.scheduled():
+        scheduled = await self.scheduled()
+        self.count = len(scheduled)
+        for profile, name, own, spec in scheduled:
             key = (profile, name)
             seen.add(key)
             encoded = msgspec.json.encode(spec)

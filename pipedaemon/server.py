@@ -387,7 +387,9 @@ class Daemon:
             return
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout))
-            if self.connections or self.jobs.live:
+            # A service may keep the daemon up (the scheduler, while a pipe has a schedule).
+            kept = any(getattr(svc, "keeps_alive", lambda: False)() for svc in self.services.values())
+            if self.connections or self.jobs.live or kept:
                 self._last_busy = time.monotonic()
             elif time.monotonic() - self._last_busy >= self.idle_timeout:
                 log.info("idle for %.0f s; exiting", self.idle_timeout)

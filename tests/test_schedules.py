@@ -24,9 +24,18 @@ from pipedaemon.pipes.schedspec import (
 )
 from pipedaemon_sdk import InvalidSettingsError, PipeClient
 from pipedaemon_sdk.watch import Event, Watch
-from tests.pipes_helpers import Storage, client, local_storage, reaper, restart, s3_storage
+from tests.pipes_helpers import (
+    Storage,
+    client,
+    local_base,
+    local_spec,
+    local_storage,
+    reaper,
+    restart,
+    s3_storage,
+)
 
-__all__ = ["client", "local_storage", "reaper", "s3_storage"]
+__all__ = ["client", "local_base", "local_spec", "local_storage", "reaper", "s3_storage"]
 
 WAIT = 60.0  # only bounds a hang
 
@@ -223,3 +232,63 @@ def test_schedule_cli_and_bad_input(client: PipeClient, local_storage: Storage) 
     with pytest.raises(InvalidSettingsError) as err:
         client.upsert_pipe({"name": "p", "remote": "r", "schedule": {"every": 0.5}})
     assert err.value.data["field"] == "schedule.every"
+
+
+def test_async_client_watches_with_async_for(client: PipeClient, local_storage: Storage) -> None:
+    import asyncio
+
+    from pipedaemon_sdk import AsyncPipeClient
+
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    client.pipe("p").scan_remote(cached=False)
+
+    async def main() -> Event:
+        async with AsyncPipeClient() as ac, ac.watch(pipes=["p"]) as w:
+            local_storage.put("n.csv", "1")
+            await ac.call("pipe.scan_remote", {"profile": "default", "name": "p", "cached": False})
+            async for ev in w:
+                return ev
+        raise AssertionError("the watch ended")
+
+    ev = asyncio.run(asyncio.wait_for(main(), WAIT))
+    assert (ev.kind, ev.pipe, ev.new) == ("pipe.changed", "p", ["n.csv"])
+
+
+def test_mirror_pipe_settings_are_checked(client: PipeClient, local_storage: Storage) -> None:
+    with pytest.raises(InvalidSettingsError) as err:
+        client.upsert_pipe({"name": "m", "mirror": {"from": "r:a/", "to": "r:b/"}, "remote": "r"})
+    assert err.value.data["field"] == "remote"
+    with pytest.raises(InvalidSettingsError) as err:
+        client.upsert_pipe({"name": "m", "mirror": {"from": "r:a/"}})
+    assert err.value.data["field"] == "mirror.to"
+    with pytest.raises(InvalidSettingsError) as err:
+        client.upsert_pipe({"name": "m", "mirror": {"from": "nocolon", "to": "r:b/"}})
+    assert err.value.data["field"] == "mirror.from"
+    assert client.upsert_pipe({"name": "m", "mirror": {"from": "r:a/", "to": "r:b/"}})["created"] is True
+
+
+def test_an_idle_daemon_stays_up_while_it_has_schedules(pd_env: dict[str, Path], tmp_path: Path,
+                                                        local_spec: dict[str, Any]) -> None:
+    from tests.spine_helpers import close_started, start_serve
+
+    st = start_serve(pd_env["socket"], "--idle-timeout", "1")
+    try:
+        with PipeClient(auto_start=False) as c:
+            c.update_profile_config({"filerepo": str(tmp_path / "repo")})
+            c.upsert_remote(Storage("local", local_spec).settings("r"))
+            c.upsert_pipe({"name": "p", "remote": "r", "schedule": {"every": "1s", "action": "pull"}})
+            target = Path(c.pipe("p").dirpath) / "late.csv"
+            while c.schedules()[0]["next_run"] is None:  # the scheduler has seen it (ticks every second)
+                time.sleep(0.05)
+        time.sleep(3)  # no client, idle beyond its timeout (not a timing check: the next lines are)
+        Path(local_spec["root"], "late.csv").write_text("x")  # only a daemon still running pulls it
+        deadline = time.monotonic() + WAIT
+        while not target.exists() and time.monotonic() < deadline and st.proc.poll() is None:
+            time.sleep(0.1)
+        assert st.proc.poll() is None, (pd_env["home"] / "daemon.log").read_text()[-3000:]
+        assert target.read_text() == "x"
+        with PipeClient(auto_start=False) as c:
+            c.remove_schedule("p")
+        assert st.proc is not None and st.proc.wait(60) == 0  # nothing scheduled: idle exit
+    finally:
+        close_started(st)
