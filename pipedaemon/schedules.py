@@ -220,7 +220,6 @@ class Scheduler:
 
     async def _finish_job(self, key: Key, spec: ScheduleSpec, job_id: str, failures: int) -> None:
         info = await self._wait_job(job_id)
-        await self.events.publish("job.finished", key[0], key[1], {"job": msgspec.to_builtins(info)})
         if info.state == "succeeded":
             await self._save(key, last_status="succeeded", last_error=None, failures=0)
         elif info.error is not None:
@@ -229,6 +228,8 @@ class Scheduler:
             await self._failed(
                 key, spec, failures, {"code": E.CANCELLED, "message": f"job {job_id} {info.state}"}
             )
+        # Told after the state is saved: a watcher that then asks schedule.list sees this run's outcome.
+        await self.events.publish("job.finished", key[0], key[1], {"job": msgspec.to_builtins(info)})
 
     async def _wait_job(self, job_id: str) -> JobInfo:
         while True:
