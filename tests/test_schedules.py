@@ -6,6 +6,7 @@ timeout that only turns a hang into a failure) and then checks what happened.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -140,6 +141,14 @@ def test_events_beyond_retention_are_reported_missed(
     later = client.events(since=first[0]["id"] - 1)
     assert later["complete"] is False and [e["id"] for e in later["events"]] == [first[1]["id"]]
     assert client.events(since=first[0]["id"])["complete"] is True
+    from click.testing import CliRunner
+
+    from pipedaemon.cli import main_group
+
+    out = CliRunner().invoke(main_group, ["--json", "watch", "--pipe", "p", "--since", "0", "--count", "1"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.splitlines()[-1])["id"] == first[1]["id"]
+    assert "pruned" in out.output  # the missing first event is said
 
 
 # -- schedules ----------------------------------------------------------------------------------
@@ -225,7 +234,25 @@ def test_runs_missed_while_away_run_once(
 
 
 def test_schedule_cli_and_bad_input(client: PipeClient, local_storage: Storage) -> None:
+    from click.testing import CliRunner
+
+    from pipedaemon.cli import main_group
+
     client.upsert_pipe({"name": "p", "remote": "r"})
+    run = CliRunner()
+    out = run.invoke(main_group, ["schedule", "set", "p", "--every", "1h", "--action", "pull",
+                                  "--jitter", "1m"])
+    assert out.exit_code == 0 and "pull every 1h" in out.output, out.output
+    out = run.invoke(main_group, ["--json", "schedule", "list"])
+    [row] = json.loads(out.output)
+    assert row["schedule"] == {"every": "1h", "action": "pull", "jitter": "1m"}
+    out = run.invoke(main_group, ["schedule", "set", "p", "--every", "soon"])
+    assert out.exit_code == 1 and "schedule.every" in out.output and "Traceback" not in out.output
+    out = run.invoke(main_group, ["schedule", "run-now", "p"])
+    assert out.exit_code == 0, out.output
+    assert run.invoke(main_group, ["schedule", "rm", "p"]).exit_code == 0 and client.schedules() == []
+    out = run.invoke(main_group, ["schedule", "run-now", "p"])
+    assert out.exit_code == 1 and "no schedule" in out.output
     with pytest.raises(InvalidSettingsError) as err:
         client.set_schedule("p", {"every": "1s", "action": "mirror"})
     assert err.value.data["field"] == "schedule.action"
