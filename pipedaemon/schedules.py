@@ -74,15 +74,17 @@ class Scheduler:
 
     # -- what is scheduled --------------------------------------------------------------
     async def scheduled(self) -> list[tuple[str, str, dict[str, Any], ScheduleSpec]]:
+        # One query a tick, only of pipes that may have a schedule (a daemon may hold thousands).
+        rows = await self.pipes.db.fetchall(
+            "SELECT profile, name, settings FROM pipes WHERE instr(settings, '\"schedule\"') > 0")
         out = []
-        store = self.pipes.store
-        for profile in await store.profiles():
-            for name, own in (await store.own_all(profile)).items():
-                if own.get("schedule"):
-                    try:
-                        out.append((profile, name, own, parse_schedule(own["schedule"])))
-                    except E.DaemonError as err:  # (stored before a rule tightened)
-                        log.warning("pipe %s: schedule ignored: %s", name, err.message)
+        for profile, name, raw in rows:
+            own = msgspec.json.decode(raw)
+            if own.get("schedule"):
+                try:
+                    out.append((profile, name, own, parse_schedule(own["schedule"])))
+                except E.DaemonError as err:  # (stored before a rule tightened)
+                    log.warning("pipe %s: schedule ignored: %s", name, err.message)
         return out
 
     async def rows(self, profile: str | None = None) -> dict[Key, dict[str, Any]]:
