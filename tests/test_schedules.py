@@ -145,7 +145,7 @@ def test_events_beyond_retention_are_reported_missed(
 
     from pipedaemon.cli import main_group
 
-    out = CliRunner().invoke(main_group, ["--json", "watch", "--pipe", "p", "--since", "0", "--count", "1"])
+    out = CliRunner().invoke(main_group, ["watch", "--pipe", "p", "--since", "0", "--count", "1", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output.splitlines()[-1])["id"] == first[1]["id"]
     assert "pruned" in out.output  # the missing first event is said

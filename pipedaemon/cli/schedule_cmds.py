@@ -100,10 +100,14 @@ def _event_line(ev: Any) -> str:
 @click.option("--pipe", "pipes", multiple=True, help="Only this pipe (repeat for more).")
 @click.option("--since", type=int, default=None, help="First the stored events after this id.")
 @click.option("--count", type=int, default=0, help="Stop after this many events (0: run until stopped).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
 @click.pass_context
 @handle_errors
-def watch_cmd(ctx: click.Context, pipes: tuple[str, ...], since: int | None, count: int) -> None:
+def watch_cmd(ctx: click.Context, pipes: tuple[str, ...], since: int | None, count: int,
+              as_json: bool) -> None:
     """Print change events as they happen: files new, modified or gone remotely, scheduled jobs' ends."""
+    if as_json:
+        ctx.obj["json"] = True
     c: PipeClient = client(ctx)
     seen = 0
     with c.watch(pipes=list(pipes) or None, since=since) as w:
