@@ -393,13 +393,18 @@ async def schedule_list(ctx: Context, p: ProfileParams) -> list[dict[str, Any]]:
     ]
 
 
+async def _own(sched: Scheduler, profile: str, name: str) -> dict[str, Any]:
+    own = (await sched.pipes.store.own_all(profile)).get(name)
+    if own is None:
+        raise E.NotFoundError(f"no such pipe: {name}", {"pipe": name})
+    return own
+
+
 @rpc("schedule.set", ScheduleSet)
 async def schedule_set(ctx: Context, p: ScheduleSet) -> dict[str, Any]:
     """Give a pipe a schedule (replacing its old one): every/at, action, jitter."""
     sched = scheduler_of(ctx)
-    own = (await sched.pipes.store.own_all(p.profile)).get(p.name)
-    if own is None:
-        raise E.NotFoundError(f"no such pipe: {p.name}", {"pipe": p.name})
+    own = await _own(sched, p.profile, p.name)
     _action(own, parse_schedule(p.schedule))
     await sched.pipes.store.upsert(p.profile, {**own, "schedule": p.schedule})
     sched.wake.set()
@@ -410,9 +415,7 @@ async def schedule_set(ctx: Context, p: ScheduleSet) -> dict[str, Any]:
 async def schedule_rm(ctx: Context, p: SchedulePipe) -> dict[str, Any]:
     """Remove a pipe's schedule (a run in progress finishes)."""
     sched = scheduler_of(ctx)
-    own = (await sched.pipes.store.own_all(p.profile)).get(p.name)
-    if own is None:
-        raise E.NotFoundError(f"no such pipe: {p.name}", {"pipe": p.name})
+    own = await _own(sched, p.profile, p.name)
     removed = own.pop("schedule", None) is not None
     if removed:
         await sched.pipes.store.upsert(p.profile, own)

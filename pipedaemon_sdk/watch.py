@@ -75,6 +75,14 @@ class _Base:
         if self.params.get("since") is None:
             self.last_id = answer.get("last_id", 0)
 
+    def _from_backlog(self) -> Event | None:
+        """The next of the stored events answered by daemon.watch, if any is left."""
+        while self._backlog:
+            ev = self._take(self._backlog.pop(0))
+            if ev is not None:
+                return ev
+        return None
+
     def _take(self, item: Any) -> Event | None:
         """The event of a queued notification, or None for one already yielded."""
         ev = item if isinstance(item, Event) else to_event(*item)
@@ -104,10 +112,9 @@ class Watch(_Base):
 
         if self._conn is None:
             self._open()
-        while self._backlog:
-            ev = self._take(self._backlog.pop(0))
-            if ev is not None:
-                return ev
+        ev = self._from_backlog()
+        if ev is not None:
+            return ev
         while True:
             try:
                 item = self._queue.get(timeout=timeout)
@@ -161,10 +168,9 @@ class AsyncWatch(_Base):
 
         if self._conn is None:
             await self._open()
-        while self._backlog:
-            ev = self._take(self._backlog.pop(0))
-            if ev is not None:
-                return ev
+        ev = self._from_backlog()
+        if ev is not None:
+            return ev
         while True:
             try:
                 item = await asyncio.wait_for(self._queue.get(), timeout)
