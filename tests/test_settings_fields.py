@@ -220,6 +220,9 @@ PIPE_CASES: list[tuple[dict[str, Any], str]] = [
     ({"schema": "x"}, "schema"), ({"schema": [1]}, "schema"),
     ({"description": 5}, "description"), ({"description": ["d"]}, "description"),
     ({"description": {}}, "description"),
+    ({"schedule": "15m"}, "schedule"), ({"schedule": {"every": "0.5s"}}, "schedule.every"),
+    ({"schedule": {"every": "1m", "action": "sleep"}}, "schedule.action"),
+    ({"mirror": 5}, "mirror"),
     ({"colour": "blue"}, "colour"),
 ]
 
