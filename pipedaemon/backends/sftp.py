@@ -95,14 +95,17 @@ def _entry(name: str, attrs: asyncssh.SFTPAttrs) -> Entry:
 
 
 class _HostKeyRecorder(asyncssh.SSHClient):
-    """First use under accept-new: take the server's key and remember it for pinning."""
+    """Sees a key that known_hosts or the pin did not trust: remembered for the error's
+    fingerprint, and accepted only on first use under accept-new (to be pinned)."""
 
-    def __init__(self, backend: SFTPBackend) -> None:
-        self._backend = backend
+    def __init__(self, backend: SFTPBackend, accept: bool) -> None:
+        self._backend, self._accept = backend, accept
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        self._backend.seen_host_key = _public_text(key)
-        return True
+        self._backend.offered_host_key = key
+        if self._accept:
+            self._backend.seen_host_key = _public_text(key)
+        return self._accept
 
 
 class _Slot:
@@ -137,6 +140,7 @@ class SFTPBackend(Backend):
         self.port = int(options.get("port") or 22)
         self.username = options.get("username") or None
         self.seen_host_key: str | None = None  # accept-new without a pin: the key we accepted
+        self.offered_host_key: asyncssh.SSHKey | None = None  # an untrusted key the server offered
         self._pinned: asyncssh.SSHKey | None = None
         self._known: Any = None
         self._client_keys: list[asyncssh.SSHKey] | None = None
@@ -207,22 +211,28 @@ class SFTPBackend(Backend):
         self._client_keys = [loaded]
 
     def _connect_kwargs(self) -> dict[str, Any]:
+        config = os.path.expanduser(self.options.get("ssh_config") or "~/.ssh/config")
         kw: dict[str, Any] = {
-            "host": self.host, "port": self.port, "username": self.username,
+            "host": self.host,
             "connect_timeout": float(self.options.get("connect_timeout") or 10.0),
             "keepalive_interval": 30, "keepalive_count_max": 3,
-            "config": [], "x509_trusted_certs": None,  # only known_hosts or the pin decide trust
+            # The ssh config resolves aliases (HostName, Port, User, IdentityFile, ProxyJump);
+            # given options win over it, as on ssh's command line.
+            "config": [config] if os.path.isfile(config) else [],
+            "x509_trusted_certs": None,  # only known_hosts or the pin decide trust
             # AES-GCM first: one AES-NI call per packet, where chacha20-poly1305 costs asyncssh
             # two ciphers and a MAC in Python per packet (about twice the CPU per byte).
             "encryption_algs": PREFERRED_CIPHERS,
         }
+        kw.update({k: v for k, v in (("port", self.options.get("port")), ("username", self.username)) if v})
         if self._known is not None:
             kw["known_hosts"] = self._known
         elif self._pinned is not None:
             kw["known_hosts"] = ([self._pinned], [], [])
         else:
             kw["known_hosts"] = _EMPTY_KNOWN  # nothing trusted: the recorder decides
-            kw["client_factory"] = lambda: _HostKeyRecorder(self)
+        first_use = self._known is None and self._pinned is None
+        kw["client_factory"] = lambda: _HostKeyRecorder(self, accept=first_use)
         password = self.credentials.get("password")
         if password:
             kw["password"] = password
@@ -251,11 +261,16 @@ class SFTPBackend(Backend):
 
     def _host_key_error(self, exc: Exception) -> AuthFailedError:
         where = f"{self.host}:{self.port}"
-        data = {"host": self.host, "port": self.port, "reason": "host key mismatch"}
+        data: dict[str, Any] = {"host": self.host, "port": self.port, "reason": "host key mismatch"}
+        offered = self.offered_host_key
+        shown = ""
+        if offered is not None:
+            data["fingerprint"] = offered.get_fingerprint("sha256")
+            shown = f" (the server now offers {data['fingerprint']})"
         if self._pinned is not None:
-            msg = f"SSH host key of {where} did not match the pinned key: the server's key changed"
+            msg = f"SSH host key of {where} did not match the pinned key: the server's key changed{shown}"
         elif isinstance(self._known, asyncssh.SSHKnownHosts) and self._known_lists_host():
-            msg = f"SSH host key of {where} did not match known_hosts: the server's key changed"
+            msg = f"SSH host key of {where} did not match known_hosts: the server's key changed{shown}"
         else:
             data["reason"] = "host key unknown"
             msg = (f"SSH host key of {where} is not in known_hosts: add it, or set "

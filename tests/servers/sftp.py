@@ -193,4 +193,13 @@ def make_spec(server: SSHDServer) -> dict[str, Any]:
 
 @pytest.fixture
 def sftp_spec(sftp_server: SSHDServer) -> dict[str, Any]:
+    """Transport "auto": OpenSSH's ssh wherever it is installed (the key goes through an agent)."""
     return make_spec(sftp_server)
+
+
+@pytest.fixture
+def sftp_asyncssh_spec(sftp_server: SSHDServer) -> dict[str, Any]:
+    """The same server through the other transport, asyncssh in the daemon."""
+    spec = make_spec(sftp_server)
+    spec["options"]["transport"] = "asyncssh"
+    return spec
