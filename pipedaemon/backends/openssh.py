@@ -85,10 +85,10 @@ class Agent:
             "ssh-agent", "-D", "-a", self.sock, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         for _ in range(int(AGENT_START_S / 0.02)):
-            if os.path.exists(self.sock) or self.proc.returncode is not None:
+            if self.proc.returncode is not None or self._listening():
                 break
             await asyncio.sleep(0.02)
-        if not os.path.exists(self.sock):
+        if not self._listening():
             raise StorageError("ssh-agent did not start")
         add = await asyncio.create_subprocess_exec(
             "ssh-add", "-q", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
@@ -99,6 +99,15 @@ class Agent:
             said = err.decode(errors="replace").strip()
             raise InvalidSettingsError(f"ssh-add refused the private key: {said}",
                                        {"field": "credentials.private_key"})
+
+    def _listening(self) -> bool:
+        """The socket exists and accepts (it is bound a moment before it listens)."""
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(self.sock)
+                return True
+            except OSError:
+                return False
 
     async def stop(self) -> None:
         await _end(self.proc)
