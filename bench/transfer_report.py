@@ -66,7 +66,7 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 def _summary_row(r: CaseResult) -> str:
     pd = r.best_mbps("pipedaemon")
-    others = [t for t in (*r.runs, *r.errors) if t != "pipedaemon"]
+    others = [t for t in (*r.runs, *r.errors) if not t.startswith("pipedaemon")]  # its transports too
     best = r.best_of(others)
     goal = r.best_of(r.goal_tools)
     ratio = pd / best[1] if pd and best else None
