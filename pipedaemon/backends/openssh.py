@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,15 @@ def _pipe() -> tuple[int, int]:
 class SSHProcess:
     """One ``ssh -s sftp`` process: its pipes, and the last lines it wrote to stderr."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.proc, self.reader, self.writer = proc, reader, writer
+    def __init__(self, proc: asyncio.subprocess.Process, writer: asyncio.StreamWriter) -> None:
+        self.proc, self.writer = proc, writer
         self.stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._drain = asyncio.ensure_future(self._collect())
 
     @classmethod
-    async def spawn(cls, argv: list[str], env: dict[str, str]) -> SSHProcess:
+    async def spawn(cls, argv: list[str], env: dict[str, str],
+                    receiver: Callable[[], asyncio.BaseProtocol]) -> SSHProcess:
+        """Start ssh; its stdout goes to the protocol ``receiver`` makes, its stdin is ``writer``."""
         loop = asyncio.get_running_loop()
         (in_r, in_w), (out_r, out_w) = _pipe(), _pipe()
         try:
@@ -207,13 +209,11 @@ class SSHProcess:
         finally:
             os.close(in_r)
             os.close(out_w)
-        reader = asyncio.StreamReader(limit=4 << 20, loop=loop)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-                                     os.fdopen(out_r, "rb", buffering=0))
+        await loop.connect_read_pipe(receiver, os.fdopen(out_r, "rb", buffering=0))
         transport, protocol = await loop.connect_write_pipe(
             lambda: asyncio.streams.FlowControlMixin(loop=loop), os.fdopen(in_w, "wb", buffering=0))
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        return cls(proc, reader, writer)
+        return cls(proc, writer)
 
     async def _collect(self) -> None:
         assert self.proc.stderr is not None

@@ -30,6 +30,7 @@ from . import sftpwire as W
 from .base import Backend, Entry, RangeWriter, TransientError, error_edge
 from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
 from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SCAN_BATCH, SFTPBackend
+from .sftpframes import FrameReceiver
 
 READ_WINDOW_BYTES = 4 << 20  # bytes requested ahead per read(): bounds memory per stream
 WRITE_WINDOW_BYTES = 8 << 20  # bytes sent and not yet acknowledged per write()
@@ -219,8 +220,10 @@ class OpenSSHSFTPBackend(Backend):
     async def _open(self) -> tuple[SSHProcess, W.SFTPSession]:
         if self._work is None:
             raise StorageError("SFTP backend used before connect()")
-        ssh = await SSHProcess.spawn(self._argv(), self._env)
-        session = W.SFTPSession(ssh.reader, ssh.writer, window=SESSION_WINDOW)
+        session = W.SFTPSession(window=SESSION_WINDOW)
+        ssh = await SSHProcess.spawn(self._argv(), self._env,
+                                     lambda: FrameReceiver(session.deliver, session.lost))
+        session.attach(ssh.writer)
         timeout = 2 * float(self.options.get("connect_timeout") or 10.0) + 5
         try:
             await asyncio.wait_for(session.start(), timeout)

@@ -33,7 +33,7 @@ FXF_READ, FXF_WRITE, FXF_APPEND, FXF_CREAT, FXF_TRUNC, FXF_EXCL = 1, 2, 4, 8, 0x
 A_SIZE, A_UIDGID, A_PERMISSIONS, A_ACMODTIME, A_EXTENDED = 1, 2, 4, 8, 0x80000000
 
 DEFAULT_LIMIT = 32768  # what every server must accept, when it does not say its limits
-MAX_FRAME = 1 << 24  # a reply longer than this is a broken stream, not data
+DIRECT = -DATA  # sftpframes: a DATA reply whose payload was received on its own
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">IBI")  # length, type, request id
@@ -87,7 +87,7 @@ class Reader:
 
     __slots__ = ("buf", "pos")
 
-    def __init__(self, buf: bytes, pos: int = 0) -> None:
+    def __init__(self, buf: bytes | bytearray, pos: int = 0) -> None:
         self.buf, self.pos = buf, pos
 
     def u32(self) -> int:
@@ -129,35 +129,54 @@ class Reader:
 
 # -- the client ---------------------------------------------------------------------------
 class SFTPSession:
-    """One SFTP v3 session over ``reader``/``writer`` (a subprocess's stdout and stdin)."""
+    """One SFTP v3 session: requests go to ``writer`` (ssh's stdin); replies come from a
+    ``sftpframes.FrameReceiver`` on ssh's stdout, which calls ``deliver`` and ``lost``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 window: int = 64) -> None:
-        self._r, self._w = reader, writer
+    def __init__(self, *, window: int = 64) -> None:
+        self._w: asyncio.StreamWriter | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes | bytearray]]] = {}
         self._slots = asyncio.Semaphore(window)
-        self._task: asyncio.Task[None] | None = None
+        self._version: asyncio.Future[bytes | bytearray] | None = None
+        self._started = False
         self._lost: BaseException | None = None
         self.extensions: dict[str, bytes] = {}
         self.max_read = self.max_write = DEFAULT_LIMIT
 
     @property
     def alive(self) -> bool:
-        return self._lost is None and self._task is not None and not self._task.done()
+        return self._lost is None and self._started
 
+    def attach(self, writer: asyncio.StreamWriter) -> None:
+        self._w = writer
+
+    # -- fed by the FrameReceiver -----------------------------------------------------
+    def deliver(self, rtype: int, rid: int, body: bytes | bytearray) -> None:
+        if rtype == VERSION:
+            if self._version is not None and not self._version.done():
+                self._version.set_result(body)
+            return
+        fut = self._pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_result((rtype, body))
+
+    def lost(self, exc: BaseException | None) -> None:
+        reason = f": {type(exc).__name__}" if exc is not None else ""
+        self._fail(SFTPConnectionLost(f"SFTP session ended (the ssh process closed its output){reason}"))
+
+    # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Exchange INIT and VERSION; learn the server's limits where it says them."""
+        assert self._w is not None
+        self._version = asyncio.get_running_loop().create_future()
         self._w.write(_U32.pack(5) + bytes([INIT]) + _U32.pack(3))
         await self._w.drain()
-        body = await self._frame()
-        if body[0] != VERSION:
-            raise SFTPConnectionLost(f"the server's first SFTP packet was type {body[0]}, not VERSION")
+        body = await self._version
         rd = Reader(body, 5)
         while rd.pos < len(body):
             name = rd.string().decode("ascii", "replace")
             self.extensions[name] = rd.string()
-        self._task = asyncio.ensure_future(self._read_loop())
+        self._started = True
         if "limits@openssh.com" in self.extensions:
             rd = await self.extended(b"limits@openssh.com", b"")
             _packet, read_len, write_len = rd.u64(), rd.u64(), rd.u64()
@@ -165,33 +184,10 @@ class SFTPSession:
             self.max_write = write_len or DEFAULT_LIMIT
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._w.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        if self._w is not None:
+            with contextlib.suppress(Exception):
+                self._w.close()
         self._fail(SFTPConnectionLost("session closed"))
-
-    async def _frame(self) -> bytes:
-        (n,) = _U32.unpack(await self._r.readexactly(4))
-        if not 5 <= n <= MAX_FRAME:
-            raise SFTPConnectionLost(f"bad SFTP packet length {n}")
-        return await self._r.readexactly(n)
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                body = await self._frame()
-                (rid,) = _U32.unpack_from(body, 1)
-                fut = self._pending.pop(rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result((body[0], body))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, SFTPConnectionLost) as exc:
-            self._fail(SFTPConnectionLost(f"SFTP session ended: {type(exc).__name__}"))
-        except asyncio.CancelledError:
-            self._fail(SFTPConnectionLost("session closed"))
-            raise
 
     def _fail(self, exc: BaseException) -> None:
         self._lost = self._lost or exc
@@ -199,14 +195,17 @@ class SFTPSession:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(self._lost)
+        if self._version is not None and not self._version.done():
+            self._version.set_exception(self._lost)
 
-    async def request(self, kind: int, *parts: bytes) -> tuple[int, Reader]:
+    async def request(self, kind: int, *parts: bytes | memoryview) -> tuple[int, Reader]:
         """Send one request; its reply's type and a reader positioned after the id."""
         async with self._slots:
             if self._lost is not None:
                 raise self._lost
+            assert self._w is not None
             rid = next(self._ids) & 0xFFFFFFFF
-            fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[tuple[int, bytes | bytearray]] = asyncio.get_running_loop().create_future()
             self._pending[rid] = fut
             size = 5 + sum(len(p) for p in parts)
             self._w.write(_HEAD.pack(size, kind, rid))
@@ -217,7 +216,7 @@ class SFTPSession:
             except (ConnectionError, OSError) as exc:
                 self._fail(SFTPConnectionLost(f"SFTP session ended: {type(exc).__name__}"))
             rtype, body = await fut
-            return rtype, Reader(body, 5)
+            return rtype, Reader(body, 5)  # type: ignore[arg-type]
 
     @staticmethod
     def _status(rtype: int, rd: Reader, want: int) -> None:
@@ -251,6 +250,8 @@ class SFTPSession:
     async def read(self, handle: bytes, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset``; b"" at the end of the file."""
         rtype, rd = await self.request(READ, s(handle), _U64.pack(offset), _U32.pack(length))
+        if rtype == DIRECT:
+            return rd.buf  # the payload, received into a bytearray of its own
         if rtype == STATUS and _U32.unpack_from(rd.buf, rd.pos)[0] == EOF:
             return b""
         self._status(rtype, rd, DATA)
