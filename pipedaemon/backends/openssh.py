@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -34,6 +36,7 @@ AGENT_START_S = 5.0
 STDERR_LINES = 40
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
+PR_SET_PDEATHSIG = 1
 
 ASKPASS_PROGRAM = '''
 import os, socket, sys
@@ -82,8 +85,11 @@ class Agent:
         if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
             raise InvalidSettingsError("options.transport 'openssh' with a private key needs ssh-agent "
                                        "and ssh-add", {"field": "options.transport"})
+        # "ssh-agent -a SOCK cat": the agent lives as long as that cat, which reads a pipe from
+        # us: it ends at our close() or when the daemon dies (even by kill -9), and the agent
+        # follows within 10 s. (PR_SET_PDEATHSIG would not do: ssh-agent is setgid, exec clears it.)
         self.proc = await asyncio.create_subprocess_exec(
-            "ssh-agent", "-D", "-a", self.sock, stdin=asyncio.subprocess.DEVNULL,
+            "ssh-agent", "-a", self.sock, "cat", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         for _ in range(int(AGENT_START_S / 0.02)):
             if self.proc.returncode is not None or self._listening():
@@ -111,6 +117,8 @@ class Agent:
                 return False
 
     async def stop(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()  # cat ends; the agent sees it and ends too
         await _end(self.proc)
 
 
@@ -179,6 +187,12 @@ def ssh_argv(host: str, options: list[tuple[str, str]], *, port: int | None, use
     return [*argv, "-s", "--", host, "sftp"]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: end when the daemon ends, even by kill -9 (no stray agents)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _pipe() -> tuple[int, int]:
     """A pipe of 1 MiB instead of 64 KiB: a 255 KiB SFTP packet then passes in one write
     and one read, not four of each, with no partial writes for asyncio to buffer."""
@@ -205,7 +219,7 @@ class SSHProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=in_r, stdout=out_w, stderr=asyncio.subprocess.PIPE, env=env,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             os.close(in_r)
             os.close(out_w)
