@@ -176,7 +176,8 @@ def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: f
     lines += [_rss_row(r, rss_goal) if not r.goal_tools else _summary_row(r) for r in results]
     lines += [
         "", "CPU s/GiB: CPU seconds (user + system) per GiB moved, median over rounds: for pipedaemon its"
-        " daemon process (psutil cpu_times before/after), for the others the tool's process and the"
+        " daemon process (psutil cpu_times before/after) and its children (the ssh processes of the"
+        " OpenSSH SFTP transport), for the others the tool's process and the"
         " children it waited for (wait4 rusage: ssh under sftp). Server CPU s/GiB: what the server process"
         " (moto_server, pyftpdlib; not sshd, which forks per session) spent meanwhile, median."
         " Peak RSS: the daemon's, sampled every 20 ms during the run; one daemon serves the cases in"
