@@ -22,8 +22,12 @@ from pipedaemon.backends.base import Backend, backend_class
 from pipedaemon.backends.sftp import SFTPBackend
 from pipedaemon.backends.sftp_openssh import OpenSSHSFTPBackend
 from pipedaemon.backends.sftp_transport import choose
+from pipedaemon_sdk import PipeClient
 from pipedaemon_sdk.errors import AuthFailedError, InvalidSettingsError
 from tests.servers.sftp import SSHDServer, host_block, make_spec, ssh_config
+from tests.storage_helpers import client
+
+__all__ = ["client"]
 
 BOTH = pytest.mark.parametrize("transport", ["openssh", "asyncssh"])
 LIMIT = 261120  # OpenSSH sftp-server's largest read and write (255 KiB)
@@ -94,6 +98,34 @@ async def test_refused_login_names_the_host(transport: str, sftp_server: SSHDSer
     err = info.value
     assert err.data["reason"] == "auth"
     assert "127.0.0.1" in err.message and "ermission denied" in err.message
+
+
+@BOTH
+def test_daemon_alias_remote_and_changed_host_key(
+        transport: str, client: PipeClient, sftp_server: SSHDServer, sftp_server_other_hostkey: SSHDServer,
+        tmp_path: Path) -> None:
+    other = sftp_server_other_hostkey
+    root = make_spec(sftp_server)["root"]
+    config = ssh_config(tmp_path / "config", {"vendor": host_block(sftp_server), "moved": host_block(other)})
+    client.upsert_remote({"name": "v", "protocol": "sftp", "location": "vendor",
+                          "options": {"ssh_config": str(config), "transport": transport, "remotepath": root,
+                                      "known_hosts": str(sftp_server.known_hosts)}})
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"through the daemon")
+    client.upload(src, remote="v", key="a.txt")
+    assert (Path(root) / "a.txt").read_bytes() == b"through the daemon"
+    # known_hosts lists the first server's key for the second one: its key "changed".
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{other.port} {sftp_server.host_key_public}\n")
+    client.upsert_remote({"name": "m", "protocol": "sftp", "location": "moved",
+                          "options": {"ssh_config": str(config), "transport": transport,
+                                      "known_hosts": str(known)}})
+    res = client.check_remote("m")
+    fingerprint = asyncssh.import_public_key(other.host_key_public).get_fingerprint("sha256")
+    assert res["ok"] is False and res["error"]["code"] == 1004, res["error"]
+    assert fingerprint in res["error"]["message"] and "Traceback" not in res["error"]["message"]
+    assert res["error"]["data"]["fingerprint"] == fingerprint
+    assert res["error"]["data"]["reason"] == "host key mismatch"
 
 
 # -- agents ----------------------------------------------------------------------------

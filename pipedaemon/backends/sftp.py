@@ -103,6 +103,7 @@ class _HostKeyRecorder(asyncssh.SSHClient):
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         self._backend.offered_host_key = key
+        self._backend.offered_by = (host, addr, port)  # as resolved (an ssh config alias's HostName)
         if self._accept:
             self._backend.seen_host_key = _public_text(key)
         return self._accept
@@ -141,6 +142,7 @@ class SFTPBackend(Backend):
         self.username = options.get("username") or None
         self.seen_host_key: str | None = None  # accept-new without a pin: the key we accepted
         self.offered_host_key: asyncssh.SSHKey | None = None  # an untrusted key the server offered
+        self.offered_by: tuple[str, str, int] | None = None  # the host, address and port that offered it
         self._pinned: asyncssh.SSHKey | None = None
         self._known: Any = None
         self._client_keys: list[asyncssh.SSHKey] | None = None
@@ -260,8 +262,11 @@ class SFTPBackend(Backend):
             raise
 
     def _host_key_error(self, exc: Exception) -> AuthFailedError:
-        where = f"{self.host}:{self.port}"
-        data: dict[str, Any] = {"host": self.host, "port": self.port, "reason": "host key mismatch"}
+        host, port = (self.offered_by[0], self.offered_by[2]) if self.offered_by else (self.host, self.port)
+        where = f"{host}:{port}"
+        data: dict[str, Any] = {"host": host, "port": port, "reason": "host key mismatch"}
+        if host != self.host:
+            data["alias"] = self.host
         offered = self.offered_host_key
         shown = ""
         if offered is not None:
@@ -278,8 +283,11 @@ class SFTPBackend(Backend):
         return AuthFailedError(f"{msg} ({exc})", data)
 
     def _known_lists_host(self) -> bool:
-        port = self.port if self.port != 22 else None
-        return bool(self._known.match(self.host, self.host, port)[0])
+        host, addr, port = self.offered_by or (self.host, "", self.port)
+        try:
+            return bool(self._known.match(host, addr, port if port != 22 else None)[0])
+        except ValueError:  # an address asyncssh cannot parse: judge by the name alone
+            return bool(self._known.match(host, "", port if port != 22 else None)[0])
 
     async def _ensure(self, slot: _Slot) -> asyncssh.SFTPClient:
         async with slot.lock:
