@@ -148,19 +148,25 @@ async def test_daemon_key_reaches_ssh_through_its_own_agent(sftp_spec: dict[str,
     key_text = sftp_server.client_key.read_text()
     b = build({**sftp_spec["options"], "transport": "openssh"}, {"private_key": key_text})
     await b.connect()
+    assert isinstance(b, OpenSSHSFTPBackend) and b._work is not None and b._agent is not None
+    first, first_agent = b._work.path, b._agent.proc
+    await b.connect()  # again, as the registry's retry does: the first agent and folder go
+    assert not first.exists() and first_agent is not None and first_agent.returncode is not None
+    work = b._work.path
     try:
-        assert isinstance(b, OpenSSHSFTPBackend) and b._agent is not None
+        assert b._agent is not None
         ssh_pid = b._slots[0].ssh.proc.pid  # type: ignore[union-attr]
         argv = Path(f"/proc/{ssh_pid}/cmdline").read_bytes().split(b"\0")
         assert not any(b"PRIVATE KEY" in a for a in argv)
         assert f"-oIdentityAgent={b._agent.sock}".encode() in argv
         # Nothing the backend wrote to disk holds the key.
-        for f in b._work.path.iterdir():  # type: ignore[union-attr]
+        for f in work.iterdir():
             assert not f.is_file() or "PRIVATE KEY" not in f.read_text(errors="replace")
         await b.write(sftp_spec["root"] + "k.txt", chunks_of(b"key"))
+        agent = b._agent.proc
     finally:
         await b.close()
-    assert not b._work.path.exists()  # type: ignore[union-attr]
+    assert not work.exists() and agent is not None and agent.returncode is not None
 
 
 async def test_password_goes_through_askpass(sftp_spec: dict[str, Any]) -> None:

@@ -118,7 +118,10 @@ class OpenSSHSFTPBackend(Backend):
         if not have_openssh():
             raise InvalidSettingsError("options.transport is 'openssh' but no ssh program was found "
                                        "(install OpenSSH, or use 'asyncssh')", {"field": "options.transport"})
+        if self._work is not None:
+            await self.close()  # connect() again (the registry retries): no second agent or folder
         self._work = Workdir()
+        self._ssh_options = []
         self._prepare_host_keys()
         await self._prepare_identity()
         await self._resolve()
@@ -132,8 +135,10 @@ class OpenSSHSFTPBackend(Backend):
         for helper in (self._agent, self._askpass):
             if helper is not None:
                 await helper.stop()
+        self._agent = self._askpass = None
         if self._work is not None:
             self._work.remove()
+            self._work = None
 
     def _set_option(self, key: str, value: str) -> None:
         self._ssh_options = [(k, v) for k, v in self._ssh_options if k != key] + [(key, value)]
