@@ -15,7 +15,7 @@ import os
 import posixpath
 import stat as statmod
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncssh
@@ -67,6 +67,27 @@ def map_sftp_error(exc: BaseException) -> DaemonError | None:
     if isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_RESOURCE_SHORTAGE:
         return TransientError(f"SFTP server busy: {msg}")
     return StorageError(f"SFTP error: {msg}")
+
+
+Scan = Callable[[str, str], Awaitable[list[tuple[Entry, bool]]]]
+
+
+async def walk(scan: Scan, path: str, recursive: bool) -> AsyncIterator[Entry]:
+    """A folder's files (and, flat, its sub-folders), SCAN_BATCH folders scanned at once.
+
+    ``scan(base, rel)`` lists one folder: (entry named relative to base, descend into it?).
+    """
+    base = path.rstrip("/") or ("/" if path.startswith("/") else ".")
+    frontier = [""]
+    while frontier:
+        batch, frontier = frontier[:SCAN_BATCH], frontier[SCAN_BATCH:]
+        for entries in await asyncio.gather(*(scan(base, rel) for rel in batch)):
+            for entry, descend in entries:
+                if entry.is_dir and recursive:
+                    if descend:
+                        frontier.append(entry.name)
+                    continue
+                yield entry
 
 
 def _about_passphrase(exc: Exception) -> bool:
@@ -304,18 +325,8 @@ class SFTPBackend(Backend):
     # -- required --------------------------------------------------------------
     async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
         with error_edge(map_sftp_error, path):
-            base = path.rstrip("/") or ("/" if path.startswith("/") else ".")
-            frontier = [""]
-            while frontier:
-                batch, frontier = frontier[:SCAN_BATCH], frontier[SCAN_BATCH:]
-                scans = await asyncio.gather(*(self._scan(base, rel) for rel in batch))
-                for entries in scans:
-                    for entry, descend in entries:
-                        if entry.is_dir and recursive:
-                            if descend:
-                                frontier.append(entry.name)
-                            continue
-                        yield entry
+            async for entry in walk(self._scan, path, recursive):
+                yield entry
 
     async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
         """One folder's entries (names relative to ``base``); a missing folder is empty."""

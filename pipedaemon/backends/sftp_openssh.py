@@ -29,7 +29,7 @@ from pipedaemon_sdk.errors import (
 from . import sftpwire as W
 from .base import Backend, Entry, RangeWriter, TransientError, error_edge
 from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
-from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SCAN_BATCH, SFTPBackend
+from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend, walk
 from .sftpframes import FrameReceiver
 
 READ_WINDOW_BYTES = 4 << 20  # bytes requested ahead per read(): bounds memory per stream
@@ -258,17 +258,8 @@ class OpenSSHSFTPBackend(Backend):
     # -- required ---------------------------------------------------------------------
     async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
         with error_edge(map_wire_error, path):
-            base = path.rstrip("/") or ("/" if path.startswith("/") else ".")
-            frontier = [""]
-            while frontier:
-                batch, frontier = frontier[:SCAN_BATCH], frontier[SCAN_BATCH:]
-                for entries in await asyncio.gather(*(self._scan(base, rel) for rel in batch)):
-                    for entry, descend in entries:
-                        if entry.is_dir and recursive:
-                            if descend:
-                                frontier.append(entry.name)
-                            continue
-                        yield entry
+            async for entry in walk(self._scan, path, recursive):
+                yield entry
 
     async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
         folder = posixpath.join(base, rel) if rel else base
