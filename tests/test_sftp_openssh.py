@@ -250,3 +250,15 @@ async def test_lost_session_fails_pending_requests(sftp_spec: dict[str, Any]) ->
         assert (await b.stat("/")).is_dir  # the next call opens a new ssh
     finally:
         await b.close()
+
+
+@BOTH
+async def test_broken_ssh_config_is_invalid_settings(transport: str, sftp_server: SSHDServer,
+                                                     tmp_path: Path) -> None:
+    config = ssh_config(tmp_path / "config", {"vendor": {**host_block(sftp_server), "Port": "abc"}})
+    b = build({"host": "vendor", "ssh_config": str(config), "transport": transport,
+               "known_hosts": str(sftp_server.known_hosts)})
+    with pytest.raises(InvalidSettingsError) as info:
+        await b.connect()
+    await b.close()
+    assert "abc" in info.value.message or "port" in info.value.message.lower()

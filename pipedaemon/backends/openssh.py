@@ -251,6 +251,9 @@ class SSHProcess:
 
 
 FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
+# What ssh says when the ssh config or an option is wrong (not worth retrying).
+SETTINGS_REFUSED = ("bad configuration option", "unsupported option", "command-line line",
+                    "bad owner or permissions", "can't open user config file", "garbage at end of line")
 
 
 def classify(text: str, where: dict[str, Any]) -> DaemonError:
@@ -271,7 +274,6 @@ def classify(text: str, where: dict[str, Any]) -> DaemonError:
                                f"known_hosts to 'accept-new' ({last})", data)
     if "Permission denied" in text or "Too many authentication failures" in text:
         return AuthFailedError(f"SSH authentication to {host} failed: {last}", data | {"reason": "auth"})
-    if "Bad configuration option" in text or "Unsupported option" in text or ("Could not resolve" in text \
-            and "Could not resolve hostname" not in text) or "command-line line" in text:
+    if any(sign in text.lower() for sign in SETTINGS_REFUSED):
         return InvalidSettingsError(f"ssh refused its settings for {host}: {last}", data)
     return TransientError(f"SSH connection to {host} failed: {last or 'ssh exited'}", data)

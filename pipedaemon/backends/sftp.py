@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncssh
+import asyncssh.config
 
 from pipedaemon.backends.base import (
     Backend,
@@ -57,6 +58,8 @@ def map_sftp_error(exc: BaseException) -> DaemonError | None:
         return NotFoundError(f"no such file: {msg}")
     if isinstance(exc, (asyncssh.SFTPPermissionDenied, asyncssh.SFTPWriteProtect)):
         return PermissionDeniedError(f"permission denied: {msg}")
+    if isinstance(exc, asyncssh.config.ConfigParseError):
+        return InvalidSettingsError(f"cannot use the ssh config: {msg}", {"field": "options.ssh_config"})
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return AuthFailedError(f"SSH host key did not match: {msg}", {"reason": "host key mismatch"})
     if isinstance(exc, (asyncssh.PermissionDenied, asyncssh.KeyEncryptionError)):
