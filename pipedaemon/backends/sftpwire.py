@@ -169,8 +169,11 @@ class SFTPSession:
         """Exchange INIT and VERSION; learn the server's limits where it says them."""
         assert self._w is not None
         self._version = asyncio.get_running_loop().create_future()
-        self._w.write(_U32.pack(5) + bytes([INIT]) + _U32.pack(3))
-        await self._w.drain()
+        try:
+            self._w.write(_U32.pack(5) + bytes([INIT]) + _U32.pack(3))
+            await self._w.drain()
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            self._fail(SFTPConnectionLost(f"ssh ended before SFTP started: {type(exc).__name__}"))
         body = await self._version
         rd = Reader(body, 5)
         while rd.pos < len(body):
@@ -208,13 +211,15 @@ class SFTPSession:
             fut: asyncio.Future[tuple[int, bytes | bytearray]] = asyncio.get_running_loop().create_future()
             self._pending[rid] = fut
             size = 5 + sum(len(p) for p in parts)
-            self._w.write(_HEAD.pack(size, kind, rid))
-            for part in parts:
-                self._w.write(part)
             try:
+                self._w.write(_HEAD.pack(size, kind, rid))
+                for part in parts:
+                    self._w.write(part)
                 await self._w.drain()
-            except (ConnectionError, OSError) as exc:
-                self._fail(SFTPConnectionLost(f"SFTP session ended: {type(exc).__name__}"))
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                # ssh's stdin is gone (uvloop says so with RuntimeError): the session is over.
+                name = type(exc).__name__
+                self._fail(SFTPConnectionLost(f"SFTP session ended (ssh's input closed): {name}"))
             rtype, body = await fut
             return rtype, Reader(body, 5)  # type: ignore[arg-type]
 
