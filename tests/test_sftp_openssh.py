@@ -17,6 +17,7 @@ import asyncssh
 import pytest
 
 from pipedaemon import settings as S
+from pipedaemon.backends import sftpframes as F
 from pipedaemon.backends import sftpwire as W
 from pipedaemon.backends.base import Backend, backend_class
 from pipedaemon.backends.sftp import SFTPBackend
@@ -262,3 +263,33 @@ async def test_broken_ssh_config_is_invalid_settings(transport: str, sftp_server
         await b.connect()
     await b.close()
     assert "abc" in info.value.message or "port" in info.value.message.lower()
+
+
+@pytest.mark.parametrize("piece", [1, 13, 4096, F.STAGE - 1, F.STAGE, F.STAGE + 1])
+def test_frames_cut_from_any_split(piece: int) -> None:
+    """ssh's output arrives in pieces of any size: packets come out whole, in order, a big DATA
+    payload in a bytearray of its own (thresholds at N-1, N, N+1 of the staging buffer)."""
+    import struct
+
+    def packet(kind: int, rid: int, body: bytes) -> bytes:
+        return struct.pack(">IBI", 5 + len(body), kind, rid) + body
+
+    big = os.urandom(W.DEFAULT_LIMIT * 8 + 3)
+    sizes = [F.BIG - 1, F.BIG, F.BIG + 1]
+    stream = (packet(W.STATUS, 1, struct.pack(">I", 0) + b"\0\0\0\0\0\0\0\0")
+              + packet(W.DATA, 2, struct.pack(">I", len(big)) + big)
+              + b"".join(packet(W.DATA, 3 + i, struct.pack(">I", n) + b"d" * n) for i, n in enumerate(sizes))
+              + packet(W.NAME, 9, b"\0" * (F.STAGE + 10)))  # bigger than the stage, not DATA
+    got: list[tuple[int, int, bytes | bytearray]] = []
+    rx = F.FrameReceiver(lambda t, r, b: got.append((t, r, b)), lambda e: None)
+    for i in range(0, len(stream), piece):
+        rx.data_received(stream[i:i + piece])
+    assert [r for _, r, _ in got] == [1, 2, 3, 4, 5, 9]
+    assert got[1][0] == F.DIRECT and got[1][2] == big and isinstance(got[1][2], bytearray)
+    for (kind, _, body), n in zip(got[2:5], sizes, strict=True):
+        payload = body if kind == F.DIRECT else body[9:]
+        # Received on its own only when big and not already whole in the stage.
+        assert bytes(payload) == b"d" * n and (kind != F.DIRECT or n >= F.BIG)
+        if piece == 1:  # never whole before its end: the threshold alone decides
+            assert (kind == F.DIRECT) == (n >= F.BIG)
+    assert got[5][0] == W.NAME and bytes(got[5][2][5:]) == b"\0" * (F.STAGE + 10)  # type, id, then it
