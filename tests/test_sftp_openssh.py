@@ -111,6 +111,8 @@ def test_daemon_alias_remote_and_changed_host_key(
     client.upsert_remote({"name": "v", "protocol": "sftp", "location": "vendor",
                           "options": {"ssh_config": str(config), "transport": transport, "remotepath": root,
                                       "known_hosts": str(sftp_server.known_hosts)}})
+    status = client.call("remote.auth_status", {"remote": "v", "write_probe": False})
+    assert status["identity"] == sftp_server.username  # the config's User: none in the settings
     src = tmp_path / "a.txt"
     src.write_bytes(b"through the daemon")
     client.upload(src, remote="v", key="a.txt")

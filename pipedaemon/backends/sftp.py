@@ -175,6 +175,12 @@ class SFTPBackend(Backend):
         self._rr = itertools.count()
         self._ops = asyncio.Semaphore(max(1, max_streams))
 
+    @property
+    def login(self) -> str | None:
+        """The user name this backend logs in as (the ssh config's User when not given)."""
+        conn = self._slots[0].conn
+        return self.username or (getattr(conn, "_username", None) if conn is not None else None)
+
     def describe(self) -> str:
         who = f"{self.username}@" if self.username else ""
         return f"sftp://{who}{self.host}:{self.port}/{str(self.options.get('remotepath', '')).lstrip('/')}"

@@ -97,6 +97,11 @@ class OpenSSHSFTPBackend(Backend):
         self._rr = itertools.count()
         self._ops = asyncio.Semaphore(max(1, max_streams))
 
+    @property
+    def login(self) -> str | None:
+        """The user name ssh logs in as (the ssh config's User when not given)."""
+        return self.username or self.resolved.get("user")
+
     def describe(self) -> str:
         host = self.resolved.get("hostname", self.host)
         port = self.resolved.get("port", str(self.port or 22))
