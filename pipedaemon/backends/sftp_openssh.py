@@ -27,7 +27,7 @@ from pipedaemon_sdk.errors import (
 )
 
 from . import sftpwire as W
-from .base import Backend, Entry, RangeWriter, TransientError, error_edge
+from .base import Backend, Entry, RangeWriter, TransientError, error_edge, missing_root
 from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
 from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend, walk
 from .sftpframes import FrameReceiver
@@ -375,8 +375,21 @@ class OpenSSHSFTPBackend(Backend):
                 parent = posixpath.dirname(path.rstrip("/"))
                 if exc.code != W.NO_SUCH_FILE or not parent:
                     raise
+                await self._check_root(sess)
                 await sess.makedirs(parent)
                 return await sess.open(path, flags)
+
+    async def _check_root(self, sess: W.SFTPSession) -> None:
+        """Folders below the root are made as needed; the root itself only with create_root."""
+        root = str(self.options.get("remotepath") or "").rstrip("/")
+        if root and not self.options.get("create_root"):
+            try:
+                if (await sess.stat(root)).is_dir:
+                    return
+            except W.SFTPStatusError as exc:
+                if exc.code != W.NO_SUCH_FILE:
+                    raise
+            raise missing_root(root)
 
     async def delete(self, path: str) -> None:
         with error_edge(map_wire_error, path):
@@ -407,6 +420,7 @@ class OpenSSHSFTPBackend(Backend):
                     parent = posixpath.dirname(dst.rstrip("/"))
                     if exc.code != W.NO_SUCH_FILE or not parent:
                         raise
+                    await self._check_root(sess)
                     await sess.makedirs(parent)  # then a missing src still fails below
                     await self._replace(sess, src, dst)
 
