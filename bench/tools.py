@@ -43,6 +43,7 @@ class Measured:
     peak_rss: int | None = None  # bytes, pipedaemon's daemon only
     requests: int | None = None  # HTTP requests the S3 server logged during the run
     server_cpu_s: float | None = None  # CPU the server process spent meanwhile (moto, pyftpdlib)
+    own_cpu_s: float | None = None  # pipedaemon: its daemon process alone (cpu_s adds its ssh children)
 
 
 @dataclass
@@ -193,14 +194,28 @@ class Daemon:
 
     def measure(self, fn: Callable[[], object]) -> Measured:
         sampler = _RssSampler(self.proc)
-        before = self.proc.cpu_times()
+        before, kids_before = self.proc.cpu_times(), self._children_cpu()
         start = time.perf_counter()
         with sampler, self._profiled():
             fn()
         wall = time.perf_counter() - start
-        after = self.proc.cpu_times()
-        cpu = (after.user - before.user) + (after.system - before.system)
-        return Measured(wall, cpu, sampler.peak)
+        after, kids_after = self.proc.cpu_times(), self._children_cpu()
+        own = (after.user - before.user) + (after.system - before.system)
+        # The OpenSSH transport's ssh processes (children, alive or reaped) count too, as ssh
+        # counts for sftp: CPU per GiB is then comparable across tools.
+        reaped = (after.children_user + after.children_system
+                  - before.children_user - before.children_system)
+        kids = reaped + sum(cpu - kids_before.get(pid, 0.0) for pid, cpu in kids_after.items())
+        kids -= sum(cpu for pid, cpu in kids_before.items() if pid not in kids_after)
+        return Measured(wall, own + max(0.0, kids), sampler.peak, own_cpu_s=own)
+
+    def _children_cpu(self) -> dict[int, float]:
+        out = {}
+        for child in self.proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                t = child.cpu_times()
+                out[child.pid] = t.user + t.system
+        return out
 
     @contextlib.contextmanager
     def _profiled(self) -> Iterator[None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -305,6 +306,7 @@ def setup_sftp_down(b: Bench) -> tuple[list[Contender], Callable[[], None]]:
 
     return [
         contender("pipedaemon", lambda d: pd_download(b, "bsftp", "big.bin", d)),
+        contender("pipedaemon asyncssh", lambda d: pd_download(b, "bsftp-asyncssh", "big.bin", d)),
         contender("sftp", lambda d: execute(tools.openssh_sftp(ssh, f"get {src} {d}"))),
         contender("sftp -B 255k -R 256", lambda d: execute(tools.openssh_sftp(ssh, f"get {src} {d}",
                                                                              tuned=True))),
@@ -322,6 +324,7 @@ def setup_sftp_up(b: Bench) -> tuple[list[Contender], Callable[[], None]]:
 
     return [
         contender("pipedaemon", lambda f: pd_upload(b, big, "bsftp", f)),
+        contender("pipedaemon asyncssh", lambda f: pd_upload(b, big, "bsftp-asyncssh", f)),
         contender("sftp", lambda f: execute(tools.openssh_sftp(ssh, f"put {big} {root}/{f}"))),
         contender("sftp -B 255k -R 256", lambda f: execute(tools.openssh_sftp(ssh, f"put {big} {root}/{f}",
                                                                              tuned=True))),
@@ -396,8 +399,9 @@ def run_case(case: Case, b: Bench) -> CaseResult:
                         m.server_cpu_s = (tools.cpu_seconds(server) or 0.0) - server_before
                     c.verify()
                     result.runs.setdefault(c.name, []).append(m)
+                    own = f" (daemon {m.own_cpu_s:.2f} s)" if m.own_cpu_s is not None else ""
                     print(f"   round {rnd + 1} {c.name:22} {result.nbytes / m.wall_s / 1e6:8.1f} MB/s "
-                          f"{m.wall_s:7.2f} s  cpu {m.cpu_s:6.2f} s", flush=True)
+                          f"{m.wall_s:7.2f} s  cpu {m.cpu_s:6.2f} s{own}", flush=True)
                 except Exception as exc:  # noqa: BLE001 - a failing tool is reported; the others go on
                     result.errors[c.name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
                     print(f"   round {rnd + 1} {c.name:22} FAILED {result.errors[c.name]}", flush=True)
@@ -451,6 +455,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-write", dest="write", action="store_false")
     ap.add_argument("--pyspy", type=Path, metavar="DIR",
                     help="profile the daemon with py-spy during its runs (slows it): raw stacks in DIR")
+    ap.add_argument("--big", type=int, metavar="MiB",
+                    help="size of the big file (default: 512, 32 with --quick)")
     ap.add_argument("--tools", default="", help="comma-separated: run only these tools (e.g. pipedaemon)")
     args = ap.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -458,7 +464,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
     if args.write is None:
-        args.write = not (args.quick or args.tools or args.pyspy) and set(args.cases) == set(names)
+        partial = args.quick or args.tools or args.pyspy or args.big
+        args.write = not partial and set(args.cases) == set(names)
     return args
 
 
@@ -468,6 +475,8 @@ def bench_env(args: argparse.Namespace, base: Path) -> Iterator[Bench]:
     if RSS_CASE in args.cases:
         wanted.add("sftp")
     sizes = QUICK if args.quick else FULL
+    if args.big:
+        sizes = dataclasses.replace(sizes, big=args.big * MiB)
     with contextlib.ExitStack() as stack:
         daemon = Daemon(base)
         daemon.profile_dir = args.pyspy
@@ -481,7 +490,10 @@ def bench_env(args: argparse.Namespace, base: Path) -> Iterator[Bench]:
             b.client.update_profile_config({"filerepo": str(base / "repo")})  # pipes' local folders
         if "sftp" in wanted:
             b.ssh = stack.enter_context(servers.sftp_server())
-            b.register("bsftp", servers.sftp_spec(b.ssh))
+            spec = servers.sftp_spec(b.ssh)  # transport "auto": OpenSSH
+            b.register("bsftp", spec)
+            # The same folder through the other transport, for its own rows.
+            b.register("bsftp-asyncssh", {**spec, "options": {**spec["options"], "transport": "asyncssh"}})
         if "ftp" in wanted:
             b.ftp = stack.enter_context(servers.ftp_server())
             b.register("bftp", servers.ftp_spec(b.ftp))

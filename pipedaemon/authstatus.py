@@ -82,6 +82,9 @@ async def one(remotes: Remotes, profile: str, name: str, write_probe: bool) -> d
         out["expires_at"] = _when(sets["read"].get("aws_session_expiration"))
     check = await remotes.check(profile, name, write_probe)
     out.update({k: check[k] for k in ("ok", "endpoint", "can_read", "can_write", "error")})
+    if remote.protocol == "sftp" and not out["identity"] and check["ok"]:
+        backend, _ = await remotes.backend(profile, name)
+        out["identity"] = getattr(backend, "login", None)  # as the ssh config resolved it
     if remote.protocol == "s3" and check["can_read"]:
         backend, _ = await remotes.backend(profile, name)
         key_id, expiry = await _s3_session(backend)

@@ -73,13 +73,15 @@ class S3Credentials(_Strict):
 
 class SFTPOptions(_Strict):
     create_root: bool = False  # make a missing remotepath on first write (else: 1001)
-    host: OneLine | None = None
-    port: Port = 22
-    username: OneLine | None = None
+    host: OneLine | None = None  # a host name, or a Host alias of the ssh config
+    port: Port | None = None  # None: the ssh config's Port, else 22
+    username: OneLine | None = None  # None: the ssh config's User, else the local user
     remotepath: OneLine = ""
     known_hosts: str | None = None
     connections: Streams = 4
     connect_timeout: Seconds = 10.0
+    transport: Literal["auto", "openssh", "asyncssh"] = "auto"
+    ssh_config: OneLine | None = None  # None: ~/.ssh/config (and /etc/ssh/ssh_config for ssh)
 
 
 class SFTPCredentials(_Strict):
@@ -188,10 +190,6 @@ def _check_location(s: RemoteSettings, options: dict[str, Any]) -> None:
             raise E.InvalidSettingsError(f"missing host: give `location` or options.host for {s.protocol}",
                                          {"field": "location"})
         options["host"] = options.get("host") or s.location
-        if s.protocol == "sftp" and not options.get("username"):
-            import getpass
-
-            options["username"] = getpass.getuser()
     elif s.protocol == "local" and not options["remotepath"].startswith("/"):
         raise E.InvalidSettingsError("options.remotepath of a local remote must be an absolute folder",
                                      {"field": "options.remotepath"})

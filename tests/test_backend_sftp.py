@@ -5,22 +5,34 @@ from __future__ import annotations
 import os
 import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 import pytest
 
-from pipedaemon.backends.base import TransientError
-from pipedaemon.backends.sftp import SFTPBackend
+from pipedaemon.backends.base import Backend, TransientError
+from pipedaemon.backends.sftp_transport import SFTP
 from pipedaemon_sdk.errors import AuthFailedError, NotFoundError
 from tests.servers.sftp import SSHDServer, make_spec
 
 
-def backend(spec: dict[str, Any], creds: dict[str, Any] | None = None, **options: Any) -> SFTPBackend:
-    opts = {**spec["options"], **options}
-    return SFTPBackend(opts, spec["credentials"] if creds is None else creds, max_streams=8)
+@pytest.fixture(autouse=True, params=["openssh", "asyncssh"])
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on both transports (options.transport)."""
+    global TRANSPORT
+    TRANSPORT = request.param
+    yield request.param
+    TRANSPORT = "auto"
+
+
+TRANSPORT = "auto"
+
+
+def backend(spec: dict[str, Any], creds: dict[str, Any] | None = None, **options: Any) -> Backend:
+    opts = {"transport": TRANSPORT, **spec["options"], **options}
+    return SFTP(opts, spec["credentials"] if creds is None else creds, max_streams=8)
 
 
 async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
@@ -28,12 +40,14 @@ async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
         yield data[i:i + size]
 
 
-async def read_all(b: SFTPBackend, path: str, offset: int = 0, length: int | None = None) -> bytes:
+async def read_all(b: Backend, path: str, offset: int = 0, length: int | None = None) -> bytes:
     return b"".join([c async for c in b.read(path, offset, length)])
 
 
 async def test_smoke_plain_asyncssh(sftp_server: SSHDServer, sftp_spec: dict[str, Any],
-                                    tmp_path: Path) -> None:
+                                    tmp_path: Path, transport: str) -> None:
+    if transport != "asyncssh":
+        return  # the server itself, through asyncssh alone: once is enough
     src = tmp_path / "up.bin"
     src.write_bytes(os.urandom(50_000))
     async with asyncssh.connect(sftp_server.host, port=sftp_server.port,
@@ -127,7 +141,10 @@ async def test_changed_host_key_is_refused(sftp_server: SSHDServer,
         await b.connect()
     err = info.value
     assert "host key" in err.message and "did not match" in err.message
-    assert err.data == {"host": "127.0.0.1", "port": other.port, "reason": "host key mismatch"}
+    fingerprint = asyncssh.import_public_key(other.host_key_public).get_fingerprint("sha256")
+    assert err.data == {"host": "127.0.0.1", "port": other.port, "reason": "host key mismatch",
+                        "fingerprint": fingerprint}
+    assert fingerprint in err.message  # the person sees what the server now offers
     await b.close()
 
 

@@ -153,16 +153,16 @@ def _pipes(client: PipeClient, rnd: int, push_files: dict[str, bytes]) -> tuple[
 
 
 @pytest.mark.timeout(0 if SOAK else 300)
-@pytest.mark.parametrize("protocol", ["s3", "sftp"])
-def test_crash_loop(protocol: str, request: pytest.FixtureRequest, pd_env: dict[str, Path],
-                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol, transport", [("s3", None), ("sftp", "openssh"), ("sftp", "asyncssh")])
+def test_crash_loop(protocol: str, transport: str | None, request: pytest.FixtureRequest,
+                    pd_env: dict[str, Path], tmp_path: Path) -> None:
     spec, storage, port = server_for(request, protocol)
     log = request.getfixturevalue("s3_request_log") if protocol == "s3" else None
     with FaultProxy(port, lambda n: ("slow_both", RATE[protocol])) as proxy:  # counts the bytes too
         with PipeClient(request_timeout_s=120) as c:
             c.update_profile_config({"filerepo": str(tmp_path / "repo")})
             extra = {"endpoint_url": f"http://127.0.0.1:{proxy.port}"} if protocol == "s3" else \
-                {"port": proxy.port, "known_hosts": "accept-new"}
+                {"port": proxy.port, "known_hosts": "accept-new", "transport": transport}
             register(c, "r", spec, **extra)
         loop = Loop(protocol, storage, proxy, pd_env["home"], log)
         rnd = 0

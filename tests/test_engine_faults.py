@@ -111,8 +111,10 @@ def test_damaged_download_is_fetched_again_once_then_1009(s3_spec: dict[str, Any
     assert not (tmp_path / "never.bin").exists() and temp_leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("transport", ["openssh", "asyncssh"])
 def test_sftp_connection_reset_mid_transfer(sftp_spec: dict[str, Any], client: PipeClient,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, transport: str) -> None:
+    sftp_spec["options"]["transport"] = transport
     src = tmp_path / "a.bin"
     digest = make_file(src, 20 * MiB, seed=11)
     port = int(sftp_spec["options"]["port"])
@@ -277,10 +279,12 @@ async def test_upload_whose_resume_note_cannot_be_written_leaves_no_upload(
     assert _no_uploads_left(s3_client, s3_spec)
 
 
+@pytest.mark.parametrize("transport", ["openssh", "asyncssh"])
 def test_temporary_file_the_storage_would_not_delete_is_deleted_later(
-        sftp_spec: dict[str, Any], client: PipeClient, tmp_path: Path) -> None:
+        sftp_spec: dict[str, Any], client: PipeClient, tmp_path: Path, transport: str) -> None:
     """Found by the soak: an SFTP push broken for good left its temporary file on the server
     (its one delete failed too). Now the janitor keeps it and deletes it once the server is back."""
+    sftp_spec["options"]["transport"] = transport
     src = tmp_path / "a.bin"
     make_file(src, 20 * MiB, seed=5)
     port = int(sftp_spec["options"]["port"])

@@ -51,12 +51,14 @@ def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
 
 
 @pytest.mark.timeout(0 if SOAK else 300)
-@pytest.mark.parametrize("protocol", ["s3", "sftp", "ftp"])
-def test_fault_campaign(protocol: str, request: pytest.FixtureRequest, client: PipeClient) -> None:
+@pytest.mark.parametrize("protocol, transport", [("s3", None), ("sftp", "openssh"), ("sftp", "asyncssh"),
+                                                 ("ftp", None)])
+def test_fault_campaign(protocol: str, transport: str | None, request: pytest.FixtureRequest,
+                        client: PipeClient) -> None:
     spec, storage, port = server_for(request, protocol)
     tally = Tally(protocol)
     with FaultProxy(port, ftp_data=protocol == "ftp") as proxy:
-        register(client, "r", proxied(spec, proxy))
+        register(client, "r", proxied(spec, proxy), **({"transport": transport} if transport else {}))
         for seed in SEEDS:
             try:
                 Round(client, proxy, storage, seed, tally).run()

@@ -281,7 +281,7 @@ def test_pipe_upsert_name_in_a_list_file(tmp_path: Path) -> None:
     assert out.returncode == 2 and "does not map names" in out.stderr and str(f) in out.stderr
 
 
-@pytest.mark.parametrize("backend", ["sftp", "ftp", "pureftpd"])
+@pytest.mark.parametrize("backend", ["sftp", "sftp_asyncssh", "ftp", "pureftpd"])
 def test_missing_root_on_a_server_is_1001_and_never_made(request: pytest.FixtureRequest, backend: str,
                                                          tmp_path: Path) -> None:
     spec = get_spec(request, backend)

@@ -201,7 +201,7 @@ def error_edge(mapper: ErrorMapper, path: str = "") -> Iterator[None]:
 BACKENDS: dict[str, str] = {
     "local": "pipedaemon.backends.local:LocalBackend",
     "s3": "pipedaemon.backends.s3:S3Backend",
-    "sftp": "pipedaemon.backends.sftp:SFTPBackend",
+    "sftp": "pipedaemon.backends.sftp_transport:SFTP",  # asyncssh or OpenSSH, per remote
     "ftp": "pipedaemon.backends.ftp:FTPBackend",
 }
 

@@ -15,10 +15,11 @@ import os
 import posixpath
 import stat as statmod
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncssh
+import asyncssh.config
 
 from pipedaemon.backends.base import (
     Backend,
@@ -57,6 +58,8 @@ def map_sftp_error(exc: BaseException) -> DaemonError | None:
         return NotFoundError(f"no such file: {msg}")
     if isinstance(exc, (asyncssh.SFTPPermissionDenied, asyncssh.SFTPWriteProtect)):
         return PermissionDeniedError(f"permission denied: {msg}")
+    if isinstance(exc, asyncssh.config.ConfigParseError):
+        return InvalidSettingsError(f"cannot use the ssh config: {msg}", {"field": "options.ssh_config"})
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return AuthFailedError(f"SSH host key did not match: {msg}", {"reason": "host key mismatch"})
     if isinstance(exc, (asyncssh.PermissionDenied, asyncssh.KeyEncryptionError)):
@@ -67,6 +70,27 @@ def map_sftp_error(exc: BaseException) -> DaemonError | None:
     if isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_RESOURCE_SHORTAGE:
         return TransientError(f"SFTP server busy: {msg}")
     return StorageError(f"SFTP error: {msg}")
+
+
+Scan = Callable[[str, str], Awaitable[list[tuple[Entry, bool]]]]
+
+
+async def walk(scan: Scan, path: str, recursive: bool) -> AsyncIterator[Entry]:
+    """A folder's files (and, flat, its sub-folders), SCAN_BATCH folders scanned at once.
+
+    ``scan(base, rel)`` lists one folder: (entry named relative to base, descend into it?).
+    """
+    base = path.rstrip("/") or ("/" if path.startswith("/") else ".")
+    frontier = [""]
+    while frontier:
+        batch, frontier = frontier[:SCAN_BATCH], frontier[SCAN_BATCH:]
+        for entries in await asyncio.gather(*(scan(base, rel) for rel in batch)):
+            for entry, descend in entries:
+                if entry.is_dir and recursive:
+                    if descend:
+                        frontier.append(entry.name)
+                    continue
+                yield entry
 
 
 def _about_passphrase(exc: Exception) -> bool:
@@ -95,14 +119,18 @@ def _entry(name: str, attrs: asyncssh.SFTPAttrs) -> Entry:
 
 
 class _HostKeyRecorder(asyncssh.SSHClient):
-    """First use under accept-new: take the server's key and remember it for pinning."""
+    """Sees a key that known_hosts or the pin did not trust: remembered for the error's
+    fingerprint, and accepted only on first use under accept-new (to be pinned)."""
 
-    def __init__(self, backend: SFTPBackend) -> None:
-        self._backend = backend
+    def __init__(self, backend: SFTPBackend, accept: bool) -> None:
+        self._backend, self._accept = backend, accept
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        self._backend.seen_host_key = _public_text(key)
-        return True
+        self._backend.offered_host_key = key
+        self._backend.offered_by = (host, addr, port)  # as resolved (an ssh config alias's HostName)
+        if self._accept:
+            self._backend.seen_host_key = _public_text(key)
+        return self._accept
 
 
 class _Slot:
@@ -137,6 +165,8 @@ class SFTPBackend(Backend):
         self.port = int(options.get("port") or 22)
         self.username = options.get("username") or None
         self.seen_host_key: str | None = None  # accept-new without a pin: the key we accepted
+        self.offered_host_key: asyncssh.SSHKey | None = None  # an untrusted key the server offered
+        self.offered_by: tuple[str, str, int] | None = None  # the host, address and port that offered it
         self._pinned: asyncssh.SSHKey | None = None
         self._known: Any = None
         self._client_keys: list[asyncssh.SSHKey] | None = None
@@ -144,6 +174,12 @@ class SFTPBackend(Backend):
         self._slots = [_Slot() for _ in range(max(1, int(options.get("connections") or DEFAULT_CONNECTIONS)))]
         self._rr = itertools.count()
         self._ops = asyncio.Semaphore(max(1, max_streams))
+
+    @property
+    def login(self) -> str | None:
+        """The user name this backend logs in as (the ssh config's User when not given)."""
+        conn = self._slots[0].conn
+        return self.username or (getattr(conn, "_username", None) if conn is not None else None)
 
     def describe(self) -> str:
         who = f"{self.username}@" if self.username else ""
@@ -207,22 +243,28 @@ class SFTPBackend(Backend):
         self._client_keys = [loaded]
 
     def _connect_kwargs(self) -> dict[str, Any]:
+        config = os.path.expanduser(self.options.get("ssh_config") or "~/.ssh/config")
         kw: dict[str, Any] = {
-            "host": self.host, "port": self.port, "username": self.username,
+            "host": self.host,
             "connect_timeout": float(self.options.get("connect_timeout") or 10.0),
             "keepalive_interval": 30, "keepalive_count_max": 3,
-            "config": [], "x509_trusted_certs": None,  # only known_hosts or the pin decide trust
+            # The ssh config resolves aliases (HostName, Port, User, IdentityFile, ProxyJump);
+            # given options win over it, as on ssh's command line.
+            "config": [config] if os.path.isfile(config) else [],
+            "x509_trusted_certs": None,  # only known_hosts or the pin decide trust
             # AES-GCM first: one AES-NI call per packet, where chacha20-poly1305 costs asyncssh
             # two ciphers and a MAC in Python per packet (about twice the CPU per byte).
             "encryption_algs": PREFERRED_CIPHERS,
         }
+        kw.update({k: v for k, v in (("port", self.options.get("port")), ("username", self.username)) if v})
         if self._known is not None:
             kw["known_hosts"] = self._known
         elif self._pinned is not None:
             kw["known_hosts"] = ([self._pinned], [], [])
         else:
             kw["known_hosts"] = _EMPTY_KNOWN  # nothing trusted: the recorder decides
-            kw["client_factory"] = lambda: _HostKeyRecorder(self)
+        first_use = self._known is None and self._pinned is None
+        kw["client_factory"] = lambda: _HostKeyRecorder(self, accept=first_use)
         password = self.credentials.get("password")
         if password:
             kw["password"] = password
@@ -250,12 +292,20 @@ class SFTPBackend(Backend):
             raise
 
     def _host_key_error(self, exc: Exception) -> AuthFailedError:
-        where = f"{self.host}:{self.port}"
-        data = {"host": self.host, "port": self.port, "reason": "host key mismatch"}
+        host, port = (self.offered_by[0], self.offered_by[2]) if self.offered_by else (self.host, self.port)
+        where = f"{host}:{port}"
+        data: dict[str, Any] = {"host": host, "port": port, "reason": "host key mismatch"}
+        if host != self.host:
+            data["alias"] = self.host
+        offered = self.offered_host_key
+        shown = ""
+        if offered is not None:
+            data["fingerprint"] = offered.get_fingerprint("sha256")
+            shown = f" (the server now offers {data['fingerprint']})"
         if self._pinned is not None:
-            msg = f"SSH host key of {where} did not match the pinned key: the server's key changed"
+            msg = f"SSH host key of {where} did not match the pinned key: the server's key changed{shown}"
         elif isinstance(self._known, asyncssh.SSHKnownHosts) and self._known_lists_host():
-            msg = f"SSH host key of {where} did not match known_hosts: the server's key changed"
+            msg = f"SSH host key of {where} did not match known_hosts: the server's key changed{shown}"
         else:
             data["reason"] = "host key unknown"
             msg = (f"SSH host key of {where} is not in known_hosts: add it, or set "
@@ -263,8 +313,11 @@ class SFTPBackend(Backend):
         return AuthFailedError(f"{msg} ({exc})", data)
 
     def _known_lists_host(self) -> bool:
-        port = self.port if self.port != 22 else None
-        return bool(self._known.match(self.host, self.host, port)[0])
+        host, addr, port = self.offered_by or (self.host, "", self.port)
+        try:
+            return bool(self._known.match(host, addr, port if port != 22 else None)[0])
+        except ValueError:  # an address asyncssh cannot parse: judge by the name alone
+            return bool(self._known.match(host, "", port if port != 22 else None)[0])
 
     async def _ensure(self, slot: _Slot) -> asyncssh.SFTPClient:
         async with slot.lock:
@@ -281,18 +334,8 @@ class SFTPBackend(Backend):
     # -- required --------------------------------------------------------------
     async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
         with error_edge(map_sftp_error, path):
-            base = path.rstrip("/") or ("/" if path.startswith("/") else ".")
-            frontier = [""]
-            while frontier:
-                batch, frontier = frontier[:SCAN_BATCH], frontier[SCAN_BATCH:]
-                scans = await asyncio.gather(*(self._scan(base, rel) for rel in batch))
-                for entries in scans:
-                    for entry, descend in entries:
-                        if entry.is_dir and recursive:
-                            if descend:
-                                frontier.append(entry.name)
-                            continue
-                        yield entry
+            async for entry in walk(self._scan, path, recursive):
+                yield entry
 
     async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
         """One folder's entries (names relative to ``base``); a missing folder is empty."""

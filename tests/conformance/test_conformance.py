@@ -21,7 +21,7 @@ import pytest
 from pipedaemon.backends.base import Backend, Entry, backend_class
 from pipedaemon_sdk.errors import NotFoundError, StorageError
 
-BACKENDS = ["local", "s3", "sftp", "ftp", "ftps", "pureftpd"]
+BACKENDS = ["local", "s3", "sftp", "sftp_asyncssh", "ftp", "ftps", "pureftpd"]  # sftp: auto = OpenSSH
 MiB = 1024 * 1024
 BIG = 100 * MiB
 OLD_MTIME = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC, a whole second on purpose

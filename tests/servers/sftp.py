@@ -193,4 +193,54 @@ def make_spec(server: SSHDServer) -> dict[str, Any]:
 
 @pytest.fixture
 def sftp_spec(sftp_server: SSHDServer) -> dict[str, Any]:
+    """Transport "auto": OpenSSH's ssh wherever it is installed (the key goes through an agent)."""
     return make_spec(sftp_server)
+
+
+@pytest.fixture
+def sftp_asyncssh_spec(sftp_server: SSHDServer) -> dict[str, Any]:
+    """The same server through the other transport, asyncssh in the daemon."""
+    spec = make_spec(sftp_server)
+    spec["options"]["transport"] = "asyncssh"
+    return spec
+
+
+@pytest.fixture
+def ssh_agent(tmp_path: Path, sftp_server: SSHDServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A user's ssh-agent holding the test key, exported as SSH_AUTH_SOCK; its socket path."""
+    if not shutil.which("ssh-agent"):
+        unavailable("ssh-agent not installed")
+        return
+    sock = str(tmp_path / "agent.sock")
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        subprocess.run(["ssh-add", "-q", str(sftp_server.client_key)], check=True,
+                       env={**os.environ, "SSH_AUTH_SOCK": sock})
+        monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def ssh_config(path: Path, hosts: dict[str, dict[str, str]]) -> Path:
+    """Write an ssh config of ``Host alias`` blocks (``{"vendor": {"HostName": ...}}``)."""
+    lines = []
+    for alias, settings in hosts.items():
+        lines.append(f"Host {alias}")
+        lines += [f"    {key} {value}" for key, value in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def host_block(server: SSHDServer, *, identity: bool = True) -> dict[str, str]:
+    """A Host block reaching ``server`` (its known_hosts line, and its key unless told not to)."""
+    block = {"HostName": server.host, "Port": str(server.port), "User": server.username,
+             "UserKnownHostsFile": str(server.known_hosts), "StrictHostKeyChecking": "yes"}
+    if identity:
+        block["IdentityFile"] = str(server.client_key)
+    return block

@@ -1,0 +1,506 @@
+"""SFTP backend over OpenSSH: ``ssh -s HOST sftp`` processes, SFTP v3 spoken on their pipes.
+
+Each pooled connection is one ssh process (sshd serves it in its own process too), so
+encryption and packets run in C on other cores while the daemon's thread only frames
+big SFTP requests (``sftpwire``). ``~/.ssh/config`` (or ``options.ssh_config``), aliases,
+ProxyJump, ControlMaster, the user's agent and known_hosts work as they do for ``ssh``.
+How the daemon's own credentials reach ssh without touching a disk: see ``openssh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import posixpath
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from pipedaemon_sdk.errors import (
+    DaemonError,
+    InvalidSettingsError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+)
+
+from . import sftpwire as W
+from .base import Backend, Entry, RangeWriter, TransientError, error_edge, missing_root
+from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
+from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend, walk
+from .sftpframes import FrameReceiver
+
+READ_WINDOW_BYTES = 4 << 20  # bytes requested ahead per read(): bounds memory per stream
+WRITE_WINDOW_BYTES = 8 << 20  # bytes sent and not yet acknowledged per write()
+SESSION_WINDOW = 64  # requests in flight on one ssh process
+# AES-GCM first (one AES-NI pass per packet); the rest of ssh's own list follows.
+CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+
+
+def map_wire_error(exc: BaseException) -> DaemonError | None:
+    """sftpwire's exceptions -> the project's (see error_edge)."""
+    if isinstance(exc, W.SFTPStatusError):
+        msg = str(exc)
+        if exc.code == W.NO_SUCH_FILE:
+            return NotFoundError(f"no such file: {msg}")
+        if exc.code == W.PERMISSION_DENIED:
+            return PermissionDeniedError(f"permission denied: {msg}")
+        if exc.code in (W.NO_CONNECTION, W.CONNECTION_LOST):
+            return TransientError(f"SFTP connection problem: {msg}")
+        return StorageError(f"SFTP error: {msg}")
+    if isinstance(exc, (W.SFTPConnectionLost, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError)):
+        return TransientError(f"SFTP connection problem: {exc or type(exc).__name__}")
+    return None
+
+
+def _entry(name: str, a: W.Attrs) -> Entry:
+    return Entry(name=name, size=0 if a.is_dir else int(a.size or 0),
+                 mtime=float(a.mtime) if a.mtime is not None else None, is_dir=a.is_dir)
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.ssh: SSHProcess | None = None
+        self.session: W.SFTPSession | None = None
+        self.lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        session, ssh, self.session, self.ssh = self.session, self.ssh, None, None
+        if session is not None:
+            await session.close()
+        if ssh is not None:
+            await ssh.stop()
+
+
+class OpenSSHSFTPBackend(Backend):
+    protocol = "sftp"
+    caps = SFTPBackend.caps
+
+    def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
+                 max_streams: int = 8) -> None:
+        super().__init__(options, credentials, max_streams=max_streams)
+        self.host = str(options.get("host") or "")
+        self.port = int(options["port"]) if options.get("port") else None
+        self.username = options.get("username") or None
+        self.seen_host_key: str | None = None
+        self.resolved: dict[str, str] = {}  # what ssh -G made of host, port, user (config applied)
+        self._client_keys: Any = None
+        self._work: Workdir | None = None
+        self._agent: Agent | None = None
+        self._askpass: Askpass | None = None
+        self._pin_file: str | None = None
+        self._ssh_options: list[tuple[str, str]] = []
+        self._env: dict[str, str] = {}
+        self._slots = [_Slot() for _ in range(max(1, int(options.get("connections") or DEFAULT_CONNECTIONS)))]
+        self._rr = itertools.count()
+        self._ops = asyncio.Semaphore(max(1, max_streams))
+
+    @property
+    def login(self) -> str | None:
+        """The user name ssh logs in as (the ssh config's User when not given)."""
+        return self.username or self.resolved.get("user")
+
+    def describe(self) -> str:
+        host = self.resolved.get("hostname", self.host)
+        port = self.resolved.get("port", str(self.port or 22))
+        user = self.resolved.get("user", self.username or "")
+        who = f"{user}@" if user else ""
+        return f"sftp://{who}{host}:{port}/{str(self.options.get('remotepath', '')).lstrip('/')} (openssh)"
+
+    def _where(self) -> dict[str, Any]:
+        where: dict[str, Any] = {"host": self.resolved.get("hostname", self.host),
+                                 "port": int(self.resolved.get("port", self.port or 22))}
+        if where["host"] != self.host:
+            where["alias"] = self.host
+        return where
+
+    # -- setting up ---------------------------------------------------------------------
+    async def connect(self) -> None:
+        if not self.host:
+            raise InvalidSettingsError("sftp remote needs options.host", {"field": "host"})
+        if not have_openssh():
+            raise InvalidSettingsError("options.transport is 'openssh' but no ssh program was found "
+                                       "(install OpenSSH, or use 'asyncssh')", {"field": "options.transport"})
+        if self._work is not None:
+            await self.close()  # connect() again (the registry retries): no second agent or folder
+        self._work = Workdir()
+        self._ssh_options = []
+        self._prepare_host_keys()
+        await self._prepare_identity()
+        await self._resolve()
+        await self._ensure(self._slots[0])  # proves host key and credentials now
+        if self._pin_file and not self.options.get("_pinned_host_key"):
+            self.seen_host_key = self._read_pin()
+            self._set_option("StrictHostKeyChecking", "yes")  # later connections meet the same key
+
+    async def close(self) -> None:
+        await asyncio.gather(*(slot.close() for slot in self._slots))
+        for helper in (self._agent, self._askpass):
+            if helper is not None:
+                await helper.stop()
+        self._agent = self._askpass = None
+        if self._work is not None:
+            self._work.remove()
+            self._work = None
+
+    def _set_option(self, key: str, value: str) -> None:
+        self._ssh_options = [(k, v) for k, v in self._ssh_options if k != key] + [(key, value)]
+
+    def _prepare_host_keys(self) -> None:
+        assert self._work is not None
+        setting = self.options.get("known_hosts")
+        if setting == ACCEPT_NEW:
+            pin = self.options.get("_pinned_host_key")
+            self._pin_file = str(self._work.path / "known_hosts")
+            with open(self._pin_file, "w") as f:
+                f.write(f"{PIN_ALIAS} {pin}\n" if pin else "")
+            for key, value in (("HostKeyAlias", PIN_ALIAS), ("UserKnownHostsFile", self._pin_file),
+                               ("GlobalKnownHostsFile", "/dev/null"), ("HashKnownHosts", "no"),
+                               ("UpdateHostKeys", "no"),
+                               ("StrictHostKeyChecking", "yes" if pin else "accept-new")):
+                self._set_option(key, value)
+            return
+        if setting:
+            path = os.path.expanduser(setting)
+            if not os.path.isfile(path):
+                raise InvalidSettingsError(f"cannot read known_hosts {path}: no such file",
+                                           {"field": "known_hosts"})
+            self._set_option("UserKnownHostsFile", path)
+        self._set_option("StrictHostKeyChecking", "yes")  # never ask, never accept silently
+
+    def _read_pin(self) -> str | None:
+        assert self._pin_file is not None
+        with open(self._pin_file) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[0] == PIN_ALIAS:
+                    return f"{parts[1]} {parts[2]}"
+        return None
+
+    async def _prepare_identity(self) -> None:
+        assert self._work is not None
+        self._env = dict(os.environ)
+        for var in ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE"):
+            self._env.pop(var, None)
+        if self.credentials.get("private_key"):
+            SFTPBackend._prepare_client_keys(self)  # type: ignore[arg-type]  # loads self._client_keys
+            self._agent = Agent(self._work)
+            await self._agent.start(self._client_keys[0].export_private_key("openssh"))
+            self._set_option("IdentityAgent", self._agent.sock)
+            self._env["SSH_AUTH_SOCK"] = self._agent.sock  # a ProxyJump's own ssh finds it here
+        password = self.credentials.get("password")
+        if password:
+            self._askpass = Askpass(self._work, str(password))
+            await self._askpass.start()
+            self._env.update(self._askpass.env())
+            self._set_option("BatchMode", "no")
+            self._set_option("NumberOfPasswordPrompts", "1")
+        else:
+            self._set_option("BatchMode", "yes")
+        if self._agent is not None and not password:
+            self._set_option("PasswordAuthentication", "no")
+            self._set_option("KbdInteractiveAuthentication", "no")
+        timeout = float(self.options.get("connect_timeout") or 10.0)
+        self._set_option("ConnectTimeout", str(max(1, round(timeout))))
+        self._set_option("ServerAliveInterval", "30")
+        self._set_option("ServerAliveCountMax", "3")
+        self._set_option("Ciphers", CIPHERS)
+
+    def _argv(self) -> list[str]:
+        return ssh_argv(self.host, self._ssh_options, port=self.port, user=self.username,
+                        config=self.options.get("ssh_config"))
+
+    async def _resolve(self) -> None:
+        """Ask ssh what it makes of the host (config applied), to name it in errors."""
+        argv = self._argv()
+        argv = [argv[0], "-G", *argv[1:-4], "--", self.host]
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=self._env)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise classify(err.decode(errors="replace"), {"host": self.host, "port": self.port})
+        for line in out.decode(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("hostname", "port", "user", "proxyjump"):
+                self.resolved[key] = value
+
+    async def _open(self) -> tuple[SSHProcess, W.SFTPSession]:
+        if self._work is None:
+            raise StorageError("SFTP backend used before connect()")
+        session = W.SFTPSession(window=SESSION_WINDOW)
+        ssh = await SSHProcess.spawn(self._argv(), self._env,
+                                     lambda: FrameReceiver(session.deliver, session.lost))
+        session.attach(ssh.writer)
+        timeout = 2 * float(self.options.get("connect_timeout") or 10.0) + 5
+        try:
+            await asyncio.wait_for(session.start(), timeout)
+        except (W.SFTPConnectionLost, asyncio.IncompleteReadError, OSError, asyncio.TimeoutError) as exc:
+            text = await ssh.ended_text()
+            await session.close()
+            await ssh.stop()
+            if isinstance(exc, asyncio.TimeoutError) and not text:
+                raise TransientError(f"SSH connection to {self.host} timed out", self._where()) from None
+            err = classify(text, self._where())
+            if self._pin_file and err.data.get("reason") == "host key mismatch":
+                err.message = err.message.replace("known_hosts", "the pinned key")
+            raise err from None
+        return ssh, session
+
+    async def _ensure(self, slot: _Slot) -> W.SFTPSession:
+        async with slot.lock:
+            if slot.session is None or not slot.session.alive:
+                await slot.close()
+                slot.ssh, slot.session = await self._open()
+            return slot.session
+
+    async def _session(self) -> W.SFTPSession:
+        """A session from the pool, round robin, reopening one whose ssh ended."""
+        return await self._ensure(self._slots[next(self._rr) % len(self._slots)])
+
+    # -- required ---------------------------------------------------------------------
+    async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
+        with error_edge(map_wire_error, path):
+            async for entry in walk(self._scan, path, recursive):
+                yield entry
+
+    async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
+        folder = posixpath.join(base, rel) if rel else base
+        out: list[tuple[Entry, bool]] = []
+        async with self._ops:
+            sess = await self._session()
+            try:
+                names = [n async for n in sess.scandir(folder)]
+            except W.SFTPStatusError as exc:
+                if exc.code == W.NO_SUCH_FILE:
+                    return out
+                raise
+            for name, attrs in names:
+                if name in (".", ".."):
+                    continue
+                descend = True
+                if attrs.is_link:
+                    # Follow links to files; never descend through linked folders (loops).
+                    try:
+                        attrs, descend = await sess.stat(posixpath.join(folder, name)), False
+                    except W.SFTPStatusError:
+                        continue  # dangling link
+                out.append((_entry(f"{rel}/{name}" if rel else name, attrs), descend))
+        return out
+
+    async def stat(self, path: str) -> Entry:
+        with error_edge(map_wire_error, path):
+            async with self._ops:
+                return _entry(path, await (await self._session()).stat(path))
+
+    async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        with error_edge(map_wire_error, path):
+            sess = await self._session()
+            async with self._ops:
+                handle = await sess.open(path, W.FXF_READ)
+            try:
+                end = offset + length if length is not None else (await sess.fstat(handle)).size or 0
+                async for chunk in self._read_window(sess, handle, offset, end):
+                    yield chunk
+            finally:
+                with contextlib.suppress(Exception):
+                    await sess.close_handle(handle)
+
+    async def _read_window(self, sess: W.SFTPSession, handle: bytes, start: int,
+                           end: int) -> AsyncIterator[bytes]:
+        """[start, end) in order, READ_WINDOW_BYTES requested ahead; short reads re-asked."""
+        size = sess.max_read
+        pending: deque[tuple[int, int, asyncio.Future[bytes]]] = deque()
+        pos = start
+
+        def ask(off: int, n: int) -> tuple[int, int, asyncio.Future[bytes]]:
+            return off, n, asyncio.ensure_future(sess.read(handle, off, n))
+
+        try:
+            while pending or pos < end:
+                while pos < end and len(pending) * size < READ_WINDOW_BYTES:
+                    n = min(size, end - pos)
+                    pending.append(ask(pos, n))
+                    pos += n
+                off, want, fut = pending.popleft()
+                data = await fut
+                if not data:
+                    return  # end of file came early (it shrank): the caller checks sizes
+                yield data
+                if len(data) < want:  # a short read: ask for the rest before what follows
+                    pending.appendleft(ask(off + len(data), want - len(data)))
+        finally:
+            for _, _, fut in pending:
+                fut.cancel()
+            await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
+
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+        with error_edge(map_wire_error, path):
+            sess = await self._session()
+            handle = await self._open_making_parents(sess, path, W.FXF_WRITE | W.FXF_CREAT | W.FXF_TRUNC)
+            pending: set[asyncio.Future[None]] = set()
+            closed = False
+            try:
+                pos, step = 0, sess.max_write
+                async for chunk in chunks:
+                    view = memoryview(chunk)
+                    for i in range(0, len(view), step):
+                        piece = view[i:i + step]
+                        pending.add(asyncio.ensure_future(sess.write(handle, pos, piece)))
+                        pos += len(piece)
+                        while len(pending) * step >= WRITE_WINDOW_BYTES:
+                            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                            for task in done:
+                                task.result()
+                while pending:
+                    await pending.pop()
+                closed = True
+                await sess.close_handle(handle)  # an error here: the data may not have landed
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                if not closed:
+                    with contextlib.suppress(Exception):
+                        await sess.close_handle(handle)
+        return await self.stat(path)
+
+    async def _open_making_parents(self, sess: W.SFTPSession, path: str, flags: int) -> bytes:
+        async with self._ops:
+            try:
+                return await sess.open(path, flags)
+            except W.SFTPStatusError as exc:
+                parent = posixpath.dirname(path.rstrip("/"))
+                if exc.code != W.NO_SUCH_FILE or not parent:
+                    raise
+                await self._check_root(sess)
+                await sess.makedirs(parent)
+                return await sess.open(path, flags)
+
+    async def _check_root(self, sess: W.SFTPSession) -> None:
+        """Folders below the root are made as needed; the root itself only with create_root."""
+        root = str(self.options.get("remotepath") or "").rstrip("/")
+        if root and not self.options.get("create_root"):
+            try:
+                if (await sess.stat(root)).is_dir:
+                    return
+            except W.SFTPStatusError as exc:
+                if exc.code != W.NO_SUCH_FILE:
+                    raise
+            raise missing_root(root)
+
+    async def delete(self, path: str) -> None:
+        with error_edge(map_wire_error, path):
+            async with self._ops:
+                await (await self._session()).remove(path)
+
+    async def mkdir(self, path: str) -> None:
+        folder = path.rstrip("/")
+        if not folder:
+            return
+        with error_edge(map_wire_error, path):
+            async with self._ops:
+                await (await self._session()).makedirs(folder)
+
+    async def rmdir(self, path: str) -> None:
+        with error_edge(map_wire_error, path):
+            async with self._ops:
+                await (await self._session()).rmdir(path.rstrip("/") or path)
+
+    # -- optional ---------------------------------------------------------------------
+    async def rename(self, src: str, dst: str) -> None:
+        with error_edge(map_wire_error, src):
+            async with self._ops:
+                sess = await self._session()
+                try:
+                    await self._replace(sess, src, dst)
+                except W.SFTPStatusError as exc:
+                    parent = posixpath.dirname(dst.rstrip("/"))
+                    if exc.code != W.NO_SUCH_FILE or not parent:
+                        raise
+                    await self._check_root(sess)
+                    await sess.makedirs(parent)  # then a missing src still fails below
+                    await self._replace(sess, src, dst)
+
+    @staticmethod
+    async def _replace(sess: W.SFTPSession, src: str, dst: str) -> None:
+        """Rename over an existing ``dst``: atomically where the server offers posix-rename."""
+        if "posix-rename@openssh.com" in sess.extensions:
+            await sess.posix_rename(src, dst)
+            return
+        try:
+            await sess.rename(src, dst)
+        except W.SFTPStatusError as exc:
+            if exc.code != W.FAILURE:
+                raise
+            await sess.stat(dst)  # plain SFTP refuses to overwrite: not atomic here
+            await sess.remove(dst)
+            await sess.rename(src, dst)
+
+    async def set_mtime(self, path: str, mtime: float) -> None:
+        with error_edge(map_wire_error, path):
+            async with self._ops:
+                await (await self._session()).setstat(path, mtime=int(mtime))
+
+    async def open_writer(self, path: str, size: int) -> RangeWriter:
+        with error_edge(map_wire_error, path):
+            writer = _RangeWriter(self, path)
+            await writer.start(size)
+            return writer
+
+
+class _RangeWriter(RangeWriter):
+    """Writes at offsets into one remote file, through a handle on each pooled session.
+
+    Created if missing, never truncated below ``size`` (a resumed upload keeps what was
+    written); longer leftovers are cut to ``size``.
+    """
+
+    FLAGS = W.FXF_WRITE | W.FXF_CREAT
+
+    def __init__(self, backend: OpenSSHSFTPBackend, path: str) -> None:
+        self._b, self._path = backend, path
+        self._handles: dict[int, tuple[W.SFTPSession, bytes]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._rr = itertools.count()
+        self._closed = False
+
+    async def start(self, size: int) -> None:
+        sess, handle = await self._handle(0)
+        async with self._b._ops:
+            if ((await sess.fstat(handle)).size or 0) > size:
+                await sess.ftruncate(handle, size)
+
+    async def _handle(self, index: int) -> tuple[W.SFTPSession, bytes]:
+        lock = self._locks.setdefault(index, asyncio.Lock())
+        async with lock:
+            sess = await self._b._ensure(self._b._slots[index])
+            held = self._handles.get(index)
+            if held is not None and held[0] is sess:
+                return held
+            handle = await self._b._open_making_parents(sess, self._path, self.FLAGS)
+            self._handles[index] = (sess, handle)
+            return sess, handle
+
+    async def write_at(self, offset: int, data: bytes) -> None:
+        if self._closed:
+            raise StorageError("write_at on a closed writer", {"path": self._path})
+        with error_edge(map_wire_error, self._path):
+            sess, handle = await self._handle(next(self._rr) % len(self._b._slots))
+            view, step = memoryview(data), sess.max_write
+            await asyncio.gather(*(sess.write(handle, offset + i, view[i:i + step])
+                                   for i in range(0, len(view), step)))
+
+    async def close(self) -> None:
+        self._closed = True
+        held, self._handles = list(self._handles.values()), {}
+        results = await asyncio.gather(*(s.close_handle(h) for s, h in held), return_exceptions=True)
+        with error_edge(map_wire_error, self._path):
+            for result in results:
+                # A session that ended before its CLOSE: every WRITE on it had its OK, i.e. the
+                # server had written it (sftp-server's close only closes its fd), so nothing is
+                # lost. Any other refusal of a close stands.
+                if isinstance(result, BaseException) and not isinstance(result, W.SFTPConnectionLost):
+                    raise result
