@@ -49,17 +49,33 @@ def base_path(remote: Remote, backend: Backend, bucket: str | None) -> str:
 
 
 class Target(ProfileParams):
-    remote: str
+    remote: str = ""
     bucket: str | None = None
+    # Or a pipe: keys relative to its folder (how a shared daemon's pipe is read, docs/sharing.md).
+    pipe: str | None = None
 
 
 class KeyTarget(Target):
     key: str
 
 
-async def open_target(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str]:
+async def where(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str, tuple[str, str]]:
+    """The backend, the folder keys are relative to, and the (profile, remote) it belongs to."""
+    if p.pipe:
+        if p.remote or p.bucket is not None:
+            raise E.InvalidParamsError("name a pipe, or a remote (and bucket), not both", {"field": "pipe"})
+        rp = await ctx.daemon.services["pipes"].store.resolve(p.profile, p.pipe)
+        backend, _ = await remotes_of(ctx).backend(*rp.remote_key, mode)
+        return backend, rp.folder, rp.remote_key
+    if not p.remote:
+        raise E.InvalidParamsError("name a remote (or a pipe)", {"field": "remote"})
     backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, mode)
-    return backend, base_path(remote, backend, p.bucket)
+    return backend, base_path(remote, backend, p.bucket), (p.profile, p.remote)
+
+
+async def open_target(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str]:
+    backend, base, _ = await where(ctx, p, mode)
+    return backend, base
 
 
 def object_key(key: str, field: str = "key") -> str:
@@ -164,7 +180,9 @@ class ListObjects(Target):
 
 @rpc("object.list", ListObjects)
 async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
-    """Objects under a bucket (or the remote's root), names relative to it."""
+    """Objects under a bucket (or the remote's root, or a pipe's folder), names relative to it."""
+    if p.pipe and p.recursive:
+        return await _pipe_list(ctx, p)
     backend, base = await open_target(ctx, p)
     prefix = safepath.clean_key(p.prefix, allow_empty=True)
     folder = prefix.rpartition("/")[0]
@@ -176,6 +194,16 @@ async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
             continue
         out.append(entry_dict(e, name) if p.metadata else name)
     return out
+
+
+async def _pipe_list(ctx: Context, p: ListObjects) -> list[Any]:
+    """A pipe's files from its scan cache: on a shared daemon, the one listing every user shares."""
+    svc = ctx.daemon.services["pipes"]
+    files, _ = await svc.remote_files(await svc.store.resolve(p.profile, p.pipe), cached=True)
+    prefix = safepath.clean_key(p.prefix, allow_empty=True)
+    rows = [f for n, f in sorted(files.items()) if n.startswith(prefix) and p.contains in n]
+    return [{"name": f.name, "size": f.size, "modified_at": f.mtime, "etag": f.etag, "is_dir": False}
+            if p.metadata else f.name for f in rows]
 
 
 class StatObjects(Target):
@@ -202,7 +230,7 @@ class DeleteObjects(Target):
 @rpc("object.delete", DeleteObjects)
 async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
     """Delete objects; if any is missing nothing is deleted (1001 names them)."""
-    backend, base = await open_target(ctx, p, "write")
+    backend, base, rkey = await where(ctx, p, "write")
     keys = [p.key] if isinstance(p.key, str) else p.key
     paths = [safepath.join(base, k) for k in keys]
     missing, folders = [], []
@@ -221,7 +249,7 @@ async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
                               {"keys": missing + folders, "remote": p.remote})
     for path in paths:
         await retry(lambda path=path: backend.delete(path), what=f"delete {path}")
-        remotes_of(ctx).changed(p.profile, p.remote, path, None)
+        remotes_of(ctx).changed(*rkey, path, None)
     return {"deleted": [safepath.clean_key(k) for k in keys]}
 
 
@@ -269,7 +297,9 @@ async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
         raise E.InvalidParamsError("size must be >= 0", {"field": "size"})
     conn = ctx.conn
     assert conn is not None
-    backend, path = await resolve(ctx, p, "write")
+    object_key(p.key)
+    backend, base, rkey = await where(ctx, p, "write")
+    path = safepath.join(base, p.key)
 
     async def body() -> AsyncIterator[bytes]:
         left = p.size
@@ -282,5 +312,5 @@ async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
             yield piece
 
     entry = await transfer.upload_stream(backend, body(), path, p.size)
-    remotes_of(ctx).changed(p.profile, p.remote, path, entry)
+    remotes_of(ctx).changed(*rkey, path, entry)
     return entry_dict(entry, safepath.clean_key(p.key))
