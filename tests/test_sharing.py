@@ -281,3 +281,26 @@ def test_share_cli_grant_list_revoke(world: World) -> None:
     assert json.loads(cli("revoke", pipe, bob.name).stdout)["permissions"] == []
     bad = cli("grant", pipe, "no-such-user-xyz", "read")
     assert bad.returncode == 1 and "no such user" in bad.stderr
+
+
+def test_system_units_of_the_shared_daemon() -> None:
+    import configparser
+
+    units = Path(__file__).resolve().parent.parent / "systemd"
+
+    def parse(name: str) -> configparser.ConfigParser:
+        cp = configparser.ConfigParser(strict=True, interpolation=None)
+        cp.optionxform = str  # type: ignore[assignment,method-assign]
+        cp.read_string((units / name).read_text())
+        return cp
+
+    service, sock = parse("pipedaemon-shared.service"), parse("pipedaemon-shared.socket")
+    assert service["Unit"]["Requires"] == "pipedaemon-shared.socket"
+    run = service["Service"]
+    assert run["User"] == sock["Socket"]["SocketUser"] == "pipedaemon"
+    assert run["Type"] == "notify" and run["ProtectHome"] == "yes"
+    assert " serve --shared --group pipedaemon-users --socket /run/pipedaemon/shared.sock" in run["ExecStart"]
+    assert sock["Socket"]["ListenStream"] == "/run/pipedaemon/shared.sock"
+    assert (sock["Socket"]["SocketMode"], sock["Socket"]["SocketGroup"]) == ("0660", "pipedaemon-users")
+    tmpfiles = (units / "pipedaemon-shared.tmpfiles").read_text()
+    assert "d /run/pipedaemon 0750 pipedaemon pipedaemon-users -" in tmpfiles
