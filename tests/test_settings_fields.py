@@ -26,7 +26,8 @@ __all__ = ["reaper"]
 
 CANDIDATES: list[Any] = ["text", 7, -1, 1.5, True, None, [], ["x"], {}, {"k": "v"}]
 BASE_CREDS = {"s3": {"aws_access_key_id": "AKIAFIELDS", "aws_secret_access_key": "s3-secret-fields"},
-              "sftp": {"password": "sftp-pw-fields"}, "ftp": {"password": "ftp-pw-fields"}, "local": {}, "pipedaemon": {}}
+              "sftp": {"password": "sftp-pw-fields"}, "ftp": {"password": "ftp-pw-fields"}, "local": {},
+              "pipedaemon": {}}
 secret_scan.remember("s3-secret-fields", "sftp-pw-fields", "ftp-pw-fields")
 
 # Values of the right type that cannot work, per (protocol, option): the daemon refuses them up front.
