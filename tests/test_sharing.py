@@ -304,3 +304,50 @@ def test_system_units_of_the_shared_daemon() -> None:
     assert (sock["Socket"]["SocketMode"], sock["Socket"]["SocketGroup"]) == ("0660", "pipedaemon-users")
     tmpfiles = (units / "pipedaemon-shared.tmpfiles").read_text()
     assert "d /run/pipedaemon 0750 pipedaemon pipedaemon-users -" in tmpfiles
+
+
+def test_ssh_forwarded_socket_acts_as_the_ssh_user(world: World, sftp_server: Any) -> None:
+    """``ssh -L local.sock:shared.sock bob@host``: sshd connects as bob, so bob's roles apply."""
+    import shutil
+    import time
+
+    if not shutil.which("ssh"):
+        from tests.conftest import unavailable
+
+        unavailable("the ssh client is needed to forward the shared socket")
+    pipe = shared_pipe(world, {"f.csv": b"fwd\n"})
+    bob = world.users["bob"]
+    world.ok("alice", GRANT, [pipe, {"username": bob.name, "role": "read"}])
+    subprocess.run(["usermod", "-p", "*", bob.name], check=True)  # not locked: sshd lets the key in
+    # sshd reads the authorized keys as the logging-in user: let bob reach the public key file.
+    keys = sftp_server.base / "authorized_keys"
+    modes = (stat.S_IMODE(sftp_server.base.stat().st_mode), stat.S_IMODE(keys.stat().st_mode))
+    sftp_server.base.chmod(0o711)
+    keys.chmod(0o644)
+    local = world.root / "fwd.sock"
+    ssh = subprocess.Popen(
+        ["ssh", "-N", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={sftp_server.known_hosts}",
+         "-o", "ExitOnForwardFailure=yes", "-i", str(sftp_server.client_key), "-p", str(sftp_server.port),
+         "-L", f"{local}:{world.shared_socket}", f"{bob.name}@127.0.0.1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not local.exists():
+            assert ssh.poll() is None and time.monotonic() < deadline, ssh.stderr.read() if ssh.stderr else ""
+            time.sleep(0.05)
+        with PipeClient(local, shared=True) as c:
+            assert c.call("object.stat", {"pipe": pipe, "key": "f.csv"})["size"] == 4
+            from pipedaemon_sdk import PermissionDeniedError
+
+            with pytest.raises(PermissionDeniedError):
+                c.call("object.delete", {"pipe": pipe, "key": "f.csv"})
+    finally:
+        ssh.terminate()
+        ssh.wait(10)
+        sftp_server.base.chmod(modes[0])
+        keys.chmod(modes[1])
+    audit = [json.loads(line) for line in
+             (world.users["shared"].base / "home" / "audit.log").read_text().splitlines()]
+    mine = [r for r in audit if r.get("pipe") == pipe and r["method"] in ("object.stat", "object.delete")]
+    assert [(r["user"], r["method"], r["outcome"]) for r in mine] == [
+        (bob.name, "object.stat", "ok"), (bob.name, "object.delete", "error 1005")]
