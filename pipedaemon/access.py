@@ -105,6 +105,10 @@ class Guard:
         outcome, nbytes = "ok", 0
         try:
             if user not in self.operators:
+                profile = getattr(params, "profile", None)
+                if isinstance(profile, str) and "/" in profile:  # "<p>/pipes": self-hosted pipes' own
+                    raise E.PermissionDeniedError(f"profile {profile!r} is the daemon's own",
+                                                  {"field": "profile", "role": "operator"})
                 if rule is None:
                     raise E.PermissionDeniedError(
                         f"{method.name} is not open to users of a shared daemon (operator only)",

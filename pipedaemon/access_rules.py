@@ -107,6 +107,12 @@ async def pipe_update(g: Guard, user: str, p: Any, t: Target | None) -> None:
     await g.need(user, t, "admin")
     storage_policy(p.settings, new=False)
     await _pipe_refs(g, user, p.profile, p.settings)
+    options = p.settings.get("options") if isinstance(p.settings, dict) else None
+    if isinstance(options, dict) and "dir" in options:
+        # Moving a pipe over a remote to another folder opens that folder: the remote's admins only.
+        rp = await g.daemon.services["pipes"].store.resolve(p.profile, p.name)
+        if rp.self_hosted_by is None:
+            await g.need(user, ("remote", rp.remote_profile, rp.remote), "admin")
 
 
 async def remote_check(g: Guard, user: str, p: Any, t: Target | None) -> None:

@@ -187,6 +187,15 @@ def test_hostile_reader_forged_names_and_every_write_method(world: World) -> Non
                                             "credentials": {"aws_access_key_id": "k" * 8,
                                                             "aws_secret_access_key": "s" * 12}})
     assert taken["error"] == 1002  # alice's name, not bob's to replace
+    hidden = world.run("bob", CALL_SHARED, ["remote.list", {"profile": "default/pipes"}])
+    assert hidden["error"] == 1005 and hidden["data"]["field"] == "profile"
+    # An admin of a pipe may not move it to another folder of its remote (that opens the folder).
+    world.ok("alice", GRANT, [pipe, {"username": bob.name, "role": "admin"}])
+    moved = world.run("bob", CALL_SHARED, ["pipe.update_settings", {"name": pipe,
+                                                                    "settings": {"options": {"dir": "x"}}}])
+    assert moved["error"] == 1001 and moved["data"]["remote"] == "lake"  # bob has no role on lake
+    assert world.ok("alice", CALL_SHARED, ["pipe.get", {"name": pipe}])["dir"] == pipe
+    world.ok("alice", GRANT, [pipe, {"username": bob.name, "role": "read"}])
     methods = world.ok("bob", CALL_SHARED, ["daemon.methods", {}])
     reads = {"daemon.ping", "daemon.status", "daemon.methods", "remote.list", "pipe.list", "pipe.get",
              "pipe.scan_remote", "object.list", "object.stat", "remote.upsert", "pipe.upsert"}
