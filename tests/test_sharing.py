@@ -360,3 +360,29 @@ def test_ssh_forwarded_socket_acts_as_the_ssh_user(world: World, sftp_server: An
     mine = [r for r in audit if r.get("pipe") == pipe and r["method"] in ("object.stat", "object.delete")]
     assert [(r["user"], r["method"], r["outcome"]) for r in mine] == [
         (bob.name, "object.stat", "ok"), (bob.name, "object.delete", "error 1005")]
+
+
+def test_push_and_pull_of_a_multipart_object_via_shared(world: World, s3_server: S3Server) -> None:
+    """The shared S3 remote stores every write in parts (put_threshold 0): a multipart ETag comes
+    back to bob's daemon, which verifies what it can (size) instead of failing the upload."""
+    spec = spec_for(s3_server, world.bucket)  # type: ignore[attr-defined]
+    world.ok("alice", SETUP_REMOTE, {"name": "lake-mp", "protocol": "s3",
+                                     "options": {**spec["options"], "put_threshold": 0},
+                                     "credentials": spec["credentials"]})
+    name = f"m{uuid.uuid4().hex[:8]}"
+    world.ok("alice", NEW_PIPE, {"name": name, "remote": "lake-mp", "options": {"dir": name}})
+    bob, carol = world.users["bob"], world.users["carol"]
+    world.ok("alice", GRANT, [name, {"username": bob.name, "role": "write"}])
+    world.ok("alice", GRANT, [name, {"username": carol.name, "role": "read"}])
+    folder = Path(world.ok("bob", OWN_PIPE, {"pipe": name, "repo": str(bob.base / "data")}))
+    data = os.urandom(3000)
+    (folder).mkdir(parents=True, exist_ok=True)
+    os.chown(folder, bob.uid, bob.gid)
+    (folder / "mp.bin").write_bytes(data)
+    os.chown(folder / "mp.bin", bob.uid, bob.gid)
+    world.ok("bob", "c = own().connect(); return str(c.pipe(ARGS['pipe']).push())", {"pipe": name})
+    head = world.s3.head_object(Bucket=world.bucket, Key=f"{name}/mp.bin")  # type: ignore[attr-defined]
+    assert head["ETag"].strip('"').endswith("-1") and head["ContentLength"] == 3000
+    world.ok("carol", OWN_PIPE, {"pipe": name, "repo": str(carol.base / "data")})
+    world.ok("carol", PULL, {"pipe": name})
+    assert (carol.base / "data" / name / "mp.bin").read_bytes() == data
