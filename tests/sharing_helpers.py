@@ -46,9 +46,20 @@ print(json.dumps(out, default=str))
 """
 
 
-def user_python() -> str:
-    """An interpreter other users may run (the suite's may live under /root)."""
-    return os.environ.get("PIPEDAEMON_TEST_USER_PYTHON") or sys.executable
+def python_candidates() -> list[tuple[str, str]]:
+    """Interpreters other users might run, with what to add to PYTHONPATH: the suite's own may
+    live under a folder only we can enter (/root/.pyenv); the system's of the same version can
+    then use our (readable) site-packages."""
+    import site
+    import sysconfig
+
+    chosen = os.environ.get("PIPEDAEMON_TEST_USER_PYTHON")
+    out = [(chosen, "")] if chosen else []
+    out.append((sys.executable, ""))
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if os.path.exists(system):
+        out.append((system, os.pathsep.join([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])))
+    return out
 
 
 @dataclass
@@ -71,11 +82,13 @@ class World:
     gid: int
     users: dict[str, User]
     shared_socket: Path
+    python: str = sys.executable  # an interpreter every test user may run
+    pythonpath: str = str(REPO)
     shared_proc: subprocess.Popen[bytes] | None = None
     outputs: list[str] = field(default_factory=list)  # everything a user received
 
     def env(self, u: User, args: Any = None) -> dict[str, str]:
-        return {"PATH": "/usr/bin:/bin", "HOME": str(u.base), "PYTHONPATH": str(REPO),
+        return {"PATH": "/usr/bin:/bin", "HOME": str(u.base), "PYTHONPATH": self.pythonpath,
                 "PIPEDAEMON_HOME": str(u.base / "home"), "PIPEDAEMON_SOCKET": str(u.socket),
                 "PD_SHARED": str(self.shared_socket), "PD_ARGS": json.dumps(args)}
 
@@ -83,7 +96,7 @@ class World:
         """Run ``body`` (the inside of ``def main():``) as user ``who``; its JSON answer."""
         u = self.users[who]
         code = RUNNER.format(body=textwrap.indent(textwrap.dedent(body).strip(), "    "))
-        out = subprocess.run([user_python(), "-c", code], env=self.env(u, args), user=u.uid, group=u.gid,
+        out = subprocess.run([self.python, "-c", code], env=self.env(u, args), user=u.uid, group=u.gid,
                              extra_groups=u.groups, capture_output=True, text=True, timeout=timeout, cwd="/")
         self.outputs += [out.stdout, out.stderr]
         assert out.returncode == 0, out.stderr[-3000:]
@@ -124,20 +137,28 @@ def make_world(tag: str | None = None) -> World:
     sockdir.mkdir(mode=0o700)
     os.chown(sockdir, users["shared"].uid, gid)
     world = World(root, group, gid, users, sockdir / "shared.sock")
-    probe = subprocess.run([user_python(), "-c", "import pipedaemon"], user=users["eve"].uid,
-                           env=world.env(users["eve"]), capture_output=True, text=True, cwd="/")
-    if probe.returncode != 0:
-        drop_world(world)
-        unavailable(f"{user_python()} cannot be run by other users (set PIPEDAEMON_TEST_USER_PYTHON): "
-                    f"{probe.stderr[-300:]}")
-    return world
+    tried = []
+    for exe, extra in python_candidates():
+        world.python, world.pythonpath = exe, os.pathsep.join(p for p in (str(REPO), extra) if p)
+        try:
+            probe = subprocess.run([exe, "-c", "import pipedaemon.server, pipedaemon.backends.s3"],
+                                   user=users["eve"].uid, env=world.env(users["eve"]), capture_output=True,
+                                   text=True, cwd="/")
+        except OSError as exc:  # not even executable for them
+            tried.append(f"{exe}: {exc}")
+            continue
+        if probe.returncode == 0:
+            return world
+        tried.append(f"{exe}: {probe.stderr.strip()[-200:]}")
+    drop_world(world)
+    unavailable("no Python the test users may run (set PIPEDAEMON_TEST_USER_PYTHON): " + "; ".join(tried))
 
 
 def start_shared(world: World, ttl_s: float | None = None) -> None:
     u = world.users["shared"]
     with open(u.base / "stderr-shared.log", "wb") as err:
         world.shared_proc = subprocess.Popen(
-            [user_python(), "-m", "pipedaemon", "serve", "--shared", "--group", world.group,
+            [world.python, "-m", "pipedaemon", "serve", "--shared", "--group", world.group,
              "--socket", str(world.shared_socket)], env=world.env(u), user=u.uid, group=world.gid,
             extra_groups=[world.gid], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             cwd="/")

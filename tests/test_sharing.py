@@ -20,7 +20,7 @@ import pytest
 
 from pipedaemon_sdk import InvalidSettingsError, PipeClient
 from tests.servers.s3 import FAKE_SECRET, RequestLog, S3Server, new_bucket_name, spec_for
-from tests.sharing_helpers import World, drop_world, make_world, start_shared, user_python
+from tests.sharing_helpers import World, drop_world, make_world, start_shared
 
 SETUP_REMOTE = "c = shared().connect(); return c.upsert_remote(ARGS)"
 NEW_PIPE = "c = shared().connect(); return c.upsert_pipe(ARGS)"
@@ -274,7 +274,7 @@ def test_share_cli_grant_list_revoke(world: World) -> None:
     bob = world.users["bob"]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([user_python(), "-m", "pipedaemon", "--socket", str(world.shared_socket),
+        out = subprocess.run([world.python, "-m", "pipedaemon", "--socket", str(world.shared_socket),
                               "--json", "share", *args], env=world.env(alice), user=alice.uid,
                              group=alice.gid, extra_groups=alice.groups, capture_output=True, text=True,
                              timeout=60, cwd="/")
