@@ -171,10 +171,13 @@ def start_shared(world: World, ttl_s: float | None = None) -> None:
 
 def drop_world(world: World) -> list[str]:
     """Stop every daemon, scan every user's folder for secrets, remove users and folders."""
+    pids: list[int] = []
     for role in ("alice", "bob", "carol"):
         if (world.users[role].socket).exists():
             with contextlib.suppress(Exception):
-                world.run(role, "own().connect().shutdown(); return True")
+                got = world.run(role, "c = own(); c.auto_start = False; c.connect(); pid = c.status().pid\n"
+                                      "c.shutdown(); return pid")
+                pids += [got["ok"]] if "ok" in got else []
     if world.shared_proc is not None:
         world.shared_proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -184,8 +187,14 @@ def drop_world(world: World) -> list[str]:
     leaks: list[str] = []
     for u in world.users.values():
         leaks += secret_scan.check(u.base)
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # userdel refuses a user whose processes still run
     for u in world.users.values():
-        subprocess.run(["userdel", "-r", u.name], capture_output=True)
+        while subprocess.run(["userdel", "-r", u.name], capture_output=True).returncode == 8:  # in use
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     subprocess.run(["groupdel", world.group], capture_output=True)
     shutil.rmtree(world.root, ignore_errors=True)
     return leaks
