@@ -170,4 +170,6 @@ RULES: dict[str, Rule] = {
     "object.read": Rule("read", _storage),
     "object.write": Rule("write", _storage),
     "object.delete": Rule("write", _storage),
+    "object.get_metadata": Rule("read", _storage),
+    "object.set_metadata": Rule("write", _storage),
 }

@@ -49,19 +49,30 @@ def base_path(remote: Remote, backend: Backend, bucket: str | None) -> str:
 
 
 class Target(ProfileParams):
-    remote: str = ""
+    remote: str
     bucket: str | None = None
-    # Or a pipe: keys relative to its folder (how a shared daemon's pipe is read, docs/sharing.md).
-    pipe: str | None = None
 
 
 class KeyTarget(Target):
     key: str
 
 
-async def where(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str, tuple[str, str]]:
+class Where(ProfileParams):
+    """The object methods' target: a remote (and bucket), or a pipe, keys relative to its folder
+    (how a shared daemon's pipe is read, docs/sharing.md)."""
+
+    remote: str = ""
+    bucket: str | None = None
+    pipe: str | None = None
+
+
+class KeyWhere(Where):
+    key: str
+
+
+async def where(ctx: Context, p: Target | Where, mode: Mode = "read") -> tuple[Backend, str, tuple[str, str]]:
     """The backend, the folder keys are relative to, and the (profile, remote) it belongs to."""
-    if p.pipe:
+    if isinstance(p, Where) and p.pipe:
         if p.remote or p.bucket is not None:
             raise E.InvalidParamsError("name a pipe, or a remote (and bucket), not both", {"field": "pipe"})
         rp = await ctx.daemon.services["pipes"].store.resolve(p.profile, p.pipe)
@@ -73,7 +84,7 @@ async def where(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, 
     return backend, base_path(remote, backend, p.bucket), (p.profile, p.remote)
 
 
-async def open_target(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str]:
+async def open_target(ctx: Context, p: Target | Where, mode: Mode = "read") -> tuple[Backend, str]:
     backend, base, _ = await where(ctx, p, mode)
     return backend, base
 
@@ -87,7 +98,7 @@ def object_key(key: str, field: str = "key") -> str:
     return clean
 
 
-async def resolve(ctx: Context, p: KeyTarget, mode: Mode = "read") -> tuple[Backend, str]:
+async def resolve(ctx: Context, p: KeyTarget | KeyWhere, mode: Mode = "read") -> tuple[Backend, str]:
     if mode == "write":
         object_key(p.key)
     backend, base = await open_target(ctx, p, mode)
@@ -171,7 +182,7 @@ async def _subfolders(backend: Backend, path: str) -> list[str]:
 
 
 # -- objects ---------------------------------------------------------------------------
-class ListObjects(Target):
+class ListObjects(Where):
     prefix: str = ""
     recursive: bool = True
     metadata: bool = True
@@ -206,7 +217,7 @@ async def _pipe_list(ctx: Context, p: ListObjects) -> list[Any]:
             if p.metadata else f.name for f in rows]
 
 
-class StatObjects(Target):
+class StatObjects(Where):
     key: str | list[str]
 
 
@@ -223,7 +234,7 @@ async def object_stat(ctx: Context, p: StatObjects) -> Any:
     return out[0] if isinstance(p.key, str) else out
 
 
-class DeleteObjects(Target):
+class DeleteObjects(Where):
     key: str | list[str]
 
 
@@ -254,7 +265,7 @@ async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
 
 
 # -- raw streams -----------------------------------------------------------------------
-class ReadObject(KeyTarget):
+class ReadObject(KeyWhere):
     offset: int = 0
     length: int | None = None
 
@@ -286,7 +297,7 @@ async def object_read(ctx: Context, p: ReadObject) -> RawReply:
     return RawReply({**entry_dict(entry, p.key), "offset": start, "length": length}, body())
 
 
-class WriteObject(KeyTarget):
+class WriteObject(KeyWhere):
     size: int
 
 
