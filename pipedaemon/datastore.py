@@ -57,9 +57,36 @@ class KeyTarget(Target):
     key: str
 
 
-async def open_target(ctx: Context, p: Target, mode: Mode = "read") -> tuple[Backend, str]:
+class Where(ProfileParams):
+    """The object methods' target: a remote (and bucket), or a pipe, keys relative to its folder
+    (how a shared daemon's pipe is read, docs/sharing.md)."""
+
+    remote: str = ""
+    bucket: str | None = None
+    pipe: str | None = None
+
+
+class KeyWhere(Where):
+    key: str
+
+
+async def where(ctx: Context, p: Target | Where, mode: Mode = "read") -> tuple[Backend, str, tuple[str, str]]:
+    """The backend, the folder keys are relative to, and the (profile, remote) it belongs to."""
+    if isinstance(p, Where) and p.pipe:
+        if p.remote or p.bucket is not None:
+            raise E.InvalidParamsError("name a pipe, or a remote (and bucket), not both", {"field": "pipe"})
+        rp = await ctx.daemon.services["pipes"].store.resolve(p.profile, p.pipe)
+        backend, _ = await remotes_of(ctx).backend(*rp.remote_key, mode)
+        return backend, rp.folder, rp.remote_key
+    if not p.remote:
+        raise E.InvalidParamsError("name a remote (or a pipe)", {"field": "remote"})
     backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, mode)
-    return backend, base_path(remote, backend, p.bucket)
+    return backend, base_path(remote, backend, p.bucket), (p.profile, p.remote)
+
+
+async def open_target(ctx: Context, p: Target | Where, mode: Mode = "read") -> tuple[Backend, str]:
+    backend, base, _ = await where(ctx, p, mode)
+    return backend, base
 
 
 def object_key(key: str, field: str = "key") -> str:
@@ -71,7 +98,7 @@ def object_key(key: str, field: str = "key") -> str:
     return clean
 
 
-async def resolve(ctx: Context, p: KeyTarget, mode: Mode = "read") -> tuple[Backend, str]:
+async def resolve(ctx: Context, p: KeyTarget | KeyWhere, mode: Mode = "read") -> tuple[Backend, str]:
     if mode == "write":
         object_key(p.key)
     backend, base = await open_target(ctx, p, mode)
@@ -155,7 +182,7 @@ async def _subfolders(backend: Backend, path: str) -> list[str]:
 
 
 # -- objects ---------------------------------------------------------------------------
-class ListObjects(Target):
+class ListObjects(Where):
     prefix: str = ""
     recursive: bool = True
     metadata: bool = True
@@ -164,7 +191,9 @@ class ListObjects(Target):
 
 @rpc("object.list", ListObjects)
 async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
-    """Objects under a bucket (or the remote's root), names relative to it."""
+    """Objects under a bucket (or the remote's root, or a pipe's folder), names relative to it."""
+    if p.pipe and p.recursive:
+        return await _pipe_list(ctx, p)
     backend, base = await open_target(ctx, p)
     prefix = safepath.clean_key(p.prefix, allow_empty=True)
     folder = prefix.rpartition("/")[0]
@@ -178,7 +207,17 @@ async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
     return out
 
 
-class StatObjects(Target):
+async def _pipe_list(ctx: Context, p: ListObjects) -> list[Any]:
+    """A pipe's files from its scan cache: on a shared daemon, the one listing every user shares."""
+    svc = ctx.daemon.services["pipes"]
+    files, _ = await svc.remote_files(await svc.store.resolve(p.profile, p.pipe), cached=True)
+    prefix = safepath.clean_key(p.prefix, allow_empty=True)
+    rows = [f for n, f in sorted(files.items()) if n.startswith(prefix) and p.contains in n]
+    return [{"name": f.name, "size": f.size, "modified_at": f.mtime, "etag": f.etag, "is_dir": False}
+            if p.metadata else f.name for f in rows]
+
+
+class StatObjects(Where):
     key: str | list[str]
 
 
@@ -195,14 +234,14 @@ async def object_stat(ctx: Context, p: StatObjects) -> Any:
     return out[0] if isinstance(p.key, str) else out
 
 
-class DeleteObjects(Target):
+class DeleteObjects(Where):
     key: str | list[str]
 
 
 @rpc("object.delete", DeleteObjects)
 async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
     """Delete objects; if any is missing nothing is deleted (1001 names them)."""
-    backend, base = await open_target(ctx, p, "write")
+    backend, base, rkey = await where(ctx, p, "write")
     keys = [p.key] if isinstance(p.key, str) else p.key
     paths = [safepath.join(base, k) for k in keys]
     missing, folders = [], []
@@ -221,12 +260,12 @@ async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
                               {"keys": missing + folders, "remote": p.remote})
     for path in paths:
         await retry(lambda path=path: backend.delete(path), what=f"delete {path}")
-        remotes_of(ctx).changed(p.profile, p.remote, path, None)
+        remotes_of(ctx).changed(*rkey, path, None)
     return {"deleted": [safepath.clean_key(k) for k in keys]}
 
 
 # -- raw streams -----------------------------------------------------------------------
-class ReadObject(KeyTarget):
+class ReadObject(KeyWhere):
     offset: int = 0
     length: int | None = None
 
@@ -258,7 +297,7 @@ async def object_read(ctx: Context, p: ReadObject) -> RawReply:
     return RawReply({**entry_dict(entry, p.key), "offset": start, "length": length}, body())
 
 
-class WriteObject(KeyTarget):
+class WriteObject(KeyWhere):
     size: int
 
 
@@ -269,7 +308,9 @@ async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
         raise E.InvalidParamsError("size must be >= 0", {"field": "size"})
     conn = ctx.conn
     assert conn is not None
-    backend, path = await resolve(ctx, p, "write")
+    object_key(p.key)
+    backend, base, rkey = await where(ctx, p, "write")
+    path = safepath.join(base, p.key)
 
     async def body() -> AsyncIterator[bytes]:
         left = p.size
@@ -282,5 +323,5 @@ async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
             yield piece
 
     entry = await transfer.upload_stream(backend, body(), path, p.size)
-    remotes_of(ctx).changed(p.profile, p.remote, path, entry)
+    remotes_of(ctx).changed(*rkey, path, entry)
     return entry_dict(entry, safepath.clean_key(p.key))

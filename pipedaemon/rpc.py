@@ -49,6 +49,9 @@ class ProfileParams(Params):
 class Context:
     daemon: Daemon
     conn: Connection | None
+    # The connecting user's name, from the peer credentials (never from params); a shared
+    # daemon decides with it what the request may do (access.py).
+    user: str | None = None
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
@@ -206,10 +209,14 @@ def lookup(req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:
 
 
 async def invoke(method: Method, params: Any, ctx: Context) -> tuple[Any, E.DaemonError | None]:
-    """Run a handler: its result, or the DaemonError to answer with."""
+    """Run a handler: its result, or the DaemonError to answer with. A shared daemon's guard
+    (access.py) checks the acting user's role first, for every method in one place."""
     # Requests at debug, by name only: params may hold credentials.
     log.debug("request %s", method.name)
+    guard = getattr(ctx.daemon, "guard", None)
     try:
+        if guard is not None:
+            return await guard.run(method, params, ctx), None
         return await method.handler(ctx, params), None
     except E.DaemonError as err:
         log.info("%s failed: %s [code %d]", method.name, err.message, err.code)

@@ -40,6 +40,7 @@ METHOD_MODULES = [
     "pipedaemon.transfer.janitor", "pipedaemon.pipes",
     "pipedaemon.metadata", "pipedaemon.provenance", "pipedaemon.authstatus",
     "pipedaemon.events", "pipedaemon.mirror", "pipedaemon.schedules",
+    "pipedaemon.access", "pipedaemon.share",
 ]
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
@@ -58,6 +59,7 @@ class Connection:
         self.tasks: set[asyncio.Task[None]] = set()
         self.dropped_events = 0
         self.closed = False
+        self.user: str | None = None  # set by Daemon._on_client from the peer credentials
 
     def send(self, line: bytes, droppable: bool = False) -> None:
         """Queue a line; progress events are dropped for a client that does not read."""
@@ -136,14 +138,14 @@ class Connection:
         task.add_done_callback(self.tasks.discard)
 
     async def _respond(self, method: rpc.Method, params: Any, req: Any) -> None:
-        result, err = await rpc.invoke(method, params, Context(self.daemon, self))
+        result, err = await rpc.invoke(method, params, Context(self.daemon, self, self.user))
         out = rpc.answer(req, result, err)
         if out:
             self.send(out)
 
     async def _respond_raw(self, method: rpc.Method, params: Any, req: Any) -> None:
         """Answer a stream method: the response line, then raw bytes until the body ends."""
-        result, err = await rpc.invoke(method, params, Context(self.daemon, self))
+        result, err = await rpc.invoke(method, params, Context(self.daemon, self, self.user))
         if err is not None or not isinstance(result, rpc.RawReply):
             out = rpc.answer(req, result, err)
             if out:
@@ -182,12 +184,15 @@ def peer_uid(writer: asyncio.StreamWriter) -> int | None:
 
 class Daemon:
     def __init__(self, socket_path: Path, home: Path, idle_timeout: float = 0.0,
-                 reset_state: bool = False) -> None:
+                 reset_state: bool = False, shared: Any = None) -> None:
         self.socket_path = socket_path
         self.served_path = str(socket_path)  # under socket activation: the socket systemd gave us
         self.reset_state = reset_state
         self._sock: socket.socket | None = None
         self._home_lock: int | None = None
+        # A shared daemon (access.SharedOptions): other users connect, each request is theirs.
+        self.shared = shared
+        self.guard: Any = None  # access.Guard on a shared daemon, set by its start_service
         self.home = home
         self.idle_timeout = idle_timeout
         self.started = time.time()
@@ -259,6 +264,8 @@ class Daemon:
         finally:
             os.umask(old)
         self.socket_path.chmod(0o600)
+        if self.shared is not None:
+            self.shared.open_socket(self.socket_path)  # the socket group's members may connect
         sock.listen(512)
         return sock
 
@@ -365,9 +372,13 @@ class Daemon:
             writer.close()
             return
         uid = peer_uid(writer)
-        if uid != os.getuid():
+        user = self.shared.admit(uid) if self.shared is not None else None
+        refused = user is None if self.shared is not None else uid != os.getuid()
+        if refused:
             log.warning("refused a connection from uid %s", uid)
-            err = E.PermissionDeniedError("only the daemon's own user may connect", {"uid": uid})
+            err = E.PermissionDeniedError(
+                "only members of the socket's group may connect" if self.shared is not None
+                else "only the daemon's own user may connect", {"uid": uid})
             writer.write(encode_line(rpc.error_message(None, err)))
             with contextlib.suppress(Exception):
                 await writer.drain()
@@ -379,6 +390,7 @@ class Daemon:
             writer.close()
             return
         conn = Connection(self, reader, writer)
+        conn.user = user
         self.connections.add(conn)
         await conn.serve()
 
@@ -416,7 +428,8 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def serve(socket_path: Path, home: Path, idle_timeout: float, reset_state: bool = False) -> int:
+def serve(socket_path: Path, home: Path, idle_timeout: float, reset_state: bool = False,
+          shared: Any = None) -> int:
     """Run a daemon until it is stopped; the exit status."""
     try:
         import uvloop
@@ -426,7 +439,7 @@ def serve(socket_path: Path, home: Path, idle_timeout: float, reset_state: bool 
         runner = asyncio.run
 
     async def main() -> int:
-        return await Daemon(socket_path, home, idle_timeout, reset_state).run()
+        return await Daemon(socket_path, home, idle_timeout, reset_state, shared).run()
 
     raise_open_files_limit()
 

@@ -16,7 +16,7 @@ from pipedaemon_sdk import errors as E
 from .rpc import validation_error
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PROTOCOLS = ("s3", "sftp", "ftp", "local")
+PROTOCOLS = ("s3", "sftp", "ftp", "local", "pipedaemon")
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -41,7 +41,7 @@ _SAYS = {_ONE_LINE: "without control characters", _URL: "that is an http:// or h
 
 class RemoteSettings(_Strict):
     name: str
-    protocol: Literal["s3", "sftp", "ftp", "local"]
+    protocol: Literal["s3", "sftp", "ftp", "local", "pipedaemon"]
     location: str | None = None
     options: dict[str, Any] = {}
     credentials: dict[str, Any] | None = None  # None: keep what is stored
@@ -119,11 +119,22 @@ class NoCredentials(_Strict):
     pass
 
 
+class PipedaemonOptions(_Strict):
+    """A shared daemon (docs/sharing.md): its socket, and the pipe or the remote read through it."""
+
+    socket: Annotated[str, msgspec.Meta(pattern=r"^/")]
+    pipe: OneLine | None = None
+    remote: OneLine | None = None
+    profile: OneLine = "default"  # the shared daemon's profile holding that pipe or remote
+    timeout: Seconds = 60.0
+
+
 SCHEMAS: dict[str, tuple[type[_Strict], type[_Strict]]] = {
     "s3": (S3Options, S3Credentials),
     "sftp": (SFTPOptions, SFTPCredentials),
     "ftp": (FTPOptions, FTPCredentials),
     "local": (LocalOptions, NoCredentials),
+    "pipedaemon": (PipedaemonOptions, NoCredentials),
 }
 
 
@@ -190,6 +201,9 @@ def _check_location(s: RemoteSettings, options: dict[str, Any]) -> None:
             raise E.InvalidSettingsError(f"missing host: give `location` or options.host for {s.protocol}",
                                          {"field": "location"})
         options["host"] = options.get("host") or s.location
+    elif s.protocol == "pipedaemon" and (options.get("pipe") is None) == (options.get("remote") is None):
+        raise E.InvalidSettingsError("a pipedaemon remote names the shared daemon's options.pipe or "
+                                     "options.remote (one of them)", {"field": "options.pipe"})
     elif s.protocol == "local" and not options["remotepath"].startswith("/"):
         raise E.InvalidSettingsError("options.remotepath of a local remote must be an absolute folder",
                                      {"field": "options.remotepath"})

@@ -204,6 +204,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (profile, mirror, name)
     ) WITHOUT ROWID;
     """,
+    # 9: owners and grants of remotes and pipes on a shared daemon (access.py): role is
+    # owner, admin, write or read; username "public" is every user who can connect.
+    """
+    CREATE TABLE share_acl (
+        kind TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        name TEXT NOT NULL,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL,
+        granted_by TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (kind, profile, name, username)
+    );
+    """,
 ]
 
 

@@ -132,6 +132,16 @@ class Api(MetaApi):
         """Connect and try reading (and writing a probe file): ok, endpoint, can_read, can_write, error."""
         return self._call("remote.check", self._p(name=name, write_probe=write_probe))
 
+    # -- sharing (a shared daemon, docs/sharing.md) ------------------------------------
+    def upsert_permissions(self, pipe: str, settings: dict[str, Any]) -> Any:
+        """Grant ``{"username": "bob", "role": "read"}`` (read | write | admin; user "public" is
+        everyone who can connect) on a pipe; role None or "" revokes. The pipe's permissions after."""
+        return self._call("pipe.upsert_permissions", self._p(name=pipe, settings=settings))
+
+    def list_permissions(self, pipe: str) -> Any:
+        """A pipe's owner and grants (its owner and admins only)."""
+        return self._call("pipe.list_permissions", self._p(name=pipe))
+
     def datastore(self, remote: str) -> Any:
         """The bucket connector over one remote."""
         from .datastore import Datastore

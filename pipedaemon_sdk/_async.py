@@ -17,8 +17,9 @@ CLOSED = object()
 
 
 class AsyncConnection:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ids = itertools.count(1)
@@ -32,7 +33,8 @@ class AsyncConnection:
     async def open(self) -> None:
         self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE + 1)
         try:
-            check_peer(self._writer.get_extra_info("socket"), self.path)
+            if not self.shared:
+                check_peer(self._writer.get_extra_info("socket"), self.path)
         except DaemonConnectionError:
             self._writer.close()
             self._writer = None

@@ -33,8 +33,9 @@ class _Slot:
 
 
 class SyncConnection:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Slot] = {}
@@ -51,7 +52,8 @@ class SyncConnection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
-            check_peer(sock, self.path)
+            if not self.shared:
+                check_peer(sock, self.path)
         except (OSError, DaemonConnectionError):
             sock.close()
             raise

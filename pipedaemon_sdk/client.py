@@ -28,10 +28,13 @@ class _Client(Api):
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, profile: str | None = None,
                  auto_start: bool = True, start_timeout_s: float = 10.0,
-                 request_timeout_s: float = 30.0) -> None:
+                 request_timeout_s: float = 30.0, shared: bool = False) -> None:
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
         self.profile = profile if profile is not None else (os.environ.get("PIPEDAEMON_PROFILE") or "default")
-        self.auto_start = auto_start
+        # shared: a shared daemon (docs/sharing.md) runs as its own account, so its uid is not
+        # ours; it is never started by a client.
+        self.shared = shared
+        self.auto_start = auto_start and not shared
         self.start_timeout_s = start_timeout_s
         self.request_timeout_s = request_timeout_s
         self._conn = None
@@ -52,7 +55,7 @@ class PipeClient(_Client):
         path = str(self.socket_path)
 
         def attempt() -> bool:
-            conn = SyncConnection(path)
+            conn = SyncConnection(path, shared=self.shared)
             try:
                 conn.open()
             except OSError as exc:
@@ -148,7 +151,7 @@ class AsyncPipeClient(_Client):
         from ._async import AsyncConnection
 
         path = str(self.socket_path)
-        conn = AsyncConnection(path)
+        conn = AsyncConnection(path, shared=self.shared)
         try:
             await conn.open()
         except OSError as exc:

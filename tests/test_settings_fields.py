@@ -26,7 +26,8 @@ __all__ = ["reaper"]
 
 CANDIDATES: list[Any] = ["text", 7, -1, 1.5, True, None, [], ["x"], {}, {"k": "v"}]
 BASE_CREDS = {"s3": {"aws_access_key_id": "AKIAFIELDS", "aws_secret_access_key": "s3-secret-fields"},
-              "sftp": {"password": "sftp-pw-fields"}, "ftp": {"password": "ftp-pw-fields"}, "local": {}}
+              "sftp": {"password": "sftp-pw-fields"}, "ftp": {"password": "ftp-pw-fields"}, "local": {},
+              "pipedaemon": {}}
 secret_scan.remember("s3-secret-fields", "sftp-pw-fields", "ftp-pw-fields")
 
 # Values of the right type that cannot work, per (protocol, option): the daemon refuses them up front.
@@ -56,6 +57,8 @@ BAD_VALUES: dict[tuple[str, str], list[Any]] = {
     ("ftp", "list_command"): ["NLST", "mlsd"],
     ("s3", "addressing_style"): ["sideways"],
     ("local", "remotepath"): ["relative/dir", "", "/tmp/a\nb"],
+    ("pipedaemon", "socket"): ["relative.sock", ""],
+    ("pipedaemon", "timeout"): [0, -1],
 }
 # Credentials that would travel in an FTP command or an HTTP header refuse control characters.
 BAD_CREDENTIALS: dict[tuple[str, str], list[Any]] = {
@@ -88,6 +91,8 @@ def base_settings(protocol: str, box: Sandbox, name: str = "t") -> dict[str, Any
         out["location"] = "bucket"
     elif protocol in ("sftp", "ftp"):
         out["location"] = "127.0.0.1"
+    elif protocol == "pipedaemon":
+        out["options"] = {"socket": "/run/pipedaemon/shared.sock", "pipe": "p"}
     else:
         out["options"] = {"remotepath": f"{box.base}/remote/"}
     return out

@@ -203,6 +203,7 @@ BACKENDS: dict[str, str] = {
     "s3": "pipedaemon.backends.s3:S3Backend",
     "sftp": "pipedaemon.backends.sftp_transport:SFTP",  # asyncssh or OpenSSH, per remote
     "ftp": "pipedaemon.backends.ftp:FTPBackend",
+    "pipedaemon": "pipedaemon.backends.pipedaemon:PipedaemonBackend",
 }
 
 

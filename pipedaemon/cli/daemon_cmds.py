@@ -25,9 +25,13 @@ from .follow import run_job
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--reset-state", is_flag=True,
               help="If the state database is damaged, move it aside and start with an empty state.")
+@click.option("--shared", is_flag=True,
+              help="Serve every user of the socket's group, each as themselves (docs/sharing.md); "
+                   "socket default /run/pipedaemon/shared.sock.")
+@click.option("--group", default=None, help="With --shared: the socket's group (default: our own group).")
 @click.pass_context
 def serve(ctx: click.Context, socket_path: str | None, idle_timeout: float | None, detached: bool,
-          log_level: str, reset_state: bool) -> None:
+          log_level: str, reset_state: bool, shared: bool, group: str | None) -> None:
     """Run the daemon in the foreground (systemd and the SDK start it this way)."""
     import logging
 
@@ -35,6 +39,16 @@ def serve(ctx: click.Context, socket_path: str | None, idle_timeout: float | Non
     from ..server import serve as run
     from ..startup import StartupError, check_home
 
+    options = None
+    if shared:
+        import grp
+
+        from ..access import SharedOptions
+
+        options = SharedOptions(group or grp.getgrgid(os.getgid()).gr_name)
+        socket_path = socket_path or ctx.obj["socket"] or "/run/pipedaemon/shared.sock"
+    elif group is not None:
+        raise click.UsageError("--group goes with --shared")
     sock = Path(socket_path or ctx.obj["socket"] or default_socket_path())
     home = home_dir()
     try:
@@ -45,7 +59,7 @@ def serve(ctx: click.Context, socket_path: str | None, idle_timeout: float | Non
     log.setup(home, to_stderr=not detached, level=getattr(logging, log_level.upper()))
     if idle_timeout is None:
         idle_timeout = 1800.0 if detached else 0.0
-    sys.exit(run(sock, home, idle_timeout, reset_state))
+    sys.exit(run(sock, home, idle_timeout, reset_state, options))
 
 
 @main_group.command()

@@ -1,0 +1,116 @@
+"""``pipe.upsert_permissions`` / ``pipe.list_permissions`` (and the same for remotes).
+
+d6tpipe's shape: ``upsert_permissions(pipe, {"username": "bob", "role": "read"})`` with
+role read, write or admin; ``"public"`` is every user who can connect; role None, "",
+"none" or "revoke" removes the grant. Only a shared daemon has users to grant to; the
+Guard (access.py) has already checked that the caller is an admin of the target.
+"""
+
+from __future__ import annotations
+
+import pwd
+from typing import Any
+
+import msgspec
+
+from pipedaemon_sdk import errors as E
+
+from .acl import PUBLIC, ROLES, Target
+from .rpc import Context, ProfileParams, rpc
+
+REVOKE = (None, "", "none", "revoke")
+
+
+class Grant(msgspec.Struct, forbid_unknown_fields=True):
+    username: str
+    role: str | None = None
+
+
+class UpsertPermissions(ProfileParams):
+    name: str
+    settings: dict[str, Any]
+
+
+class ListPermissions(ProfileParams):
+    name: str
+
+
+def _guard(ctx: Context) -> Any:
+    guard = ctx.daemon.guard
+    if guard is None:
+        raise E.InvalidSettingsError(
+            "permissions exist on a shared daemon only (pipedaemon serve --shared); this daemon "
+            "serves its own user alone", {"field": "settings", "reason": "not a shared daemon"})
+    return guard
+
+
+def _grant(settings: dict[str, Any]) -> Grant:
+    try:
+        g = msgspec.convert(settings, Grant)
+    except msgspec.ValidationError as exc:
+        raise E.InvalidSettingsError(f"permission settings: {exc}", {"field": "settings"}) from None
+    if g.role not in REVOKE and g.role not in ROLES:
+        raise E.InvalidSettingsError(f"unknown role {g.role!r}: use read, write or admin (or None to revoke)",
+                                     {"field": "settings.role"})
+    if g.username != PUBLIC:
+        try:
+            pwd.getpwnam(g.username)
+        except KeyError:
+            raise E.InvalidSettingsError(f"no such user on this machine: {g.username!r}",
+                                         {"field": "settings.username"}) from None
+    return g
+
+
+async def _upsert(ctx: Context, t: Target, settings: dict[str, Any]) -> dict[str, Any]:
+    guard = _guard(ctx)
+    await _exists(guard, t)
+    g = _grant(settings)
+    owner = await guard.acl.owner(t)
+    if g.username == owner:
+        raise E.InvalidSettingsError(f"{owner} owns {t[0]} {t[2]}; an owner's role does not change",
+                                     {"field": "settings.username"})
+    if g.role in REVOKE:
+        await guard.acl.revoke(t, g.username)
+    else:
+        if g.username == PUBLIC and g.role == "admin":
+            raise E.InvalidSettingsError("public may have read or write, not admin",
+                                         {"field": "settings.role"})
+        await guard.acl.grant(t, g.username, g.role, ctx.user or "")
+    return await _list(ctx, t)
+
+
+async def _exists(guard: Any, t: Target) -> None:
+    if not await guard.exists(t):
+        raise E.NotFoundError(f"no such {t[0]}: {t[2]}", {t[0]: t[2], "profile": t[1]})
+
+
+async def _list(ctx: Context, t: Target) -> dict[str, Any]:
+    guard = _guard(ctx)
+    await _exists(guard, t)
+    rows = await guard.acl.rows(t)
+    owner = next((r["username"] for r in rows if r["role"] == "owner"), None)
+    return {t[0]: t[2], "owner": owner, "permissions": [r for r in rows if r["role"] != "owner"]}
+
+
+@rpc("pipe.upsert_permissions", UpsertPermissions)
+async def pipe_upsert_permissions(ctx: Context, p: UpsertPermissions) -> dict[str, Any]:
+    """Grant a user (or public) read, write or admin on a pipe of a shared daemon; role None revokes."""
+    return await _upsert(ctx, ("pipe", p.profile, p.name), p.settings)
+
+
+@rpc("pipe.list_permissions", ListPermissions)
+async def pipe_list_permissions(ctx: Context, p: ListPermissions) -> dict[str, Any]:
+    """A shared pipe's owner and grants (its owner and admins only)."""
+    return await _list(ctx, ("pipe", p.profile, p.name))
+
+
+@rpc("remote.upsert_permissions", UpsertPermissions)
+async def remote_upsert_permissions(ctx: Context, p: UpsertPermissions) -> dict[str, Any]:
+    """Grant a user (or public) read, write or admin on a remote of a shared daemon; role None revokes."""
+    return await _upsert(ctx, ("remote", p.profile, p.name), p.settings)
+
+
+@rpc("remote.list_permissions", ListPermissions)
+async def remote_list_permissions(ctx: Context, p: ListPermissions) -> dict[str, Any]:
+    """A shared remote's owner and grants (its owner and admins only)."""
+    return await _list(ctx, ("remote", p.profile, p.name))
