@@ -70,7 +70,7 @@ def _convert(raw: Any, typ: type[Any], field: str) -> Any:
         inner = err.data.get("field", "")
         full = f"{field}.{inner}" if inner else field
         raise E.InvalidSettingsError(
-            f"{field}: {exc}".replace(f" - at `$.{inner}`", ""), {"field": full}
+            f"{full}: {exc}".replace(f" - at `$.{inner}`", ""), {"field": full}
         ) from None
 
 
