@@ -39,7 +39,7 @@ METHOD_MODULES = [
     "pipedaemon.filejobs", "pipedaemon.transfer.limits",
     "pipedaemon.transfer.janitor", "pipedaemon.pipes",
     "pipedaemon.metadata", "pipedaemon.provenance", "pipedaemon.authstatus",
-    "pipedaemon.events", "pipedaemon.mirror", "pipedaemon.schedules",
+    "pipedaemon.events", "pipedaemon.mirror", "pipedaemon.schedules", "pipedaemon.fslist",
 ]
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
