@@ -10,6 +10,7 @@ pipe's sync state knows it. Writing stores the file in the pipe's local folder
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from typing import Any
@@ -63,8 +64,10 @@ class PipeFileSystem(_DaemonFileSystem):
         top, rel = self._split(path)
         if not os.path.isfile(self.local_path(path)):
             return False
-        preview = self._pipe(top).pull_preview(files=[rel])
-        return not list(preview) and not preview.conflicts
+        # files=[...] would force the file into the plan: filter by an exact pattern instead
+        pattern = None if "|" in rel else glob.escape(rel)
+        preview = self._pipe(top).pull_preview(include=pattern)
+        return not any(r["filename"] == rel for r in [*preview, *preview.conflicts])
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict[str, Any] | None = None, cache: bool | None = None, **kwargs: Any) -> Any:

@@ -1,0 +1,120 @@
+"""Pipes on a Dask cluster: each worker's own daemon moves a shard of one plan.
+
+``pull(pipe, client=dask_client)`` asks this machine's daemon once what the pull
+would move, splits those files into shards of about equal bytes, and runs one
+task per shard: the worker's daemon (the daemon of the machine the worker runs
+on) pulls exactly those files, through its engine (resumable, verified, each file
+under a temporary name until complete). A worker that dies loses its task and
+Dask runs it again on another worker: files the dead one finished are already in
+place and equal, so they are not moved again, and a half-moved file never had its
+final name. The result lists every file once.
+
+The pipe must exist in every worker's daemon (same name, same remote) and its
+local folder should be shared by the workers (or each machine keeps its shard).
+``PipedaemonPlugin`` registers the fsspec protocols in each worker and can point
+each worker at its own daemon (``socket``/``home`` templates).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from .pipe import SyncResult
+
+
+def shards(rows: list[dict[str, Any]], n: int) -> list[list[str]]:
+    """File names in ``n`` (or fewer) groups of about equal bytes: largest first, each to the lightest."""
+    n = max(1, min(n, len(rows)))
+    groups: list[list[str]] = [[] for _ in range(n)]
+    load = [0] * n
+    for row in sorted(rows, key=lambda r: (-(r.get("size") or 0), r["filename"])):
+        i = load.index(min(load))
+        groups[i].append(row["filename"])
+        load[i] += row.get("size") or 0
+    return [g for g in groups if g]
+
+
+def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None,
+                merge_mode: str | None) -> dict[str, Any]:
+    """Run on a worker: its daemon pulls (or pushes) ``files`` of ``pipe``."""
+    from .client import PipeClient
+
+    with PipeClient(profile=profile, request_timeout_s=120.0) as client:
+        p = client.pipe(pipe)
+        result = getattr(p, direction)(files=files, merge_mode=merge_mode)
+        return {"files": list(result), "conflicts": result.conflicts, "skipped": result.skipped,
+                "kept": result.kept, "worker_pid": os.getpid()}
+
+
+def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, merge_mode: str | None,
+             **filters: Any) -> SyncResult:
+    local = pipe if not isinstance(pipe, str) else None
+    if local is None:
+        from .client import PipeClient
+
+        with PipeClient() as planner:
+            return _fan_out(direction, planner.pipe(pipe), client, shard_count, merge_mode, **filters)
+    preview = getattr(local, f"{direction}_preview")(merge_mode=merge_mode, **filters)
+    workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
+    groups = shards(list(preview), shard_count or workers)
+    profile = local._client.profile
+    futures = [client.submit(_move_shard, direction, local.name, g, profile, merge_mode, pure=False,
+                             key=f"pipedaemon-{direction}-{local.name}-{i}-{os.urandom(4).hex()}")
+               for i, g in enumerate(groups)]
+    parts = client.gather(futures)
+    seen: dict[str, dict[str, Any]] = {}
+    raw: dict[str, Any] = {"files": [], "conflicts": [], "skipped": [], "kept": []}
+    for part in parts:
+        for row in part["files"]:
+            seen.setdefault(row["filename"], row)
+        for k in ("conflicts", "skipped", "kept"):
+            raw[k] += part[k]
+    raw["files"] = sorted(seen.values(), key=lambda r: r["filename"])
+    raw["summary"] = {"shards": len(groups), "workers": workers,
+                      "files": len(raw["files"]), "bytes": sum(r.get("size") or 0 for r in raw["files"])}
+    return SyncResult.of(raw)
+
+
+def pull(pipe: Any, client: Any, shard_count: int | None = None, merge_mode: str | None = None,
+         **filters: Any) -> SyncResult:
+    """Pull ``pipe`` (a Pipe or its name) with the Dask ``client``'s workers; ``filters``:
+    files, include, exclude, nrecent, as for ``Pipe.pull``. One shard per worker by default."""
+    return _fan_out("pull", pipe, client, shard_count, merge_mode, **filters)
+
+
+def push(pipe: Any, client: Any, shard_count: int | None = None, merge_mode: str | None = None,
+         **filters: Any) -> SyncResult:
+    """Push ``pipe``'s new and changed local files with the workers' daemons (a shared folder)."""
+    return _fan_out("push", pipe, client, shard_count, merge_mode, **filters)
+
+
+class PipedaemonPlugin(WorkerPlugin):
+    """A Dask WorkerPlugin: registers ``pipedaemon://`` and ``pipe://`` in each worker and,
+    with templates, gives each worker its own daemon socket and home (``{name}`` is the
+    worker's name). Without templates, workers use ``$PIPEDAEMON_SOCKET`` or the default
+    socket: the daemon of the machine they run on.
+
+    ``client.register_plugin(PipedaemonPlugin(socket="/tmp/pd-{name}/pd.sock"))``
+    """
+
+    name = "pipedaemon"
+
+    def __init__(self, socket: str | None = None, home: str | None = None,
+                 profile: str | None = None) -> None:
+        self.socket, self.home, self.profile = socket, home, profile
+
+    def setup(self, worker: Any) -> None:
+        import fsspec
+
+        name = str(worker.name).replace("/", "_")
+        if self.socket:
+            os.environ["PIPEDAEMON_SOCKET"] = self.socket.format(name=name)
+        if self.home:
+            os.environ["PIPEDAEMON_HOME"] = self.home.format(name=name)
+        if self.profile:
+            os.environ["PIPEDAEMON_PROFILE"] = self.profile
+        for proto, cls in (("pipedaemon", "PipedaemonFileSystem"), ("pipe", "PipeFileSystem")):
+            fsspec.register_implementation(proto, f"pipedaemon_sdk.fsspec.{cls}", clobber=True)
