@@ -44,7 +44,14 @@ def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None
 
     with PipeClient(profile=profile, request_timeout_s=120.0) as client:
         p = client.pipe(pipe)
-        result = getattr(p, direction)(files=files, merge_mode=merge_mode)
+        # files=[...] would move them even when already in place (a re-run after a worker
+        # died): move only those this daemon still sees as needing it
+        wanted = set(files)
+        todo = [r["filename"] for r in getattr(p, f"{direction}_preview")(merge_mode=merge_mode)
+                if r["filename"] in wanted]
+        if not todo:
+            return {"files": [], "conflicts": [], "skipped": [], "kept": [], "worker_pid": os.getpid()}
+        result = getattr(p, direction)(files=todo, merge_mode=merge_mode)
         return {"files": list(result), "conflicts": result.conflicts, "skipped": result.skipped,
                 "kept": result.kept, "worker_pid": os.getpid()}
 
