@@ -29,7 +29,7 @@ from .client import PipeClient
 from .errors import NotFoundError
 
 STREAM_MAX = 8 << 20  # files up to this size move on one stream; larger ones as a chunked job
-INFO_TTL_S = 5.0  # how long entries seen by ls/find answer info() without asking the daemon
+INFO_TTL_S = 5.0  # how long entries seen by ls answer info() without asking the daemon again
 
 _clients: dict[tuple[int, str, str], PipeClient] = {}
 _clients_lock = threading.Lock()
@@ -167,13 +167,14 @@ class _DaemonFileSystem(AbstractFileSystem):
         seen = self._seen.get(path)
         if seen and time.monotonic() - seen[0] < INFO_TTL_S:
             return seen[1]
-        try:
-            row = self.client._call("object.stat", self._p(path))
-        except NotFoundError:
-            row = None
-        if row is not None and not row.get("is_dir"):
-            return self._file_info(path, row)
-        if self._files(top, rel, False):  # an empty folder left on disk is no folder here
+        parent, _, base = rel.rpartition("/")
+        inside = f"{base}/"
+        is_dir = False
+        for row in self._files(top, parent, False):  # the daemon's cached listing: no storage request
+            if row["name"] == base:
+                return self._file_info(path, row)
+            is_dir = is_dir or row["name"].startswith(inside)
+        if is_dir:  # a folder is there while it holds a file (an empty one left on disk is not)
             return self._dir_info(path)
         raise FileNotFoundError(path)
 
