@@ -45,10 +45,11 @@ def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None
     with PipeClient(profile=profile, request_timeout_s=120.0) as client:
         p = client.pipe(pipe)
         # files=[...] would move them even when already in place (a re-run after a worker
-        # died): move only those this daemon still sees as needing it
+        # died): move only those this daemon still sees as needing it, on a fresh listing
+        # (this daemon's cached one may predate the planner's)
         wanted = set(files)
-        todo = [r["filename"] for r in getattr(p, f"{direction}_preview")(merge_mode=merge_mode)
-                if r["filename"] in wanted]
+        preview = getattr(p, f"{direction}_preview")(merge_mode=merge_mode, cached=False)
+        todo = [r["filename"] for r in preview if r["filename"] in wanted]
         if not todo:
             return {"files": [], "conflicts": [], "skipped": [], "kept": [], "worker_pid": os.getpid()}
         result = getattr(p, direction)(files=todo, merge_mode=merge_mode)
@@ -57,14 +58,15 @@ def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None
 
 
 def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, merge_mode: str | None,
-             **filters: Any) -> SyncResult:
+             cached: bool, **filters: Any) -> SyncResult:
     local = pipe if not isinstance(pipe, str) else None
     if local is None:
         from .client import PipeClient
 
         with PipeClient() as planner:
-            return _fan_out(direction, planner.pipe(pipe), client, shard_count, merge_mode, **filters)
-    preview = getattr(local, f"{direction}_preview")(merge_mode=merge_mode, **filters)
+            return _fan_out(direction, planner.pipe(pipe), client, shard_count, merge_mode, cached,
+                            **filters)
+    preview = getattr(local, f"{direction}_preview")(merge_mode=merge_mode, cached=cached, **filters)
     workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
     groups = shards(list(preview), shard_count or workers)
     profile = local._client.profile
@@ -86,16 +88,18 @@ def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, me
 
 
 def pull(pipe: Any, client: Any, shard_count: int | None = None, merge_mode: str | None = None,
-         **filters: Any) -> SyncResult:
+         cached: bool = True, **filters: Any) -> SyncResult:
     """Pull ``pipe`` (a Pipe or its name) with the Dask ``client``'s workers; ``filters``:
-    files, include, exclude, nrecent, as for ``Pipe.pull``. One shard per worker by default."""
-    return _fan_out("pull", pipe, client, shard_count, merge_mode, **filters)
+    files, include, exclude, nrecent, as for ``Pipe.pull``; ``cached`` plans on this daemon's
+    cached listing (within its TTL). One shard per worker by default. Each worker checks
+    its shard on a fresh listing before moving it."""
+    return _fan_out("pull", pipe, client, shard_count, merge_mode, cached, **filters)
 
 
 def push(pipe: Any, client: Any, shard_count: int | None = None, merge_mode: str | None = None,
-         **filters: Any) -> SyncResult:
+         cached: bool = True, **filters: Any) -> SyncResult:
     """Push ``pipe``'s new and changed local files with the workers' daemons (a shared folder)."""
-    return _fan_out("push", pipe, client, shard_count, merge_mode, **filters)
+    return _fan_out("push", pipe, client, shard_count, merge_mode, cached, **filters)
 
 
 class PipedaemonPlugin(WorkerPlugin):

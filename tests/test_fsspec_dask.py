@@ -8,7 +8,10 @@ one filerepo: the stand-in for a folder shared by the machines of a cluster.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,16 @@ def _add_pipe(settings: dict[str, Any]) -> None:
 def _pull_jobs() -> int:
     with PipeClient() as c:
         return len([j for j in c.jobs(limit=1000) if j.kind == "pipe.pull"])
+
+
+def _running_pulls() -> int:
+    with PipeClient() as c:
+        return len([j for j in c.jobs(state="running") if j.kind == "pipe.pull"])
+
+
+def _bwlimit(bps: int) -> None:
+    with PipeClient() as c:
+        c.limits(bwlimit_bps=bps)
 
 
 def _shutdown() -> None:
@@ -129,7 +142,8 @@ def test_fan_out_pull_moves_each_file_once(env: dict[str, Any], s3_client: Any) 
     for fn, body in bodies.items():
         s3_client.put_object(Bucket=env["bucket"], Key=f"{name}/{fn}", Body=body)
     before = sum(env["client"].run(_pull_jobs).values())
-    result = pdask.pull(name, client=env["client"])
+    # written behind the daemons' backs: plan on a fresh listing (the cached one is within its TTL)
+    result = pdask.pull(name, client=env["client"], cached=False)
     assert sorted(r["filename"] for r in result) == sorted(bodies)
     assert result.summary["shards"] == 2
     folder = env["filerepo"] / name
@@ -141,3 +155,29 @@ def test_fan_out_pull_moves_each_file_once(env: dict[str, Any], s3_client: Any) 
                                  pure=False).result()
     assert again["files"] == []
     assert list(pdask.pull(name, client=env["client"])) == []
+
+
+def test_worker_death_reruns_its_shard(env: dict[str, Any], s3_client: Any) -> None:
+    name = unique("die")
+    _pipe_everywhere(env, name, name)
+    bodies = {f"g{i}.bin": os.urandom(400_000) for i in range(4)}
+    for fn, body in bodies.items():
+        s3_client.put_object(Bucket=env["bucket"], Key=f"{name}/{fn}", Body=body)
+    dc = env["client"]
+    dc.run(_bwlimit, 300_000)  # each shard takes a few seconds: time to kill its worker
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(pdask.pull, name, client=dc, cached=False)
+            victim = None
+            deadline = time.monotonic() + 60
+            while victim is None and time.monotonic() < deadline and not pending.done():
+                victim = next((w for w, n in dc.run(_running_pulls).items() if n), None)
+                time.sleep(0.05)
+            assert victim is not None, "no shard was seen running"
+            os.kill(dc.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+            result = pending.result(timeout=180)
+    finally:
+        dc.run(_bwlimit, 0)
+    assert sorted(r["filename"] for r in result) == sorted(bodies)  # every file, once
+    folder = env["filerepo"] / name
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")} == bodies
