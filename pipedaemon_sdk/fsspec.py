@@ -59,6 +59,39 @@ def _progress(callback: Callback) -> Any:
     return on_progress
 
 
+def file_info(path: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {"name": path, "size": row["size"], "type": "file", "modified_at": row.get("modified_at"),
+            "etag": row.get("etag")}
+
+
+def dir_info(path: str) -> dict[str, Any]:
+    return {"name": path, "size": 0, "type": "directory"}
+
+
+def children(path: str, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries directly in folder ``path``, from the infos of every file below it."""
+    out: dict[str, dict[str, Any]] = {}
+    for info in files:
+        head, sep, _ = info["name"][len(path) + 1:].partition("/")
+        name = f"{path}/{head}"
+        out[name] = dir_info(name) if sep else info
+    return sorted(out.values(), key=lambda i: i["name"])
+
+
+def info_in(path: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``path``'s info from the listing of its parent folder (names relative to it)."""
+    base = path.rpartition("/")[2]
+    inside = f"{base}/"
+    is_dir = False
+    for row in rows:
+        if row["name"] == base:
+            return file_info(path, row)
+        is_dir = is_dir or row["name"].startswith(inside)
+    if is_dir:  # a folder is there while it holds a file (an empty one left on disk is not)
+        return dir_info(path)
+    raise FileNotFoundError(path)
+
+
 class _DaemonFileSystem(AbstractFileSystem):
     """What both protocols share; subclasses say how a path maps to a remote object."""
 
@@ -118,14 +151,8 @@ class _DaemonFileSystem(AbstractFileSystem):
         self.invalidate_cache(path)
 
     # -- listing ----------------------------------------------------------------------
-    @staticmethod
-    def _file_info(path: str, row: dict[str, Any]) -> dict[str, Any]:
-        return {"name": path, "size": row["size"], "type": "file", "modified_at": row.get("modified_at"),
-                "etag": row.get("etag")}
-
-    @staticmethod
-    def _dir_info(path: str) -> dict[str, Any]:
-        return {"name": path, "size": 0, "type": "directory"}
+    _file_info = staticmethod(file_info)
+    _dir_info = staticmethod(dir_info)
 
     def _tree(self, path: str, refresh: bool = False) -> list[dict[str, Any]]:
         """Every file below ``path`` (a folder), as full infos."""
@@ -149,12 +176,7 @@ class _DaemonFileSystem(AbstractFileSystem):
                 info = self.info(path)  # FileNotFoundError for nothing there
                 out = [info] if info["type"] == "file" else []
             else:
-                children: dict[str, dict[str, Any]] = {}
-                for info in files:
-                    head, sep, _ = info["name"][len(path) + 1:].partition("/")
-                    name = f"{path}/{head}"
-                    children[name] = self._dir_info(name) if sep else info
-                out = sorted(children.values(), key=lambda i: i["name"])
+                out = children(path, files)
         return out if detail else [i["name"] for i in out]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -167,16 +189,8 @@ class _DaemonFileSystem(AbstractFileSystem):
         seen = self._seen.get(path)
         if seen and time.monotonic() - seen[0] < INFO_TTL_S:
             return seen[1]
-        parent, _, base = rel.rpartition("/")
-        inside = f"{base}/"
-        is_dir = False
-        for row in self._files(top, parent, False):  # the daemon's cached listing: no storage request
-            if row["name"] == base:
-                return self._file_info(path, row)
-            is_dir = is_dir or row["name"].startswith(inside)
-        if is_dir:  # a folder is there while it holds a file (an empty one left on disk is not)
-            return self._dir_info(path)
-        raise FileNotFoundError(path)
+        parent = rel.rpartition("/")[0]
+        return info_in(path, self._files(top, parent, False))  # the daemon's cached listing
 
     def ukey(self, path: str) -> str:
         info = self.info(path)

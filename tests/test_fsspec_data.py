@@ -191,3 +191,41 @@ def test_pipe_write_lands_locally_and_remotely(pipe: dict[str, Any], s3_client: 
     assert body == (pipe["dirpath"] / "out" / "new.parquet").read_bytes()
     pd.testing.assert_frame_equal(pd.read_parquet(f"pipe://{name}/out/new.parquet",
                                                   storage_options=pipe["opts"]), df)
+
+
+async def test_async_filesystem(s3: dict[str, Any], tmp_path: Path) -> None:
+    from pipedaemon_sdk.fsspec_async import AsyncPipedaemonFileSystem
+
+    fs = AsyncPipedaemonFileSystem(socket_path=s3["opts"]["socket_path"], asynchronous=True)
+    r = s3["remote"]
+    try:
+        await fs._pipe_file(f"{r}/a/x.bin", b"hello")
+        await fs._pipe_file(f"{r}/a/b/y.bin", b"world")
+        assert await fs._cat_file(f"{r}/a/x.bin", start=1, end=3) == b"el"
+        assert await fs._ls(f"{r}/a", detail=False) == [f"{r}/a/b", f"{r}/a/x.bin"]
+        assert (await fs._info(f"{r}/a/b"))["type"] == "directory"
+        both = await fs._cat([f"{r}/a/x.bin", f"{r}/a/b/y.bin"])  # fetched concurrently
+        assert both == {f"{r}/a/x.bin": b"hello", f"{r}/a/b/y.bin": b"world"}
+        await fs._get_file(f"{r}/a/b/y.bin", str(tmp_path / "y.bin"))
+        assert (tmp_path / "y.bin").read_bytes() == b"world"
+        with pytest.raises(FileExistsError):
+            await fs._pipe_file(f"{r}/a/x.bin", b"again", mode="create")
+        await fs._rm(f"{r}/a", recursive=True)
+        assert not await fs._exists(f"{r}/a/x.bin")
+        with pytest.raises(FileNotFoundError):
+            await fs._info(f"{r}/a")
+    finally:
+        await fs.client.close()
+
+
+def test_async_filesystem_blocking_use(s3: dict[str, Any]) -> None:
+    from pipedaemon_sdk.fsspec_async import AsyncPipedaemonFileSystem
+
+    fs = AsyncPipedaemonFileSystem(socket_path=s3["opts"]["socket_path"])  # fsspec's own loop
+    data = os.urandom(100_000)
+    with fs.open(f"{s3['remote']}/z.bin", "wb") as f:
+        f.write(data)
+    with fs.open(f"{s3['remote']}/z.bin", "rb", block_size=4096) as f:
+        f.seek(50_000)
+        assert f.read(10) == data[50_000:50_010]
+    assert fs.cat_file(f"{s3['remote']}/z.bin") == data
