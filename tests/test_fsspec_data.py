@@ -229,3 +229,17 @@ def test_async_filesystem_blocking_use(s3: dict[str, Any]) -> None:
         f.seek(50_000)
         assert f.read(10) == data[50_000:50_010]
     assert fs.cat_file(f"{s3['remote']}/z.bin") == data
+
+
+def test_listing_is_the_daemons_cached_one(s3: dict[str, Any], s3_client: Any, daemon: Daemon) -> None:
+    fs, r = s3["fs"], s3["remote"]
+    fs.pipe_file(f"{r}/c/a.txt", b"1")
+    assert fs.ls(f"{r}/c", detail=False) == [f"{r}/c/a.txt"]
+    s3_client.put_object(Bucket=s3["bucket"], Key="c/b.txt", Body=b"2")  # behind the daemon's back
+    assert fs.ls(f"{r}/c", detail=False) == [f"{r}/c/a.txt"]  # the cached listing, within its TTL
+    fresh = daemon.client.call("fs.list", {"remote": r, "path": "c", "ttl_s": 0})
+    assert sorted(f["name"] for f in fresh["files"]) == ["a.txt", "b.txt"]
+    s3_client.put_object(Bucket=s3["bucket"], Key="c/d.txt", Body=b"3")
+    assert fs.ls(f"{r}/c", detail=False, refresh=True) == [f"{r}/c/{n}" for n in ("a.txt", "b.txt", "d.txt")]
+    fs.rm(f"{r}/c/a.txt")  # the daemon's own delete updates its listing at once
+    assert fs.ls(f"{r}/c", detail=False) == [f"{r}/c/b.txt", f"{r}/c/d.txt"]
