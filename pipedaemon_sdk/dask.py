@@ -17,12 +17,19 @@ each worker at its own daemon (``socket``/``home`` templates).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from distributed import WorkerPlugin
 
 from .pipe import SyncResult
+from .pipefiles import TMP_MARK
+
+STALL_S = 30.0  # a temporary file not growing for this long is no longer being written
 
 
 def shards(rows: list[dict[str, Any]], n: int) -> list[list[str]]:
@@ -37,6 +44,30 @@ def shards(rows: list[dict[str, Any]], n: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
+def _in_flight(dirpath: Path, names: list[str]) -> dict[str, int]:
+    """Sizes of the temporary files another daemon is writing for ``names`` in the pipe's folder."""
+    out: dict[str, int] = {}
+    for n in names:
+        final = dirpath / n
+        for tmp in final.parent.glob(f".{glob.escape(final.name)}{TMP_MARK}-*"):
+            with contextlib.suppress(OSError):
+                out[str(tmp)] = tmp.stat().st_size
+    return out
+
+
+def _wait_others(dirpath: Path, names: list[str]) -> None:
+    """A re-run after a worker died: that worker's daemon may still be moving files of the shard
+    (the daemon outlives its worker). Wait while its temporary files grow, so no file is moved
+    twice; a temporary file that stops growing for STALL_S is left to the engine's cleanup."""
+    last, still = _in_flight(dirpath, names), 0.0
+    while last and still < STALL_S:
+        time.sleep(0.5)
+        now = _in_flight(dirpath, names)
+        grew = any(now.get(k, -1) != v for k, v in last.items()) or bool(set(now) - set(last))
+        still = 0.0 if grew else still + 0.5
+        last = now
+
+
 def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None,
                 merge_mode: str | None) -> dict[str, Any]:
     """Run on a worker: its daemon pulls (or pushes) ``files`` of ``pipe``."""
@@ -44,17 +75,24 @@ def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None
 
     with PipeClient(profile=profile, request_timeout_s=120.0) as client:
         p = client.pipe(pipe)
+        if direction == "pull":
+            _wait_others(p.dirpath, files)
         # files=[...] would move them even when already in place (a re-run after a worker
         # died): move only those this daemon still sees as needing it, on a fresh listing
         # (this daemon's cached one may predate the planner's)
         wanted = set(files)
         preview = getattr(p, f"{direction}_preview")(merge_mode=merge_mode, cached=False)
         todo = [r["filename"] for r in preview if r["filename"] in wanted]
-        if not todo:
-            return {"files": [], "conflicts": [], "skipped": [], "kept": [], "worker_pid": os.getpid()}
-        result = getattr(p, direction)(files=todo, merge_mode=merge_mode)
-        return {"files": list(result), "conflicts": result.conflicts, "skipped": result.skipped,
-                "kept": result.kept, "worker_pid": os.getpid()}
+        blocked = {r["filename"] for r in preview.conflicts}
+        conflicts = [r for r in preview.conflicts if r["filename"] in wanted]
+        out: dict[str, Any] = {"files": [], "conflicts": conflicts, "skipped": [], "kept": [],
+                               "worker_pid": os.getpid()}
+        if todo:
+            result = getattr(p, direction)(files=todo, merge_mode=merge_mode)
+            out.update(files=list(result), conflicts=result.conflicts, skipped=result.skipped,
+                       kept=result.kept)
+        out["in_place"] = sorted(wanted - set(todo) - blocked)
+        return out
 
 
 def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, merge_mode: str | None,
@@ -74,11 +112,14 @@ def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, me
                              key=f"pipedaemon-{direction}-{local.name}-{i}-{os.urandom(4).hex()}")
                for i, g in enumerate(groups)]
     parts = client.gather(futures)
+    planned = {r["filename"]: r for r in preview}
     seen: dict[str, dict[str, Any]] = {}
     raw: dict[str, Any] = {"files": [], "conflicts": [], "skipped": [], "kept": []}
     for part in parts:
         for row in part["files"]:
             seen.setdefault(row["filename"], row)
+        for name in part["in_place"]:  # moved by a daemon whose worker died before reporting it
+            seen.setdefault(name, {**planned[name], "action": "in place"})
         for k in ("conflicts", "skipped", "kept"):
             raw[k] += part[k]
     raw["files"] = sorted(seen.values(), key=lambda r: r["filename"])

@@ -181,3 +181,16 @@ def test_worker_death_reruns_its_shard(env: dict[str, Any], s3_client: Any) -> N
     assert sorted(r["filename"] for r in result) == sorted(bodies)  # every file, once
     folder = env["filerepo"] / name
     assert {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")} == bodies
+
+
+def test_rerun_waits_for_files_another_daemon_is_writing(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.bin").write_bytes(b"done")
+    tmp = tmp_path / "sub" / ".b[1].bin.pdpart-job1"  # the engine's temporary name (a glob-like name)
+    tmp.write_bytes(b"half")
+    assert pdask._in_flight(tmp_path, ["a.bin"]) == {}
+    assert pdask._in_flight(tmp_path, ["a.bin", "sub/b[1].bin"]) == {str(tmp): 4}
+    monkeypatch.setattr(pdask, "STALL_S", 1.0)
+    pdask._wait_others(tmp_path, ["sub/b[1].bin"])  # it never grows: given up after STALL_S, left alone
+    assert tmp.read_bytes() == b"half"
