@@ -101,7 +101,7 @@ def fan_out(base: Path, settings: dict[str, Any], workers: int, files: int, repe
             c.shutdown()
 
     folder = base / f"fan{workers}"
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     with cluster as lc, Client(lc) as dc:
         dc.register_plugin(pdask.PipedaemonPlugin(socket=f"{folder}/w{{name}}/pd.sock",
                                                   home=f"{folder}/w{{name}}/home"))

@@ -71,7 +71,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         filerepo = base / "shared"
         planner.client.upsert_remote(settings)
         planner.client.update_profile_config({"filerepo": str(filerepo)})
-        lc = LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None,
+        lc = LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0",
                           env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
         client = Client(lc)
         try:
