@@ -39,7 +39,7 @@ METHOD_MODULES = [
     "pipedaemon.filejobs", "pipedaemon.transfer.limits",
     "pipedaemon.transfer.janitor", "pipedaemon.pipes",
     "pipedaemon.metadata", "pipedaemon.provenance", "pipedaemon.authstatus",
-    "pipedaemon.events", "pipedaemon.mirror", "pipedaemon.schedules",
+    "pipedaemon.events", "pipedaemon.mirror", "pipedaemon.schedules", "pipedaemon.fslist",
     "pipedaemon.access", "pipedaemon.share",
 ]
 
