@@ -15,15 +15,16 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pipedaemon_sdk import errors as E
 
 from ..backends.base import Backend, Entry
 from ..hashing import S3ETag, multipart_etag
 from ..retry import retry
+from ..window import Window
 from .common import (
     INLINE_IO,
-    PARALLEL_THRESHOLD,
     OnBytes,
     Tuning,
     chunk_size_for,
@@ -34,20 +35,21 @@ from .common import (
 from .resume import ResumeSlot
 
 PIECE = 1 << 20
+T = TypeVar("T")
 
 
 async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
                  tuning: Tuning | None = None, resume: ResumeSlot | None = None) -> Entry:
     """Store the local file ``src`` at ``dst``; verified, and never half-published."""
-    tuning = tuning or Tuning()
+    tuning = (tuning or Tuning()).fit(backend)
     try:
         before = src.stat()
     except OSError as exc:
         raise E.NotFoundError(f"cannot read {src}: {exc.strerror}", {"path": str(src)}) from exc
-    big = before.st_size >= PARALLEL_THRESHOLD
+    big = before.st_size >= tuning.parallel_threshold
     ident = {"src": str(src), "size": before.st_size, "mtime_ns": before.st_mtime_ns, "dst": dst}
     unchanged = _Unchanged(src, before)
-    if backend.caps.multipart and big:
+    if tuning.multipart(backend, before.st_size):  # the engine's one decision: one PUT or parts
         return await _multipart(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
     if backend.caps.atomic_write:
         return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
@@ -137,16 +139,17 @@ async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: On
         md5 = S3ETag(max(size, 1))
         async with tuning.slot():
             entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5, unchanged), size)
-        _verify_etag(entry, md5.hexdigest(), dst)
+        _verify_size(entry, size, dst)
+        await _verified_or_removed(backend, entry, md5.hexdigest(), dst)
         return entry
 
-    return await retry(attempt, what=f"upload {dst}")
+    return await _retry_mismatch(attempt, f"upload {dst}")
 
 
 async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, object], on_bytes: OnBytes,
                      tuning: Tuning, resume: ResumeSlot | None, unchanged: _Unchanged) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
-    part = max(chunk_size_for(size, tuning.chunk_size), 5 << 20)
+    part = tuning.part_for(size)
     upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume, tuning)
     digests: dict[int, str] = {n: info[1] for n, info in done.items()}
     etags: dict[int, str] = {n: info[0] for n, info in done.items()}
@@ -164,7 +167,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
                     # the daemon's streams x part size, however many jobs wait).
                     data, digest = await asyncio.to_thread(_read_part, src, offset, length)
                     await tuning.throttle(length)
-                    etag = await backend.mp_upload_part(dst, upload_id, number, data)
+                    etag = await backend.mp_upload_part(dst, upload_id, number, data, bytes.fromhex(digest))
                     if etag != digest:  # the part arrived damaged: sent again by retry, once more
                         raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent")
                     if resume is not None:  # before the slot is free: a kill costs at most the slots
@@ -192,8 +195,8 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
         raise
     if resume is not None:
         await resume.clear()
-    _verify_etag(entry, multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts]), dst)
     _verify_size(entry, size, dst)
+    await _verified_or_removed(backend, entry, expected, dst)
     return entry
 
 
@@ -241,11 +244,12 @@ class _PartMismatch(E.ChecksumMismatchError):
     pass
 
 
-async def _retry_mismatch(attempt: Callable[[], Awaitable[str]], what: str) -> str:
-    """Transient errors are retried by retry(); a damaged part is sent once more, then 1009."""
+async def _retry_mismatch(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """Transient errors are retried by retry(); a part or body that arrived damaged (refused by
+    the storage's Content-MD5 check, or an ETag that differs) is sent once more, then 1009."""
     try:
         return await retry(attempt, what=what)
-    except _PartMismatch:
+    except E.ChecksumMismatchError:
         return await retry(attempt, what=what)
 
 
@@ -411,8 +415,11 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
 
 async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str, size: int,
                         tuning: Tuning | None = None) -> Entry:
-    """Store a one-pass stream (it cannot be read twice, so it is not retried)."""
-    tuning = tuning or Tuning()
+    """Store a one-pass stream of ``size`` bytes. The stream is not read twice: one write() is
+    not retried, while parts (held in memory) are, like an upload's."""
+    tuning = (tuning or Tuning()).fit(backend)
+    if tuning.multipart(backend, size):
+        return await _multipart_stream(backend, chunks, dst, size, tuning)
     md5 = S3ETag(max(size, 1))
 
     async def counted() -> AsyncIterator[bytes]:
@@ -424,9 +431,8 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
     if backend.caps.atomic_write:
         async with tuning.slot():
             entry = await backend.write(dst, counted(), size)
-        if "-" not in (entry.etag or ""):  # a multipart ETag depends on the backend's part size
-            _verify_etag(entry, md5.hexdigest(), dst)
         _verify_size(entry, size, dst)
+        await _verified_or_removed(backend, entry, md5.hexdigest(), dst)
         return entry
     tmp = temp_name(dst)
     try:
@@ -439,3 +445,81 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
     except BaseException:
         await asyncio.shield(_discard(backend, tmp, tuning))
         raise
+
+
+async def _verified_or_removed(backend: Backend, entry: Entry, expected: str, dst: str) -> None:
+    """A published object whose checksum differs is removed, then 1009: nothing unverified stays
+    under its final name (the storage's own Content-MD5 check makes this the rare case)."""
+    try:
+        _verify_etag(entry, expected, dst)
+    except E.ChecksumMismatchError:
+        with contextlib.suppress(E.DaemonError):
+            await retry(lambda: backend.delete(dst), what=f"remove unverified {dst}", budget_s=5)
+        raise
+
+
+async def stream_parts(chunks: AsyncIterator[bytes], size: int, part: int, dst: str) -> AsyncIterator[bytes]:
+    """The stream cut into parts of ``part`` bytes (the last shorter), refusing more or fewer
+    than ``size`` bytes in all."""
+    buf = bytearray()
+    seen = 0
+    async for piece in chunks:
+        seen += len(piece)
+        if seen > size:
+            raise E.StorageError(f"{dst}: the stream gave more than the {size} bytes announced; nothing "
+                                 "was stored", {"path": dst})
+        buf += piece
+        while len(buf) >= part:
+            yield bytes(buf[:part])
+            del buf[:part]
+    if seen != size:
+        raise E.StorageError(f"{dst}: the stream gave {seen} of {size} bytes; nothing was stored",
+                             {"path": dst})
+    if buf or size == 0:
+        yield bytes(buf)
+
+
+async def _multipart_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str, size: int,
+                            tuning: Tuning) -> Entry:
+    """A one-pass stream as a multipart upload driven by the engine: each part carries its md5
+    (the storage refuses it damaged) and is retried from memory; at most write_concurrency parts
+    are in flight (memory: that many parts plus the one being filled)."""
+    part = tuning.part_for(size)
+    upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
+    md5s: dict[int, bytes] = {}
+    etags: dict[int, str] = {}
+
+    async def send(number: int, data: bytes) -> None:
+        digest = (await asyncio.to_thread(hashlib.md5, data)).digest()
+
+        async def attempt() -> str:
+            async with tuning.slot():
+                etag = await backend.mp_upload_part(dst, upload_id, number, data, digest)
+            if etag != digest.hex():
+                raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent",
+                                    {"path": dst})
+            return etag
+
+        etags[number] = await _retry_mismatch(attempt, f"upload part {number} of {dst}")
+        md5s[number] = digest
+
+    async def throttled() -> AsyncIterator[bytes]:
+        async for piece in chunks:
+            await tuning.throttle(len(piece))
+            yield piece
+
+    try:
+        async with Window(tuning.write_concurrency) as window:
+            number = 0
+            async for data in stream_parts(throttled(), size, part, dst):
+                number += 1
+                await window.submit(send(number, data))
+        parts = sorted(etags.items())
+        expected = multipart_etag([md5s[n] for n, _ in parts])
+        entry = await _complete(backend, dst, upload_id, parts, expected, size)
+    except BaseException:
+        await asyncio.shield(_abort(backend, dst, upload_id, tuning))
+        raise
+    _verify_size(entry, size, dst)
+    await _verified_or_removed(backend, entry, expected, dst)
+    return entry
