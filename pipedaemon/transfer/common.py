@@ -50,6 +50,8 @@ class Tuning:
     # Told of what could not be cleaned up, to retry later: (remote_key, path, upload_id) for a
     # multipart upload whose abort failed, (remote_key, path, None) for a temporary file.
     orphan: Callable[[str, str, str | None], Awaitable[None]] | None = None
+    # Told which chunk of the file is moving (0-based index, count): ProgressEvent.chunk_*.
+    on_chunk: Callable[[int, int], None] | None = None
 
     def fit(self, backend: Backend) -> Tuning:
         """This tuning with ``backend``'s settings (part size, cut-offs) filled in."""
@@ -68,6 +70,20 @@ class Tuning:
         """The part (or chunk) size for ``size`` bytes: the user's chunk size, else the remote's
         part size; never below the storage's smallest part, never more than 10,000 parts."""
         return max(chunk_size_for(size, self.chunk_size or self.part_size), self.min_part)
+
+    def chunk(self, index: int, count: int) -> None:
+        """Chunk ``index`` of ``count`` (part, range, or the whole file as 0 of 1) starts moving."""
+        if self.on_chunk is not None:
+            self.on_chunk(index, count)
+
+    def reporting(self, index: int, count: int,
+                  make: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``make`` that first reports chunk ``index`` of ``count`` as the one moving."""
+        async def run() -> None:
+            self.chunk(index, count)
+            await make()
+
+        return run
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

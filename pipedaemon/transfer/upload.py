@@ -133,6 +133,7 @@ class _Counter:
 async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
                   tuning: Tuning, unchanged: _Unchanged) -> Entry:
     count = _Counter(on_bytes)
+    tuning.chunk(0, 1)
 
     async def attempt() -> Entry:
         count.rewind()
@@ -180,9 +181,10 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
 
         return run
 
+    count = len(ranges(size, part))
     todo = [(i + 1, off, n) for i, (off, n) in enumerate(ranges(size, part)) if i + 1 not in done]
     try:
-        await run_bounded([sender(*t) for t in todo], tuning.streams)
+        await run_bounded([tuning.reporting(t[0] - 1, count, sender(*t)) for t in todo], tuning.streams)
         unchanged()
         parts = sorted(etags.items())
         expected = multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts])
@@ -338,6 +340,7 @@ async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_b
                           tuning: Tuning, unchanged: _Unchanged, tag: str | None = None) -> Entry:
     tmp = temp_name(dst, tag)
     count = _Counter(on_bytes)
+    tuning.chunk(0, 1)
 
     async def attempt() -> Entry:
         count.rewind()
@@ -398,7 +401,8 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
 
     try:
         try:
-            await run_bounded([sender(i) for i in range(len(parts)) if i not in done], tuning.streams)
+            await run_bounded([tuning.reporting(i, len(parts), sender(i))
+                               for i in range(len(parts)) if i not in done], tuning.streams)
         finally:
             await writer.close()
         entry = await _publish(backend, tmp, dst, size, unchanged)
@@ -420,6 +424,7 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
     tuning = (tuning or Tuning()).fit(backend)
     if tuning.multipart(backend, size):
         return await _multipart_stream(backend, chunks, dst, size, tuning)
+    tuning.chunk(0, 1)
     md5 = S3ETag(max(size, 1))
 
     async def counted() -> AsyncIterator[bytes]:
@@ -485,11 +490,13 @@ async def _multipart_stream(backend: Backend, chunks: AsyncIterator[bytes], dst:
     (the storage refuses it damaged) and is retried from memory; at most write_concurrency parts
     are in flight (memory: that many parts plus the one being filled)."""
     part = tuning.part_for(size)
+    count = max(1, -(-size // part))
     upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
     md5s: dict[int, bytes] = {}
     etags: dict[int, str] = {}
 
     async def send(number: int, data: bytes) -> None:
+        tuning.chunk(number - 1, count)
         digest = (await asyncio.to_thread(hashlib.md5, data)).digest()
 
         async def attempt() -> str:
