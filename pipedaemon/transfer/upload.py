@@ -22,7 +22,6 @@ from pipedaemon_sdk import errors as E
 from ..backends.base import Backend, Entry
 from ..hashing import S3ETag, multipart_etag
 from ..retry import retry
-from ..window import Window
 from .common import (
     INLINE_IO,
     OnBytes,
@@ -305,8 +304,19 @@ async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _
         with contextlib.suppress(E.DaemonError):  # a server refusing it still gets the file
             await retry(lambda: backend.set_mtime(tmp, mtime), what=f"set mtime of {tmp}")
     await rename_retried(backend, tmp, dst)
+    return await _published(backend, dst, size)
+
+
+async def _published(backend: Backend, dst: str, size: int) -> Entry:
+    """The entry of what was just renamed to ``dst``; if it is not what was sent, it is removed
+    (nothing unverified stays under a final name) and 1009 reported."""
     entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
-    _verify_size(entry, size, dst)
+    try:
+        _verify_size(entry, size, dst)
+    except E.ChecksumMismatchError:
+        with contextlib.suppress(E.DaemonError):
+            await retry(lambda: backend.delete(dst), what=f"remove unverified {dst}", budget_s=5)
+        raise
     return entry
 
 
@@ -417,41 +427,6 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
     return entry
 
 
-async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str, size: int,
-                        tuning: Tuning | None = None) -> Entry:
-    """Store a one-pass stream of ``size`` bytes. The stream is not read twice: one write() is
-    not retried, while parts (held in memory) are, like an upload's."""
-    tuning = (tuning or Tuning()).fit(backend)
-    if tuning.multipart(backend, size):
-        return await _multipart_stream(backend, chunks, dst, size, tuning)
-    tuning.chunk(0, 1)
-    md5 = S3ETag(max(size, 1))
-
-    async def counted() -> AsyncIterator[bytes]:
-        async for piece in chunks:
-            await tuning.throttle(len(piece))
-            md5.update(piece)
-            yield piece
-
-    if backend.caps.atomic_write:
-        async with tuning.slot():
-            entry = await backend.write(dst, counted(), size)
-        _verify_size(entry, size, dst)
-        await _verified_or_removed(backend, entry, md5.hexdigest(), dst)
-        return entry
-    tmp = temp_name(dst)
-    try:
-        async with tuning.slot():
-            await backend.write(tmp, counted(), size)
-        await rename_retried(backend, tmp, dst)
-        entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
-        _verify_size(entry, size, dst)
-        return entry
-    except BaseException:
-        await asyncio.shield(_discard(backend, tmp, tuning))
-        raise
-
-
 async def _verified_or_removed(backend: Backend, entry: Entry, expected: str, dst: str) -> None:
     """A published object whose checksum differs is removed, then 1009: nothing unverified stays
     under its final name (the storage's own Content-MD5 check makes this the rare case)."""
@@ -461,72 +436,3 @@ async def _verified_or_removed(backend: Backend, entry: Entry, expected: str, ds
         with contextlib.suppress(E.DaemonError):
             await retry(lambda: backend.delete(dst), what=f"remove unverified {dst}", budget_s=5)
         raise
-
-
-async def stream_parts(chunks: AsyncIterator[bytes], size: int, part: int, dst: str) -> AsyncIterator[bytes]:
-    """The stream cut into parts of ``part`` bytes (the last shorter), refusing more or fewer
-    than ``size`` bytes in all."""
-    buf = bytearray()
-    seen = 0
-    async for piece in chunks:
-        seen += len(piece)
-        if seen > size:
-            raise E.StorageError(f"{dst}: the stream gave more than the {size} bytes announced; nothing "
-                                 "was stored", {"path": dst})
-        buf += piece
-        while len(buf) >= part:
-            yield bytes(buf[:part])
-            del buf[:part]
-    if seen != size:
-        raise E.StorageError(f"{dst}: the stream gave {seen} of {size} bytes; nothing was stored",
-                             {"path": dst})
-    if buf or size == 0:
-        yield bytes(buf)
-
-
-async def _multipart_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str, size: int,
-                            tuning: Tuning) -> Entry:
-    """A one-pass stream as a multipart upload driven by the engine: each part carries its md5
-    (the storage refuses it damaged) and is retried from memory; at most write_concurrency parts
-    are in flight (memory: that many parts plus the one being filled)."""
-    part = tuning.part_for(size)
-    count = max(1, -(-size // part))
-    upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
-    md5s: dict[int, bytes] = {}
-    etags: dict[int, str] = {}
-
-    async def send(number: int, data: bytes) -> None:
-        tuning.chunk(number - 1, count)
-        digest = (await asyncio.to_thread(hashlib.md5, data)).digest()
-
-        async def attempt() -> str:
-            async with tuning.slot():
-                etag = await backend.mp_upload_part(dst, upload_id, number, data, digest)
-            if etag != digest.hex():
-                raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent",
-                                    {"path": dst})
-            return etag
-
-        etags[number] = await _retry_mismatch(attempt, f"upload part {number} of {dst}")
-        md5s[number] = digest
-
-    async def throttled() -> AsyncIterator[bytes]:
-        async for piece in chunks:
-            await tuning.throttle(len(piece))
-            yield piece
-
-    try:
-        async with Window(tuning.write_concurrency) as window:
-            number = 0
-            async for data in stream_parts(throttled(), size, part, dst):
-                number += 1
-                await window.submit(send(number, data))
-        parts = sorted(etags.items())
-        expected = multipart_etag([md5s[n] for n, _ in parts])
-        entry = await _complete(backend, dst, upload_id, parts, expected, size)
-    except BaseException:
-        await asyncio.shield(_abort(backend, dst, upload_id, tuning))
-        raise
-    _verify_size(entry, size, dst)
-    await _verified_or_removed(backend, entry, expected, dst)
-    return entry
