@@ -1,6 +1,7 @@
 """The size matrix on the file servers: local, SFTP, FTP, FTPS and pure-ftpd.
 
-Sizes around the engine's PARALLEL_THRESHOLD (from where a file moves in parallel chunks,
+Sizes around the backends' own piece sizes (SFTP read requests, FTP data reads, local
+flushes), the engine's PARALLEL_THRESHOLD (from where a file moves in parallel chunks,
 offset writes on SFTP and local, ranged reads everywhere) and a user's chunk size
 (``chunk_size_mb=5``: three chunks and a tail), through upload and download; bytes equal by
 SHA-256, no temporary name left behind. One daemon per backend, every size in one test.
@@ -22,8 +23,12 @@ __all__ = ["client", "reaper"]
 
 MiB = 1 << 20
 N = PARALLEL_THRESHOLD
-# (size, chunk_size_mb): 0, 1, N-1/N/N+1 with the default chunks, N+1 in 5 MiB chunks
-CASES = [(0, None), (1, None), (N - 1, None), (N, None), (N + 1, 5)]
+PIECE = 1 << 20  # SFTP's READ_CHUNK and local's CHUNK: one request / one flush
+BLOCK = 256 << 10  # FTP's data-connection read (ftpdata.BLOCK)
+# (size, chunk_size_mb): 0, 1, the backends' own piece sizes at N-1/N/N+1, PARALLEL_THRESHOLD
+# at N-1/N/N+1 with the default chunks, and N+1 in 5 MiB chunks (three chunks and a tail).
+CASES = [(0, None), (1, None), *((n + d, None) for n in (BLOCK, PIECE) for d in (-1, 0, 1)),
+         (N - 1, None), (N, None), (N + 1, 5)]
 
 
 @pytest.mark.parametrize("backend", ["local", "sftp", "ftp", "ftps", "pureftpd"])

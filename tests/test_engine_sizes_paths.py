@@ -69,3 +69,29 @@ def test_cli_cp_and_copies_at_the_cut_offs(s3_spec: dict[str, Any], local_spec: 
         check(f"server/{size}.bin", f"server-side copy, {size}")
         src.unlink()
         back.unlink()
+
+
+def test_pipe_push_and_pull_at_the_cut_offs(s3_spec: dict[str, Any], s3_client: Any, client: PipeClient,
+                                            tmp_path: Path) -> None:
+    client.update_profile_config({"filerepo": str(tmp_path / "repo")})
+    s3 = settings_of(s3_spec, "r")
+    s3["options"].update(part_size=N, put_threshold=N)
+    client.upsert_remote(s3)
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    pipe = client.pipe("p")
+    sizes = (N - 1, N, N + 1, 2 * N + 3)
+    digests, etags = {}, {}
+    for size in sizes:
+        path = Path(pipe.dirpath) / f"f{size}.bin"
+        digests[size] = make_file(path, size, seed=size % 79)
+        etags[size] = expected_etag(path, N, N)
+    pipe.push()
+    bucket = s3_spec["root"].rstrip("/")
+    stored = {o["Key"].rsplit("/", 1)[-1]: o for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
+    for size in sizes:
+        obj = stored[f"f{size}.bin"]
+        assert (obj["Size"], obj["ETag"].strip('"')) == (size, etags[size]), f"push of {size}"
+        (Path(pipe.dirpath) / f"f{size}.bin").unlink()
+    pipe.pull(cached=False)
+    for size in sizes:
+        assert sha256(Path(pipe.dirpath) / f"f{size}.bin") == digests[size], f"pull of {size}"
