@@ -153,6 +153,22 @@ async def test_big_file_streams_with_bounded_memory(backend: Case) -> None:
     assert grown < BIG, f"peak memory grew by {grown / MiB:.0f} MiB moving a {BIG // MiB} MiB file"
 
 
+class _CallersOwn(Exception):
+    """Raised by the caller's stream: no backend may report it as a storage error."""
+
+
+async def test_callers_stream_failure_is_not_a_storage_error(backend: Case) -> None:
+    b, root = backend
+
+    async def shrinking() -> AsyncIterator[bytes]:
+        yield blob(50, 300_000)
+        raise _CallersOwn("the local file shrank")
+
+    with pytest.raises(_CallersOwn):  # the very exception, unmapped (one source pump in base)
+        await b.write(root + "half.bin", shrinking(), size=600_000)
+    assert await b.write(root + "after.txt", stream([b"ok"]), size=2)  # the backend still works
+
+
 async def test_awkward_names(backend: Case) -> None:
     b, root = backend
     names = ["with space.txt", "café é.txt", "日本/データ 1.txt", "a/b/c/d/e/f.txt"]
