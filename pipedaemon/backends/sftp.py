@@ -356,13 +356,17 @@ class SFTPBackend(Backend):
     async def _read_exact(self, f: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``: a short read (a server's packet limit) is asked again
         for the rest; fewer come back only at the end of the file."""
-        got = bytearray()
+        async with self._ops:
+            data = await f.read(size, offset)
+        if len(data) == size or not data:
+            return data  # the usual case: no copy
+        got = bytearray(data)
         while len(got) < size:
             async with self._ops:
-                data = await f.read(size - len(got), offset + len(got))
-            if not data:
+                more = await f.read(size - len(got), offset + len(got))
+            if not more:
                 break
-            got += data
+            got += more
         return bytes(got)
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
