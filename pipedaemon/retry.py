@@ -38,7 +38,7 @@ class Attempts:
                  base: float = BASE_DELAY) -> None:
         self.what, self.attempts, self.budget_s, self.base = what, attempts, budget_s, base
         self.failures = 0
-        self.start = time.monotonic()
+        self.start = self.began = time.monotonic()
 
     def progressed(self) -> None:
         """The call moved forward since its last failure: its time budget starts again (a long
@@ -52,8 +52,9 @@ class Attempts:
         spent = time.monotonic() - self.start
         self.failures += 1
         if self.failures >= self.attempts or (self.budget_s is not None and spent + delay > self.budget_s):
+            took = time.monotonic() - self.began
             raise E.StorageError(
-                f"{self.what}: {exc.message} (gave up after {self.failures} attempts in {spent:.1f} s)",
+                f"{self.what}: {exc.message} (gave up after {self.failures} attempts in {took:.1f} s)",
                 {**exc.data, "attempts": self.failures}) from exc
         log.info("%s: %s; retry %d in %.2f s", self.what, exc.message, self.failures, delay)
         await asyncio.sleep(delay)

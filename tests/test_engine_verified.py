@@ -71,7 +71,8 @@ def test_body_damaged_on_the_way_up_is_refused_before_it_is_visible(
 
 
 def test_object_read_resumes_then_gives_up_with_1008(s3_spec: dict[str, Any], s3_client: Any,
-                                                     client: PipeClient, tmp_path: Path) -> None:
+                                                     client: PipeClient, tmp_path: Path,
+                                                     pd_env: dict[str, Path]) -> None:
     src = tmp_path / "a.bin"
     make_file(src, 3 * MiB, seed=6)
     data = src.read_bytes()
@@ -102,3 +103,6 @@ def test_object_read_resumes_then_gives_up_with_1008(s3_spec: dict[str, Any], s3
                 reader.join(0.2)
     assert len(outcome) == 1 and isinstance(outcome[0], StorageError), outcome
     assert outcome[0].code == 1008
+    # The daemon gave up by its policy (5 attempts), not by some other failure.
+    log = (pd_env["home"] / "daemon.log").read_text()
+    assert "stream object.read ended early: [1008] read a.bin" in log and "gave up after 5 attempts" in log
