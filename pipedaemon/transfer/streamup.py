@@ -27,7 +27,6 @@ from .upload import (
     _published,
     _retry_mismatch,
     _verified_or_removed,
-    _verify_size,
     rename_retried,
 )
 
@@ -51,8 +50,7 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
     if backend.caps.atomic_write:
         async with tuning.slot():
             entry = await backend.write(dst, counted(), size)
-        _verify_size(entry, size, dst)
-        await _verified_or_removed(backend, entry, md5.hexdigest(), dst)
+        await _verified_or_removed(backend, entry, md5.hexdigest(), size, dst)
         return entry
     tmp = temp_name(dst)
     try:
@@ -129,6 +127,5 @@ async def _multipart_stream(backend: Backend, chunks: AsyncIterator[bytes], dst:
     except BaseException:
         await asyncio.shield(_abort(backend, dst, upload_id, tuning))
         raise
-    _verify_size(entry, size, dst)
-    await _verified_or_removed(backend, entry, expected, dst)
+    await _verified_or_removed(backend, entry, expected, size, dst)
     return entry

@@ -139,8 +139,7 @@ async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: On
         md5 = S3ETag(max(size, 1))
         async with tuning.slot():
             entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5, unchanged), size)
-        _verify_size(entry, size, dst)
-        await _verified_or_removed(backend, entry, md5.hexdigest(), dst)
+        await _verified_or_removed(backend, entry, md5.hexdigest(), size, dst)
         return entry
 
     return await _retry_mismatch(attempt, f"upload {dst}")
@@ -196,8 +195,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
         raise
     if resume is not None:
         await resume.clear()
-    _verify_size(entry, size, dst)
-    await _verified_or_removed(backend, entry, expected, dst)
+    await _verified_or_removed(backend, entry, expected, size, dst)
     return entry
 
 
@@ -427,10 +425,12 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
     return entry
 
 
-async def _verified_or_removed(backend: Backend, entry: Entry, expected: str, dst: str) -> None:
-    """A published object whose checksum differs is removed, then 1009: nothing unverified stays
-    under its final name (the storage's own Content-MD5 check makes this the rare case)."""
+async def _verified_or_removed(backend: Backend, entry: Entry, expected: str, size: int, dst: str) -> None:
+    """A published object whose size or checksum differs from what was sent is removed, then
+    1009: nothing unverified stays under its final name (the storage's own Content-MD5 check
+    makes this the rare case)."""
     try:
+        _verify_size(entry, size, dst)
         _verify_etag(entry, expected, dst)
     except E.ChecksumMismatchError:
         with contextlib.suppress(E.DaemonError):
