@@ -17,15 +17,11 @@ import pytest
 from pipedaemon_sdk import ChecksumMismatchError, PipeClient, StorageError
 from tests.engine_helpers import make_file, register, sha256
 from tests.faultproxy import FaultProxy
+from tests.storage_helpers import client, reaper
+
+__all__ = ["client", "reaper"]
 
 MiB = 2**20
-
-
-@pytest.fixture
-def client() -> Any:
-    with PipeClient() as c:
-        yield c
-        c.shutdown()
 
 
 def _port(spec: dict[str, Any]) -> int:
