@@ -73,7 +73,7 @@ async def _round_trip(spec: dict[str, Any], tmp: Path, size: int, options: dict[
         await backend.close()
 
 
-@settings(max_examples=8, deadline=None, derandomize=True,
+@settings(max_examples=5, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=cases())
 def test_any_size_with_any_tuning_round_trips(case: tuple[int, dict[str, int], int | None],

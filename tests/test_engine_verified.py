@@ -74,9 +74,9 @@ def test_object_read_resumes_then_gives_up_with_1008(s3_spec: dict[str, Any], s3
     data = src.read_bytes()
     s3_client.upload_file(str(src), s3_spec["root"].rstrip("/"), "a.bin")
     bucket = s3_spec["root"].rstrip("/")
-    # Each connection answers 1.5 MiB, then stops answering (past the 1 s read timeout).
+    # Each connection answers 1.5 MiB, then stops answering (past the 0.5 s read timeout).
     with FaultProxy(_port(s3_spec), lambda n: ("stall_after", 3 * MiB // 2, 30)) as proxy:
-        register(client, "r", _via(s3_spec, proxy), read_timeout=1)
+        register(client, "r", _via(s3_spec, proxy), read_timeout=0.5)
         ds = client.datastore("r").get_bucket(bucket)
         assert ds.get("a.bin").read() == data  # resumed from the offset it had reached
         assert len(proxy.fired) >= 2
