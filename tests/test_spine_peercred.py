@@ -142,7 +142,11 @@ s.listen(8)
 print("ready", flush=True)
 while True:
     c, _ = s.accept()
-    c.sendall(b'{"jsonrpc":"2.0","id":1,"result":{"pong":true}}\n')
+    try:  # a client that refused us has closed already: keep serving the next one
+        c.sendall(b'{"jsonrpc":"2.0","id":1,"result":{"pong":true}}\n')
+    except OSError:
+        pass
+    c.close()
 """
 
 
