@@ -18,7 +18,7 @@ from pipedaemon_sdk import errors as E
 from . import safepath, transfer
 from .backends.base import Backend, Entry
 from .remotes import Mode, Remote, remotes_of
-from .retry import retry
+from .retry import Attempts, retry
 from .rpc import Context, ProfileParams, RawReply, rpc
 
 log = logging.getLogger("pipedaemon.datastore")
@@ -282,14 +282,19 @@ async def object_read(ctx: Context, p: ReadObject) -> RawReply:
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0
+        policy = Attempts(f"read {p.key}")
         while sent < length:
+            at = sent
             try:
                 stream = backend.read(path, start + sent, length - sent)
                 async with contextlib.aclosing(stream):
                     async for piece in stream:
                         sent += len(piece)
                         yield piece
-            except transfer.TransientError:
+            except transfer.TransientError as exc:
+                if sent > at:
+                    policy.progressed()
+                await policy.failed(exc)  # bounded, with backoff; then 1008
                 continue  # resume from what was sent
             if sent < length:
                 raise E.StorageError(f"{p.key}: the storage ended the object early", {"key": p.key})

@@ -99,7 +99,12 @@ class JobContext:
         return Tuning(streams=streams_for(bwlimit_bps, Tuning.streams), chunk_size=chunk_size,
                       limits=self.daemon.services.get("limits"),
                       remote_key=remote_key, bucket=TokenBucket(bwlimit_bps),
-                      orphan=janitor.remember if janitor is not None else None)
+                      orphan=janitor.remember if janitor is not None else None, on_chunk=self.chunk)
+
+    def chunk(self, index: int, count: int) -> None:
+        """The chunk of the current file now moving, for ProgressEvent.chunk_index/chunk_count
+        (sent with the next progress event)."""
+        self.event.chunk_index, self.event.chunk_count = index, count
 
     async def checkpoint(self, data: Any) -> None:
         """Persist where the job stands, so a restarted daemon resumes from here."""

@@ -30,21 +30,42 @@ def backoff(attempt: int, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> f
     return min(cap, base * 2**attempt) * random.uniform(0.5, 1.0)
 
 
+class Attempts:
+    """The one retry policy, for a storage call the engine repeats itself (a read resumed from
+    the offset it reached): bounded in count and time, exponential backoff with full jitter."""
+
+    def __init__(self, what: str, attempts: int = ATTEMPTS, budget_s: float | None = 20.0,
+                 base: float = BASE_DELAY) -> None:
+        self.what, self.attempts, self.budget_s, self.base = what, attempts, budget_s, base
+        self.failures = 0
+        self.start = self.began = time.monotonic()
+
+    def progressed(self) -> None:
+        """The call moved forward since its last failure: its time budget starts again (a long
+        read is not cut for its length), its count does not (a server feeding a few bytes per
+        connection cannot keep it retrying for ever)."""
+        self.start = time.monotonic()
+
+    async def failed(self, exc: TransientError) -> None:
+        """Sleep before the next attempt, or raise 1008 when the attempts or time are spent."""
+        delay = backoff(self.failures, self.base)
+        spent = time.monotonic() - self.start
+        self.failures += 1
+        if self.failures >= self.attempts or (self.budget_s is not None and spent + delay > self.budget_s):
+            took = time.monotonic() - self.began
+            raise E.StorageError(
+                f"{self.what}: {exc.message} (gave up after {self.failures} attempts in {took:.1f} s)",
+                {**exc.data, "attempts": self.failures}) from exc
+        log.info("%s: %s; retry %d in %.2f s", self.what, exc.message, self.failures, delay)
+        await asyncio.sleep(delay)
+
+
 async def retry(fn: Callable[[], Awaitable[T]], *, what: str, attempts: int = ATTEMPTS,
                 budget_s: float | None = 20.0, base: float = BASE_DELAY) -> T:
     """Run ``fn``; on TransientError try again, at most ``attempts`` times within ``budget_s``."""
-    start = time.monotonic()
-    for attempt in range(attempts):
+    policy = Attempts(what, attempts, budget_s, base)
+    while True:
         try:
             return await fn()
         except TransientError as exc:
-            delay = backoff(attempt, base)
-            spent = time.monotonic() - start
-            last = attempt == attempts - 1 or (budget_s is not None and spent + delay > budget_s)
-            if last:
-                raise E.StorageError(
-                    f"{what}: {exc.message} (gave up after {attempt + 1} attempts in {spent:.1f} s)",
-                    {**exc.data, "attempts": attempt + 1}) from exc
-            log.info("%s: %s; retry %d in %.2f s", what, exc.message, attempt + 1, delay)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+            await policy.failed(exc)

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
+from .autostart import check_peer
 from .errors import DaemonConnectionError, StorageError, error_from_code
 from .wire import Message, Request, encode_line, message_decoder
 
@@ -70,13 +71,32 @@ class ObjectStream:
 
 
 def _connect(path: str) -> socket.socket:
+    """A stream connection, checked like the control connection: served by our own user (an
+    object's bytes must never go to, or come from, another user's socket)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as exc:
         sock.close()
         raise DaemonConnectionError(f"cannot open a stream to the daemon: {exc}") from exc
+    try:
+        check_peer(sock, path)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+async def _async_connect(path: str) -> tuple[Any, Any]:
+    import asyncio
+
+    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
+    try:
+        check_peer(writer.get_extra_info("socket"), path)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
 
 
 def open_read(path: str, params: dict[str, Any]) -> ObjectStream:
@@ -175,9 +195,7 @@ class AsyncObjectStream:
 
 
 async def async_open_read(path: str, params: dict[str, Any]) -> AsyncObjectStream:
-    import asyncio
-
-    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
+    reader, writer = await _async_connect(path)
     writer.write(request_line("object.read", params))
     try:
         header = parse_header(await reader.readline())
@@ -188,10 +206,9 @@ async def async_open_read(path: str, params: dict[str, Any]) -> AsyncObjectStrea
 
 
 async def async_write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
-    import asyncio
 
     check_data(data, length)
-    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
+    reader, writer = await _async_connect(path)
     try:
         writer.write(request_line("object.write", {**params, "size": length}))
         try:

@@ -14,6 +14,7 @@ import pytest
 
 from pipedaemon.backends.base import Entry, TransientError, backend_class
 from pipedaemon.backends.s3 import READ_CHUNK, S3Backend, parse_timestamp
+from pipedaemon.transfer import upload_stream
 from pipedaemon_sdk.errors import (
     AuthFailedError,
     NotFoundError,
@@ -117,6 +118,19 @@ async def test_small_write_is_one_put(s3_spec: dict[str, Any], make_backend: Fac
     assert s3_request_log.count("PUT") == 1
 
 
+async def test_write_is_exactly_one_put(s3_spec: dict[str, Any], make_backend: Factory,
+                                        s3_request_log: RequestLog) -> None:
+    """Above put_threshold too: parts are the engine's decision, never write()'s."""
+    backend = await make_backend(s3_spec, part_size=5 * MiB, put_threshold=5 * MiB)
+    data = os.urandom(6 * MiB)
+    s3_request_log.reset()
+    entry = await backend.write(s3_spec["root"] + "six.bin", stream(data, MiB), len(data))
+    assert entry.etag == hashlib.md5(data).hexdigest() and entry.size == len(data)
+    assert s3_request_log.count("PUT") == 1
+    with pytest.raises(StorageError, match="5 GiB"):
+        await backend.write(s3_spec["root"] + "huge.bin", stream(b""), 5 * 1024 * MiB + 1)
+
+
 async def test_multipart_write_has_md5_of_md5s_etag(s3_client: Any, s3_spec: dict[str, Any],
                                                     make_backend: Factory,
                                                     s3_request_log: RequestLog) -> None:
@@ -124,7 +138,7 @@ async def test_multipart_write_has_md5_of_md5s_etag(s3_client: Any, s3_spec: dic
     data = os.urandom(12 * MiB)
     path = s3_spec["root"] + "big/twelve.bin"
     s3_request_log.reset()
-    entry = await backend.write(path, stream(data, 1000 * 1000))  # size unknown: streamed parts
+    entry = await upload_stream(backend, stream(data, 1000 * 1000), path, len(data))  # the engine's parts
     assert entry.etag == multipart_etag(data, 5 * MiB) and entry.etag.endswith("-3")
     assert entry.size == len(data)
     assert s3_request_log.count("PUT", "partNumber=") == 3
@@ -144,7 +158,7 @@ async def test_failed_stream_aborts_the_upload(s3_client: Any, s3_spec: dict[str
 
     path = s3_spec["root"] + "broken.bin"
     with pytest.raises(OSError, match="went away"):
-        await backend.write(path, broken())
+        await upload_stream(backend, broken(), path, 18 * MiB)
     bucket = s3_spec["root"].rstrip("/")
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     with pytest.raises(NotFoundError):
@@ -163,7 +177,7 @@ async def test_cancelled_write_aborts_the_upload(s3_client: Any, s3_spec: dict[s
         yield b""
 
     bucket = s3_spec["root"].rstrip("/")
-    task = asyncio.create_task(backend.write(s3_spec["root"] + "stalled.bin", stalls()))
+    task = asyncio.create_task(upload_stream(backend, stalls(), s3_spec["root"] + "stalled.bin", 12 * MiB))
     await in_multipart.wait()
     assert len(s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
     task.cancel()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipedaemon_sdk import AsyncPipeClient, DaemonConnectionError, PipeClient
+from pipedaemon_sdk import AsyncPipeClient, DaemonConnectionError, PipeClient, streams
 from tests.conftest import unavailable
 from tests.spine_helpers import Started, close_started, pd_cmd, ping_ok, reaper, start_serve
 
@@ -142,7 +142,11 @@ s.listen(8)
 print("ready", flush=True)
 while True:
     c, _ = s.accept()
-    c.sendall(b'{"jsonrpc":"2.0","id":1,"result":{"pong":true}}\n')
+    try:  # a client that refused us has closed already: keep serving the next one
+        c.sendall(b'{"jsonrpc":"2.0","id":1,"result":{"pong":true}}\n')
+    except OSError:
+        pass
+    c.close()
 """
 
 
@@ -165,6 +169,14 @@ def test_client_refuses_a_daemon_of_another_user(pd_env: dict[str, Path]) -> Non
             assert f"uid {uid}" in str(err.value)
         with pytest.raises(DaemonConnectionError):
             asyncio.run(AsyncPipeClient(socket_path=sock, auto_start=False).connect())
+        # The stream connections (get, put, object streams) are checked the same way.
+        params = {"remote": "r", "key": "k"}
+        for opening in (lambda: streams.open_read(str(sock), params),
+                        lambda: streams.write(str(sock), params, b"secret", 6),
+                        lambda: asyncio.run(streams.async_open_read(str(sock), params)),
+                        lambda: asyncio.run(streams.async_write(str(sock), params, b"secret", 6))):
+            with pytest.raises(DaemonConnectionError, match=f"uid {uid}"):
+                opening()
     finally:
         fake.kill()
         fake.wait(10)

@@ -49,6 +49,18 @@ class Capabilities(msgspec.Struct, frozen=True):
     checksums: tuple[str, ...] = ()  # what stat()/list() can report: "s3etag", "md5"...
 
 
+class Hints(msgspec.Struct, frozen=True):
+    """What a remote's settings say about moving one file; the engine's Tuning is derived from
+    them once per transfer (the engine decides, the backend only does what it is asked)."""
+
+    part_size: int | None = None  # multipart: the part size the remote asks for
+    min_part: int = 1  # multipart: the smallest part but the last the storage accepts
+    put_threshold: int | None = None  # multipart: files up to this size go as one write()
+    max_write: int | None = None  # the largest single write() the storage accepts
+    write_concurrency: int = 2  # parts of one one-pass stream in flight at once
+    copy_part_size: int | None = None  # server-side multipart copy: part size
+
+
 class RangeWriter(ABC):
     """A file open for writing at offsets, for parallel chunked uploads."""
 
@@ -80,6 +92,10 @@ class Backend(ABC):
         """Endpoint or identity for check_remote; never a secret."""
         return self.protocol
 
+    def hints(self) -> Hints:
+        """The remote's transfer settings (part size, cut-offs) for the engine's Tuning."""
+        return Hints()
+
     async def tidy(self) -> int:
         """Clean up what this backend knows it may have left on the storage; how many.
         The janitor calls it on every open backend at each sweep."""
@@ -107,7 +123,10 @@ class Backend(ABC):
 
     @abstractmethod
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
-        """Store the whole stream at ``path``, making parent folders; return its entry."""
+        """Store the whole stream at ``path``, making parent folders; return its entry.
+
+        One request where the storage has requests (S3: exactly one PUT, refused above
+        ``hints().max_write``): the engine, not the backend, decides when to use multipart."""
 
     @abstractmethod
     async def delete(self, path: str) -> None:
@@ -142,11 +161,14 @@ class Backend(ABC):
         """Abort multipart uploads of ``path`` not in flight here (a killed daemon's); how many."""
         return 0
 
-    async def mp_create(self, path: str) -> str:
+    async def mp_create(self, path: str, extra: dict[str, Any] | None = None) -> str:
+        """Start a multipart upload; ``extra``: storage-specific arguments (e.g. metadata)."""
         raise NotImplementedError
 
-    async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
-        """Upload one part (numbered from 1); return its ETag without quotes."""
+    async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes,
+                             md5: bytes | None = None) -> str:
+        """Upload one part (numbered from 1); return its ETag without quotes. With ``md5`` (the
+        part's digest) the storage refuses a body that arrived different (ChecksumMismatch)."""
         raise NotImplementedError
 
     async def mp_parts(self, path: str, upload_id: str) -> dict[int, tuple[str, int]]:
@@ -187,7 +209,7 @@ def error_edge(mapper: ErrorMapper, path: str = "") -> Iterator[None]:
     """
     try:
         yield
-    except DaemonError:
+    except (DaemonError, SourceError):
         raise
     except Exception as exc:
         mapped = mapper(exc)
@@ -196,6 +218,38 @@ def error_edge(mapper: ErrorMapper, path: str = "") -> Iterator[None]:
         if path and "path" not in mapped.data:
             mapped.data["path"] = path
         raise mapped from exc
+
+
+class SourceError(Exception):
+    """A failure of the caller's own stream given to write() (a local file that shrank, a client
+    socket that closed), carried past the backend's error edge unmapped: it is never the
+    storage's fault. ``source_errors()`` gives the caller its own error back."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def source(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """The one source pump: the caller's stream, its failures raised as SourceError."""
+    stream = aiter(chunks)
+    while True:
+        try:
+            chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # tagged so no error edge blames the storage
+            raise SourceError(exc) from exc
+        yield chunk
+
+
+@contextlib.contextmanager
+def source_errors() -> Iterator[None]:
+    """Around a whole write(): the caller's stream's failure comes back as it was raised."""
+    try:
+        yield
+    except SourceError as exc:
+        raise exc.error from None
 
 
 BACKENDS: dict[str, str] = {

@@ -33,7 +33,16 @@ from typing import Any
 import aioftp
 import msgspec
 
-from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge, missing_root
+from pipedaemon.backends.base import (
+    Backend,
+    Capabilities,
+    Entry,
+    TransientError,
+    error_edge,
+    missing_root,
+    source,
+    source_errors,
+)
 from pipedaemon.backends.ftpdata import SYNC_TIMEOUT_S, UNIT, DataStream, timed
 from pipedaemon_sdk.errors import (
     AuthFailedError,
@@ -54,8 +63,6 @@ _TLS_REQUIRED = re.compile(r"\b(ssl|tls)\b.*\brequired\b", re.I)  # "550 SSL/TLS
 
 def map_ftp_error(exc: BaseException) -> DaemonError | None:
     """The one place aioftp, socket and TLS errors become the project's errors."""
-    if isinstance(exc, _SourceError):
-        return None  # not the server's fault: write() re-raises the caller's own error
     if isinstance(exc, aioftp.StatusCodeError):
         code = _code(exc)
         text = " ".join(s.strip() for s in exc.info) if isinstance(exc.info, list) else str(exc.info)
@@ -73,14 +80,6 @@ def map_ftp_error(exc: BaseException) -> DaemonError | None:
     if isinstance(exc, (OSError, asyncio.TimeoutError, EOFError)):  # refused, reset, TLS, timeout
         return TransientError(f"FTP connection: {type(exc).__name__}: {exc}")
     return StorageError(f"FTP: {type(exc).__name__}: {exc}")
-
-
-class _SourceError(Exception):
-    """The caller's chunk stream failed during write(): re-raised as it was, not mapped."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _code(exc: aioftp.StatusCodeError) -> str:
@@ -512,7 +511,7 @@ class FTPBackend(Backend):
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
         full = self._abs(path)
-        try:
+        with source_errors():
             async with self._session(path) as client:
                 parent = str(PurePosixPath(full).parent)
                 if not await client.is_dir(parent):
@@ -522,24 +521,17 @@ class FTPBackend(Backend):
                 sent = await self._pump(chunks, stream)
                 await client.finish(stream, upload=True)  # waits for the server's 226
                 entry = await self._stat(client, full, path)
-        except _SourceError as exc:
-            raise exc.error from None
         if entry.size != sent:
             raise TransientError(f"the server stored {entry.size} bytes of {sent}", {"path": path})
         return entry
 
     @staticmethod
     async def _pump(chunks: AsyncIterable[bytes], stream: DataStream) -> int:
-        sent, source = 0, chunks.__aiter__()
-        while True:
-            try:
-                chunk = await source.__anext__()
-            except StopAsyncIteration:
-                return sent
-            except Exception as exc:  # the caller's error, passed on unchanged by write()
-                raise _SourceError(exc) from exc
+        sent = 0
+        async for chunk in source(chunks):
             await stream.write(chunk)
             sent += len(chunk)
+        return sent
 
     async def delete(self, path: str) -> None:
         async with self._session(path) as client:

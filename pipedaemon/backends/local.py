@@ -24,6 +24,8 @@ from pipedaemon.backends.base import (
     TransientError,
     error_edge,
     missing_root,
+    source,
+    source_errors,
 )
 from pipedaemon_sdk.errors import (
     DaemonError,
@@ -50,8 +52,6 @@ _TRANSIENT = {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT}
 
 def map_error(exc: BaseException) -> DaemonError | None:
     """The one place local OS errors become the project's errors."""
-    if isinstance(exc, _SourceError):
-        return None  # the caller's stream failed, not the disk: write() re-raises it as it was
     if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
         # ENOTDIR: a parent of the path is a file, so the path cannot exist either.
         return NotFoundError("no such file or folder")
@@ -63,14 +63,6 @@ def map_error(exc: BaseException) -> DaemonError | None:
         cls = TransientError if exc.errno in _TRANSIENT else StorageError
         return cls(message, {"errno": name})
     return StorageError(f"local file system: {type(exc).__name__}: {exc}")
-
-
-class _SourceError(Exception):
-    """Carries an error raised by the chunk stream given to write() past the error edge."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _entry(name: str, st: os.stat_result, is_dir: bool = False) -> Entry:
@@ -215,7 +207,7 @@ class LocalBackend(Backend):
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
         local = self._path(path)
-        try:
+        with source_errors():
             with error_edge(map_error, path):
                 await self._parents(local)
                 f: BinaryIO = await asyncio.to_thread(open, local, "wb")
@@ -229,8 +221,6 @@ class LocalBackend(Backend):
                     f.close()
                     await asyncio.to_thread(_unlink_quietly, local)
                     raise
-        except _SourceError as exc:
-            raise exc.error from None
         return await self.stat(path)
 
     @staticmethod
@@ -238,14 +228,7 @@ class LocalBackend(Backend):
         """Copy the stream to ``f``, gathering small chunks so each thread hop moves ~1 MiB."""
         buf: list[bytes] = []
         pending = written = 0
-        source = aiter(chunks)
-        while True:
-            try:
-                chunk = await anext(source)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # tagged so the error edge does not blame the disk
-                raise _SourceError(exc) from exc
+        async for chunk in source(chunks):
             buf.append(chunk)
             pending += len(chunk)
             if pending >= CHUNK:

@@ -9,9 +9,11 @@ everything else comes back as TransientError.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import email.utils
+import hashlib
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -23,8 +25,9 @@ import botocore.utils
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
-from pipedaemon.backends.base import Backend, Capabilities, Entry, TransientError, error_edge
+from pipedaemon.backends.base import Backend, Capabilities, Entry, Hints, TransientError, error_edge
 from pipedaemon.retry import retry
+from pipedaemon.window import Window
 from pipedaemon_sdk.errors import (
     AlreadyExistsError,
     AuthFailedError,
@@ -42,6 +45,7 @@ MIN_PART_SIZE = 5 * MiB  # every part but the last (S3 rule)
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_SINGLE_COPY = 5 * GiB  # CopyObject limit; above it UploadPartCopy
+MAX_PUT = 5 * GiB  # PutObject limit
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_COPY_PART_SIZE = 512 * MiB
 READ_CHUNK = 1 * MiB
@@ -52,6 +56,8 @@ _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "Invalid
          "TokenRefreshRequired", "InvalidClientTokenId", "ExpiredTokenException"}
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"}
 _EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+# The body did not match the Content-MD5 we sent: refused before anything was stored.
+_DAMAGED = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
 _TRANSIENT = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
               "ThrottlingException", "RequestLimitExceeded", "OperationAborted", "500", "502",
               "503", "504"}
@@ -79,6 +85,9 @@ def _map_client_error(exc: bce.ClientError) -> DaemonError:
         return PermissionDeniedError(f"access denied: {text}", data)
     if code in _EXISTS:
         return AlreadyExistsError(f"bucket exists: {text}", data)
+    if code in _DAMAGED:
+        return ChecksumMismatchError(f"S3 refused a body that arrived damaged ({code}); nothing was stored",
+                                     {**data, "in_flight": True})
     if code == "InvalidBucketName":
         return InvalidSettingsError(f"invalid bucket name: {text}", data)
     if code in _TRANSIENT or status >= 500:
@@ -135,6 +144,11 @@ def _etag(value: str | None) -> str | None:
     return value.strip('"') if value else None
 
 
+def _content_md5(body: bytes) -> str:
+    """The Content-MD5 header: S3 checks the body against it before storing anything."""
+    return base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
 def _head_entry(name: str, head: dict[str, Any]) -> Entry:
     # With SSE-KMS or SSE-C the ETag is not an md5 of the data: report none rather than one
     # the engine would check against and wrongly call a mismatch.
@@ -143,35 +157,6 @@ def _head_entry(name: str, head: dict[str, Any]) -> Entry:
     return Entry(name=name, size=int(head.get("ContentLength", 0)),
                  etag=None if encrypted else _etag(head.get("ETag")),
                  mtime=head["LastModified"].timestamp() if head.get("LastModified") else None)
-
-
-class _PartQueue:
-    """Uploads parts of one multipart upload, at most ``depth`` at a time."""
-
-    def __init__(self, backend: S3Backend, path: str, upload_id: str, depth: int) -> None:
-        self.backend, self.path, self.upload_id = backend, path, upload_id
-        self.depth = max(1, depth)
-        self.tasks: dict[int, asyncio.Task[str]] = {}
-        self.pending: set[asyncio.Task[str]] = set()
-
-    async def submit(self, number: int, data: bytes) -> None:
-        while len(self.pending) >= self.depth:
-            done, self.pending = await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # the first failure stops the upload
-        task = asyncio.create_task(self.backend.mp_upload_part(self.path, self.upload_id, number, data))
-        self.tasks[number] = task
-        self.pending.add(task)
-
-    async def finish(self) -> list[tuple[int, str]]:
-        await asyncio.gather(*self.pending)
-        return [(n, t.result()) for n, t in sorted(self.tasks.items())]
-
-    async def cancel(self) -> None:
-        for task in self.pending:
-            task.cancel()
-        # Collect every outcome, so no failed part is reported as "never retrieved".
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
 class S3Backend(Backend):
@@ -357,55 +342,40 @@ class S3Backend(Backend):
                 while chunk := await body.read(READ_CHUNK):
                     yield chunk
 
+    def hints(self) -> Hints:
+        return Hints(part_size=self.part_size, min_part=MIN_PART_SIZE, put_threshold=self.put_threshold,
+                     max_write=MAX_PUT, write_concurrency=self.write_depth,
+                     copy_part_size=self.copy_part_size)
+
+    def request_args(self, path: str) -> dict[str, Any]:
+        """Extra arguments for the PutObject and CreateMultipartUpload of ``path`` (metadata,
+        storage class...): one place for them, so a single PUT and a multipart upload agree.
+        ``extra_write_args`` is how backends/s3meta.py writes metadata at upload."""
+        return self.extra_write_args.get(path, {})
+
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+        """Exactly one PUT, with the body's Content-MD5 so S3 refuses a damaged body."""
         bucket, key = split_path(path)
-        stream = aiter(chunks)
+        if size is not None and size > MAX_PUT:
+            raise StorageError(f"{path}: {size} bytes is more than one S3 PUT takes (5 GiB)",
+                               {"path": path, "size": size})
         buf = bytearray()
         # The caller's stream is read outside error_edge: its failures are not S3's.
-        async for chunk in stream:
+        async for chunk in chunks:
             buf += chunk
-            if len(buf) > self.put_threshold:
-                return await self._write_multipart(path, buf, stream, size)
-        with error_edge(map_s3_error, path):  # small enough for one atomic PUT
-            resp = await self.client.put_object(Bucket=bucket, Key=key, Body=bytes(buf),
-                                                **self.extra_write_args.get(path, {}))
+            if len(buf) > MAX_PUT:
+                raise StorageError(f"{path}: more than one S3 PUT takes (5 GiB)", {"path": path})
+        body = bytes(buf)
+        md5 = _content_md5(body) if len(body) <= MiB else await asyncio.to_thread(_content_md5, body)
+        with error_edge(map_s3_error, path):
+            resp = await self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5,
+                                                **self.request_args(path))
         # No HEAD for the modified time: a second request per small file halves the rate of
         # many-file pushes, and the ETag already identifies what was stored.
-        return Entry(name=path, size=len(buf), etag=_etag(resp.get("ETag")), mtime=None)
-
-    def _first_part_size(self, size: int | None) -> int:
-        if size is None:
-            return self.part_size
-        return min(MAX_PART_SIZE, max(self.part_size, math.ceil(size / MAX_PARTS)))
-
-    async def _write_multipart(self, path: str, buf: bytearray, stream: AsyncIterator[bytes],
-                               size: int | None) -> Entry:
-        part_size = self._first_part_size(size)
-        upload_id = await self.mp_create(path)
-        queue = _PartQueue(self, path, upload_id, self.write_depth)
-        number = 1
-        try:  # mp_* map their own errors; the caller's stream keeps its own
-            while True:
-                while len(buf) >= part_size:
-                    await queue.submit(number, bytes(buf[:part_size]))
-                    del buf[:part_size]
-                    number += 1
-                    if size is None and number % 1000 == 0:  # unknown size: grow to fit 10,000 parts
-                        part_size = min(MAX_PART_SIZE, part_size * 2)
-                chunk = await anext(stream, None)
-                if chunk is None:
-                    break
-                buf += chunk
-            if buf or number == 1:
-                await queue.submit(number, bytes(buf))
-            return await self.mp_complete(path, upload_id, await queue.finish())
-        except BaseException:
-            await queue.cancel()
-            await self._abort_quietly(path, upload_id)
-            raise
+        return Entry(name=path, size=len(body), etag=_etag(resp.get("ETag")), mtime=None)
 
     async def _abort_quietly(self, path: str, upload_id: str) -> None:
-        # Shielded: a cancelled write must still not leave paid-for parts behind.
+        # Shielded: a cancelled copy must still not leave paid-for parts behind.
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.shield(self.mp_abort(path, upload_id))
 
@@ -456,25 +426,21 @@ class S3Backend(Backend):
         bucket, key = split_path(dst)
         part = min(MAX_PART_SIZE, max(self.copy_part_size, math.ceil(size / MAX_PARTS)))
         upload_id = await self.mp_create(dst)
-        limit = asyncio.Semaphore(max(1, min(4, self.max_streams)))
+        etags: dict[int, str] = {}
 
-        async def copy_part(number: int, start: int) -> tuple[int, str]:
-            async with limit:
+        async def copy_part(number: int, start: int) -> None:
+            with error_edge(map_s3_error, dst):
                 resp = await self.client.upload_part_copy(
                     Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, CopySource=source,
                     CopySourceRange=f"bytes={start}-{min(start + part, size) - 1}")
-            return number, _etag(resp["CopyPartResult"]["ETag"]) or ""
+            etags[number] = _etag(resp["CopyPartResult"]["ETag"]) or ""
 
-        tasks = [asyncio.create_task(copy_part(i + 1, start))
-                 for i, start in enumerate(range(0, size, part))]
         try:
-            with error_edge(map_s3_error, dst):
-                parts = await asyncio.gather(*tasks)
-            return await self.mp_complete(dst, upload_id, list(parts))
+            async with Window(min(4, self.max_streams)) as window:
+                for i, start in enumerate(range(0, size, part)):
+                    await window.submit(copy_part(i + 1, start))
+            return await self.mp_complete(dst, upload_id, sorted(etags.items()))
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await self._abort_quietly(dst, upload_id)
             raise
 
@@ -490,12 +456,12 @@ class S3Backend(Backend):
                 raise
         return int(head["ContentLength"]) if head.get("PartsCount") else None
 
-    async def mp_create(self, path: str) -> str:
+    async def mp_create(self, path: str, extra: dict[str, Any] | None = None) -> str:
         bucket, key = split_path(path)
+        args = {**self.request_args(path), **(extra or {})}
         with error_edge(map_s3_error, path):
             try:
-                resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key,
-                                                                 **self.extra_write_args.get(path, {}))
+                resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, **args)
             except Exception:
                 self._create_failed.add(path)  # the server may have made an upload whose id we never saw
                 raise
@@ -556,12 +522,14 @@ class S3Backend(Backend):
             bucket, key = split_path(path)
             await self._abort_strays(bucket, key)
 
-    async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes) -> str:
+    async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes,
+                             md5: bytes | None = None) -> str:
         bucket, key = split_path(path)
         self._active.add(upload_id)  # also one resumed from a note, never created here
+        digest = base64.b64encode(md5).decode() if md5 is not None else _content_md5(data)
         with error_edge(map_s3_error, path):
             resp = await self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
-                                                 PartNumber=part_number, Body=data)
+                                                 PartNumber=part_number, Body=data, ContentMD5=digest)
         return _etag(resp["ETag"]) or ""
 
     async def mp_parts(self, path: str, upload_id: str) -> dict[int, tuple[str, int]]:

@@ -14,7 +14,6 @@ import itertools
 import os
 import posixpath
 import stat as statmod
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,7 +28,10 @@ from pipedaemon.backends.base import (
     TransientError,
     error_edge,
     missing_root,
+    source,
+    source_errors,
 )
+from pipedaemon.window import Window, ordered
 from pipedaemon_sdk.errors import (
     AuthFailedError,
     DaemonError,
@@ -382,52 +384,48 @@ class SFTPBackend(Backend):
 
     async def _read_window(self, f: asyncssh.SFTPClientFile, start: int, end: int) -> AsyncIterator[bytes]:
         """Chunks of [start, end) in order, with up to READ_WINDOW requests in flight."""
-        pending: deque[tuple[int, asyncio.Task[bytes]]] = deque()
-        pos = start
-        try:
-            while pending or pos < end:
-                while pos < end and len(pending) < READ_WINDOW:
-                    n = min(READ_CHUNK, end - pos)
-                    pending.append((n, asyncio.ensure_future(self._read_at(f, pos, n))))
-                    pos += n
-                want, task = pending.popleft()
-                data = await task
+
+        def reader(pos: int) -> Any:
+            return lambda: self._read_exact(f, pos, min(READ_CHUNK, end - pos))
+
+        chunks = ordered((reader(pos) for pos in range(start, end, READ_CHUNK)), READ_WINDOW)
+        async with contextlib.aclosing(chunks):  # an early end cancels the reads ahead at once
+            async for data in chunks:
                 if data:
                     yield data
-                if len(data) < want:
-                    return  # end of file came early (it shrank): stop, the caller checks sizes
-        finally:
-            for _, task in pending:
-                task.cancel()
-            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+                if len(data) < READ_CHUNK:
+                    return  # the last chunk, or the file shrank: the caller checks sizes
 
-    async def _read_at(self, f: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes:
+    async def _read_exact(self, f: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset``: a short read (a server's packet limit) is asked again
+        for the rest; fewer come back only at the end of the file."""
         async with self._ops:
-            return await f.read(size, offset)
+            data = await f.read(size, offset)
+        if len(data) == size or not data:
+            return data  # the usual case: no copy
+        got = bytearray(data)
+        while len(got) < size:
+            async with self._ops:
+                more = await f.read(size - len(got), offset + len(got))
+            if not more:
+                break
+            got += more
+        return bytes(got)
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
-        with error_edge(map_sftp_error, path):
+        # The caller's stream goes through the source pump: its failures are never SFTP's.
+        with source_errors(), error_edge(map_sftp_error, path):
             sftp = await self._client()
             flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
             f = await self._open_making_parents(sftp, path, flags)
-            pending: set[asyncio.Task[None]] = set()
             try:
-                pos = 0
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    pending.add(asyncio.ensure_future(self._write_at(f, pos, chunk)))
-                    pos += len(chunk)
-                    if len(pending) >= WRITE_WINDOW:
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        for task in done:
-                            task.result()
-                while pending:
-                    await pending.pop()
+                async with Window(WRITE_WINDOW) as window:
+                    pos = 0
+                    async for chunk in source(chunks):
+                        if chunk:
+                            await window.submit(self._write_at(f, pos, chunk))
+                            pos += len(chunk)
             finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await f.close()
         return await self.stat(path)

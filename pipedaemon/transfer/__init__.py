@@ -11,7 +11,8 @@ from .common import PARALLEL_THRESHOLD, Tuning, chunk_size_for, is_temp, temp_na
 from .download import download, verify_local
 from .limits import Limits, TokenBucket
 from .resume import ResumeSlot, forget_job
-from .upload import upload, upload_stream
+from .streamup import upload_stream
+from .upload import upload
 
 __all__ = [
     "PARALLEL_THRESHOLD", "Limits", "ResumeSlot", "TokenBucket", "TransientError", "Tuning",

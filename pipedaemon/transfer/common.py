@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipedaemon_sdk import errors as E
 
+from ..backends.base import Backend
 from ..hashing import MAX_PARTS
+from ..window import run_window
 from .limits import Limits, TokenBucket
 
 MiB = 1 << 20
@@ -31,16 +32,58 @@ OnBytes = Callable[[int], None]  # new bytes moved (negative when a retry discar
 
 @dataclass
 class Tuning:
-    """How one transfer may move: parallelism, chunk size and the limits it obeys."""
+    """How one transfer moves, decided in one place: parallelism, part and chunk size, the
+    cut-offs between one request and parts, and the limits it obeys. ``fit`` fills the
+    remote's own settings in once, when the engine starts a transfer; nothing below the
+    engine chooses a size again."""
 
     streams: int = 8  # chunks of one file in flight at once
-    chunk_size: int | None = None  # None: chosen per file
+    chunk_size: int | None = None  # the user's chunk_size_mb; None: the remote's part size or MIN_CHUNK
+    part_size: int | None = None  # multipart (S3): the remote's part_size
+    min_part: int = 1  # multipart: the storage's smallest part
+    put_threshold: int | None = None  # multipart: up to this size, one write()
+    parallel_threshold: int = PARALLEL_THRESHOLD  # offset writes / ranged reads: from this size, chunks
+    write_concurrency: int = 2  # parts of a one-pass stream in flight
     limits: Limits | None = None  # the daemon's stream slots and bandwidth
     remote_key: str = ""  # which remote's stream slots to take
     bucket: TokenBucket = field(default_factory=TokenBucket)  # the job's own bandwidth limit
     # Told of what could not be cleaned up, to retry later: (remote_key, path, upload_id) for a
     # multipart upload whose abort failed, (remote_key, path, None) for a temporary file.
     orphan: Callable[[str, str, str | None], Awaitable[None]] | None = None
+    # Told which chunk of the file is moving (0-based index, count): ProgressEvent.chunk_*.
+    on_chunk: Callable[[int, int], None] | None = None
+
+    def fit(self, backend: Backend) -> Tuning:
+        """This tuning with ``backend``'s settings (part size, cut-offs) filled in."""
+        hints = backend.hints()
+        part = hints.part_size or MIN_CHUNK
+        return replace(self, part_size=part, min_part=hints.min_part,
+                       put_threshold=part if hints.put_threshold is None else hints.put_threshold,
+                       write_concurrency=max(1, hints.write_concurrency))
+
+    def multipart(self, backend: Backend, size: int) -> bool:
+        """``size`` bytes go to ``backend`` as parts (else as one write())."""
+        return backend.caps.multipart and size > (self.put_threshold if self.put_threshold is not None
+                                                  else self.part_size or MIN_CHUNK)
+
+    def part_for(self, size: int) -> int:
+        """The part (or chunk) size for ``size`` bytes: the user's chunk size, else the remote's
+        part size; never below the storage's smallest part, never more than 10,000 parts."""
+        return max(chunk_size_for(size, self.chunk_size or self.part_size), self.min_part)
+
+    def chunk(self, index: int, count: int) -> None:
+        """Chunk ``index`` of ``count`` (part, range, or the whole file as 0 of 1) starts moving."""
+        if self.on_chunk is not None:
+            self.on_chunk(index, count)
+
+    def reporting(self, index: int, count: int,
+                  make: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``make`` that first reports chunk ``index`` of ``count`` as the one moving."""
+        async def run() -> None:
+            self.chunk(index, count)
+            await make()
+
+        return run
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -105,19 +148,6 @@ def local_error(exc: OSError, path: Path) -> E.DaemonError:
 
 
 async def run_bounded(makers: list[Callable[[], Awaitable[None]]], limit: int) -> None:
-    """Run the coroutines ``makers`` make, ``limit`` at a time; the first error cancels the rest
-    and propagates as itself (not wrapped in an exception group)."""
-    queue = list(reversed(makers))
-
-    async def worker() -> None:
-        while queue:
-            await queue.pop()()
-
-    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(limit, len(makers))))]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    """Run the coroutines ``makers`` make, ``limit`` at a time, in the one bounded window: the first
+    error cancels the rest and propagates as itself (not wrapped in an exception group)."""
+    await run_window(makers, limit)

@@ -23,7 +23,6 @@ from ..retry import retry
 from .common import (
     INLINE_IO,
     MIN_CHUNK,
-    PARALLEL_THRESHOLD,
     OnBytes,
     Tuning,
     chunk_size_for,
@@ -52,7 +51,7 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise local_error(exc, dest) from exc
-    parallel = entry.size >= PARALLEL_THRESHOLD and backend.caps.ranged_read
+    parallel = entry.size >= tuning.parallel_threshold and backend.caps.ranged_read
     inline_part = _inline_part(entry, parallel)
     parts = download_ranges(entry.size, tuning, inline_part) if parallel else [(0, entry.size)]
     # The job's own temporary name, also for a small file: a re-run after kill -9 overwrites it.
@@ -163,8 +162,9 @@ async def _fetch(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, i
         todo = [i for i, (_, n) in enumerate(parts) if done.get(i, 0) < n or n == 0]
         if hasher is not None and resumed:
             hasher.broken = True  # bytes written by an earlier daemon were not hashed
-        await run_bounded([_chunk(backend, src, fd, tmp, i, parts[i], done.get(i, 0), on_bytes, tuning,
-                                  resume, hasher) for i in todo], tuning.streams)
+        await run_bounded([tuning.reporting(i, len(parts), _chunk(
+            backend, src, fd, tmp, i, parts[i], done.get(i, 0), on_bytes, tuning, resume, hasher))
+            for i in todo], tuning.streams)
     finally:
         os.close(fd)
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pipedaemon_sdk import errors as E
 
@@ -23,7 +24,6 @@ from ..hashing import S3ETag, multipart_etag
 from ..retry import retry
 from .common import (
     INLINE_IO,
-    PARALLEL_THRESHOLD,
     OnBytes,
     Tuning,
     chunk_size_for,
@@ -34,20 +34,21 @@ from .common import (
 from .resume import ResumeSlot
 
 PIECE = 1 << 20
+T = TypeVar("T")
 
 
 async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
                  tuning: Tuning | None = None, resume: ResumeSlot | None = None) -> Entry:
     """Store the local file ``src`` at ``dst``; verified, and never half-published."""
-    tuning = tuning or Tuning()
+    tuning = (tuning or Tuning()).fit(backend)
     try:
         before = src.stat()
     except OSError as exc:
         raise E.NotFoundError(f"cannot read {src}: {exc.strerror}", {"path": str(src)}) from exc
-    big = before.st_size >= PARALLEL_THRESHOLD
+    big = before.st_size >= tuning.parallel_threshold
     ident = {"src": str(src), "size": before.st_size, "mtime_ns": before.st_mtime_ns, "dst": dst}
     unchanged = _Unchanged(src, before)
-    if backend.caps.multipart and big:
+    if tuning.multipart(backend, before.st_size):  # the engine's one decision: one PUT or parts
         return await _multipart(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
     if backend.caps.atomic_write:
         return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
@@ -131,23 +132,23 @@ class _Counter:
 async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
                   tuning: Tuning, unchanged: _Unchanged) -> Entry:
     count = _Counter(on_bytes)
+    tuning.chunk(0, 1)
 
     async def attempt() -> Entry:
         count.rewind()
         md5 = S3ETag(max(size, 1))
         async with tuning.slot():
             entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5, unchanged), size)
-        if "-" not in (entry.etag or ""):  # a multipart ETag depends on the part size of the storage
-            _verify_etag(entry, md5.hexdigest(), dst)  # behind a shared daemon (backends/pipedaemon.py)
+        await _verified_or_removed(backend, entry, md5.hexdigest(), size, dst)
         return entry
 
-    return await retry(attempt, what=f"upload {dst}")
+    return await _retry_mismatch(attempt, f"upload {dst}")
 
 
 async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, object], on_bytes: OnBytes,
                      tuning: Tuning, resume: ResumeSlot | None, unchanged: _Unchanged) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
-    part = max(chunk_size_for(size, tuning.chunk_size), 5 << 20)
+    part = tuning.part_for(size)
     upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume, tuning)
     digests: dict[int, str] = {n: info[1] for n, info in done.items()}
     etags: dict[int, str] = {n: info[0] for n, info in done.items()}
@@ -165,7 +166,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
                     # the daemon's streams x part size, however many jobs wait).
                     data, digest = await asyncio.to_thread(_read_part, src, offset, length)
                     await tuning.throttle(length)
-                    etag = await backend.mp_upload_part(dst, upload_id, number, data)
+                    etag = await backend.mp_upload_part(dst, upload_id, number, data, bytes.fromhex(digest))
                     if etag != digest:  # the part arrived damaged: sent again by retry, once more
                         raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent")
                     if resume is not None:  # before the slot is free: a kill costs at most the slots
@@ -178,9 +179,10 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
 
         return run
 
+    count = len(ranges(size, part))
     todo = [(i + 1, off, n) for i, (off, n) in enumerate(ranges(size, part)) if i + 1 not in done]
     try:
-        await run_bounded([sender(*t) for t in todo], tuning.streams)
+        await run_bounded([tuning.reporting(t[0] - 1, count, sender(*t)) for t in todo], tuning.streams)
         unchanged()
         parts = sorted(etags.items())
         expected = multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts])
@@ -193,8 +195,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
         raise
     if resume is not None:
         await resume.clear()
-    _verify_etag(entry, multipart_etag([bytes.fromhex(digests[n]) for n, _ in parts]), dst)
-    _verify_size(entry, size, dst)
+    await _verified_or_removed(backend, entry, expected, size, dst)
     return entry
 
 
@@ -242,11 +243,12 @@ class _PartMismatch(E.ChecksumMismatchError):
     pass
 
 
-async def _retry_mismatch(attempt: Callable[[], Awaitable[str]], what: str) -> str:
-    """Transient errors are retried by retry(); a damaged part is sent once more, then 1009."""
+async def _retry_mismatch(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """Transient errors are retried by retry(); a part or body that arrived damaged (refused by
+    the storage's Content-MD5 check, or an ETag that differs) is sent once more, then 1009."""
     try:
         return await retry(attempt, what=what)
-    except _PartMismatch:
+    except E.ChecksumMismatchError:
         return await retry(attempt, what=what)
 
 
@@ -300,8 +302,19 @@ async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _
         with contextlib.suppress(E.DaemonError):  # a server refusing it still gets the file
             await retry(lambda: backend.set_mtime(tmp, mtime), what=f"set mtime of {tmp}")
     await rename_retried(backend, tmp, dst)
+    return await _published(backend, dst, size)
+
+
+async def _published(backend: Backend, dst: str, size: int) -> Entry:
+    """The entry of what was just renamed to ``dst``; if it is not what was sent, it is removed
+    (nothing unverified stays under a final name) and 1009 reported."""
     entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
-    _verify_size(entry, size, dst)
+    try:
+        _verify_size(entry, size, dst)
+    except E.ChecksumMismatchError:
+        with contextlib.suppress(E.DaemonError):
+            await retry(lambda: backend.delete(dst), what=f"remove unverified {dst}", budget_s=5)
+        raise
     return entry
 
 
@@ -335,6 +348,7 @@ async def _renamed_stream(backend: Backend, src: Path, dst: str, size: int, on_b
                           tuning: Tuning, unchanged: _Unchanged, tag: str | None = None) -> Entry:
     tmp = temp_name(dst, tag)
     count = _Counter(on_bytes)
+    tuning.chunk(0, 1)
 
     async def attempt() -> Entry:
         count.rewind()
@@ -395,7 +409,8 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
 
     try:
         try:
-            await run_bounded([sender(i) for i in range(len(parts)) if i not in done], tuning.streams)
+            await run_bounded([tuning.reporting(i, len(parts), sender(i))
+                               for i in range(len(parts)) if i not in done], tuning.streams)
         finally:
             await writer.close()
         entry = await _publish(backend, tmp, dst, size, unchanged)
@@ -410,33 +425,14 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
     return entry
 
 
-async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str, size: int,
-                        tuning: Tuning | None = None) -> Entry:
-    """Store a one-pass stream (it cannot be read twice, so it is not retried)."""
-    tuning = tuning or Tuning()
-    md5 = S3ETag(max(size, 1))
-
-    async def counted() -> AsyncIterator[bytes]:
-        async for piece in chunks:
-            await tuning.throttle(len(piece))
-            md5.update(piece)
-            yield piece
-
-    if backend.caps.atomic_write:
-        async with tuning.slot():
-            entry = await backend.write(dst, counted(), size)
-        if "-" not in (entry.etag or ""):  # a multipart ETag depends on the backend's part size
-            _verify_etag(entry, md5.hexdigest(), dst)
-        _verify_size(entry, size, dst)
-        return entry
-    tmp = temp_name(dst)
+async def _verified_or_removed(backend: Backend, entry: Entry, expected: str, size: int, dst: str) -> None:
+    """A published object whose size or checksum differs from what was sent is removed, then
+    1009: nothing unverified stays under its final name (the storage's own Content-MD5 check
+    makes this the rare case)."""
     try:
-        async with tuning.slot():
-            await backend.write(tmp, counted(), size)
-        await rename_retried(backend, tmp, dst)
-        entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
         _verify_size(entry, size, dst)
-        return entry
-    except BaseException:
-        await asyncio.shield(_discard(backend, tmp, tuning))
+        _verify_etag(entry, expected, dst)
+    except E.ChecksumMismatchError:
+        with contextlib.suppress(E.DaemonError):
+            await retry(lambda: backend.delete(dst), what=f"remove unverified {dst}", budget_s=5)
         raise

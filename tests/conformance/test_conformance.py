@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pipedaemon.backends.base import Backend, Entry, backend_class
+from pipedaemon.transfer import upload_stream
 from pipedaemon_sdk.errors import NotFoundError, StorageError
 
 BACKENDS = ["local", "s3", "sftp", "sftp_asyncssh", "ftp", "ftps", "pureftpd"]  # sftp: auto = OpenSSH
@@ -135,7 +136,9 @@ async def test_big_file_streams_with_bounded_memory(backend: Case) -> None:
             yield chunk
 
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert (await b.write(path, chunks(), size=BIG)).size == BIG
+    # Through the engine, as every caller stores a stream: on S3 write() is exactly one PUT
+    # (whole in memory), and the engine moves a big stream as parts.
+    assert (await upload_stream(b, chunks(), path, BIG)).size == BIG
     assert (await b.stat(path)).size == BIG
     got, total, largest = hashlib.sha256(), 0, 0
     async for chunk in b.read(path):
@@ -148,6 +151,22 @@ async def test_big_file_streams_with_bounded_memory(backend: Case) -> None:
     # writing, once for reading) would raise the peak by at least BIG.
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) * 1024
     assert grown < BIG, f"peak memory grew by {grown / MiB:.0f} MiB moving a {BIG // MiB} MiB file"
+
+
+class _CallersOwn(Exception):
+    """Raised by the caller's stream: no backend may report it as a storage error."""
+
+
+async def test_callers_stream_failure_is_not_a_storage_error(backend: Case) -> None:
+    b, root = backend
+
+    async def shrinking() -> AsyncIterator[bytes]:
+        yield blob(50, 300_000)
+        raise _CallersOwn("the local file shrank")
+
+    with pytest.raises(_CallersOwn):  # the very exception, unmapped (one source pump in base)
+        await b.write(root + "half.bin", shrinking(), size=600_000)
+    assert await b.write(root + "after.txt", stream([b"ok"]), size=2)  # the backend still works
 
 
 async def test_awkward_names(backend: Case) -> None:
