@@ -184,6 +184,14 @@ class PipeLocal(PipeBase):
         return (opts.get("include") if include is None else include,
                 opts.get("exclude") if exclude is None else exclude)
 
+    def delete_files_remote(self, files: list[str] | None = None, confirm: bool = True) -> None:
+        raise X.LocalModeOnlyError("PipeLocal reaches no remote: use d6tpipe.Pipe(api, name) to delete "
+                                   "remote files", {"pipe": self.name})
+
+    def delete_files(self, files: list[str] | None = None, confirm: bool = True,
+                     all_local: bool | None = None) -> None:
+        self.delete_files_remote(files, confirm)
+
 
 class Pipe(PipeBase):
     """A data pipe: pull and push what changed, run by the daemon.
@@ -270,10 +278,12 @@ class Pipe(PipeBase):
         return {"filename": r["filename"], "modified_at": datetime.fromtimestamp(ts), "size": r["size"],
                 "crc": r.get("etag") or f"{mtime}-{r['size']}"}
 
-    def scan_remote(self, attributes: bool = False, cached: bool = True) -> Any:
+    def scan_remote(self, attributes: bool = False, cached: bool = True, sortby: str | None = None) -> Any:
         """Remote files: names, or ``((), rows)`` with ``attributes`` (filename, modified_at,
-        size, crc), from the daemon's cache within its TTL unless ``cached=False``."""
-        rows = self._native.scan_remote(attributes=True, cached=cached, sortby="filename")
+        size, crc), from the daemon's cache within its TTL unless ``cached=False``.
+
+        ``sortby`` (filename, modified_at, size) is in d6tpipe's docs, not in its 1.2.7 code."""
+        rows = self._native.scan_remote(attributes=True, cached=cached, sortby=sortby or "filename")
         if attributes:
             return (), [self._remote_row(r) for r in rows]
         return _names(rows)
@@ -385,7 +395,12 @@ class Pipe(PipeBase):
     def remove_orphans(self, files: list[str] | None = None, direction: str = "local",
                        dryrun: bool | None = None) -> dict[str, list[str]]:
         """Files on one side only: ``local`` (not on the remote), ``remote``, ``both``;
-        ``{'local': [...], 'remote': [...]}``. Without ``dryrun`` only lists them (a warning)."""
+        ``{'local': [...], 'remote': [...]}``. Without ``dryrun`` only lists them (a warning).
+
+        d6tpipe's docs call ``remove_orphans('local')``, which its code takes as ``files``: a
+        direction given first is taken as the direction here."""
+        if isinstance(files, str):
+            files, direction = (None, files) if files in ("both", "local", "remote") else ([files], direction)
         if direction not in ("both", "local", "remote"):
             raise X.InvalidValueError("direction must be both, local or remote", {"field": "direction"})
         if dryrun is None:
