@@ -115,3 +115,53 @@ def test_same_script_same_results(real_d6tpipe: Any, client: Any, s3_server: Any
     assert real["disk"]["a.csv"] == b"a,1\na,2\n"
     assert real["printed"][:4] == ["pulling: 0.00MB", "pulling: 0.00MB",
                                    "############### README ###############", "# Vendor data"]
+
+
+def bug_script(d6tpipe: Any, base: Path, settings: dict[str, Any], s3: Any, bucket: str) -> dict[str, Any]:
+    """Where d6tpipe 1.2.7 has bugs: mode 'mod', its conflict check, remove_orphans('local')."""
+    out: dict[str, Any] = {}
+    cfg = str(base / "cfg.json")
+    d6tpipe.api.ConfigManager(filecfg=cfg).init({"filerepo": str(base / "repo")})
+    api = d6tpipe.api.APILocal(filecfg=cfg)
+    d6tpipe.upsert_pipe(api, settings)
+    pipe = d6tpipe.Pipe(api, settings["name"])
+    pipe.pull()
+    s3.put_object(Bucket=bucket, Key="a.csv", Body=b"remote edit\n")
+    pipe.scan_remote(cached=False)
+    try:
+        out["mod"] = d6tpipe.Pipe(api, settings["name"], mode="mod").pull_preview()
+    except ValueError as err:
+        out["mod"] = f"ValueError: {err}"
+    (pipe.dirpath / "a.csv").write_bytes(b"local edit, not pushed\n")
+    try:
+        out["conflict"] = pipe.pull()
+    except d6tpipe.exceptions.PullError:
+        out["conflict"] = "PullError"
+    out["a.csv"] = (pipe.dirpath / "a.csv").read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["orphans"] = pipe.remove_orphans("local")
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_where_d6tpipe_has_bugs_the_documented_thing_happens(real_d6tpipe: Any, client: Any, s3_server: Any,
+                                                              s3_client: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/d6tpipe.md, 'What is better': each claim about d6tpipe 1.2.7, shown on the real one."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.region)
+    results = {}
+    for label, mod in (("real", real_d6tpipe), ("ours", ours)):
+        bucket = new_bucket_name("d6b")
+        s3_client.create_bucket(Bucket=bucket)
+        for key, body in SEED.items():
+            s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+        settings = s3_settings("bug-pipe", s3_server, bucket)
+        results[label] = bug_script(mod, tmp_path / label, settings, s3_client, bucket)
+    real, mine = results["real"], results["ours"]
+    assert real["mod"] == "ValueError: Invalid pipe mode" and mine["mod"] == ["a.csv"]
+    assert real["conflict"] == ["a.csv"] and real["a.csv"] == b"remote edit\n"  # the local edit was lost
+    assert mine["conflict"] == "PullError" and mine["a.csv"] == b"local edit, not pushed\n"
+    assert real["orphans"] == {"local": "local", "remote": "local"}  # 'local' taken as the files
+    assert mine["orphans"] == {"local": [], "remote": []}
