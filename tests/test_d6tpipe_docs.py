@@ -368,3 +368,25 @@ def test_errors_are_d6tpipe_and_typed(d6t_home: Path, request: pytest.FixtureReq
                         lambda self, name, s: granted.append((name, s)) or {"pipe": name, **s}, raising=False)
     response, data = d6tpipe.upsert_permissions(api, "pipe-name", settings)
     assert response.status_code == 201 and data["role"] == "read" and granted == [("pipe-name", settings)]
+
+
+def test_module_is_light_and_errors_are_typed() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from pipedaemon_sdk import errors as E
+
+    heavy = ["aiobotocore", "botocore", "boto3", "asyncssh", "aioftp", "click", "asyncio", "aiosqlite",
+             "pipedaemon", "yaml", "luigi", "tinydb", "tqdm", "d6tpipe", "d6tcollect"]
+    code = ("import json, sys; import pipedaemon_sdk.d6tpipe as d6tpipe; "
+            f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+    X = d6tpipe.exceptions
+    for cls, typed, code_ in ((X.PullError, E.ConflictError, 1006), (X.PushError, E.ConflictError, 1006),
+                              (X.ResourceExistsError, E.AlreadyExistsError, 1002)):
+        err = cls("boom", {"files": ["a.csv"]})
+        assert isinstance(err, typed) and isinstance(err, E.DaemonError) and err.code == code_
+        assert err.data == {"files": ["a.csv"]}
