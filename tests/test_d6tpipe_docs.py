@@ -223,11 +223,17 @@ def test_documented_tour(far: Far, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     pipe._reset_credentials()  # "force renewal": nothing to renew, the daemon owns them
     # pipe.push(['a.csv']) # force push on selected files
     assert pipe.push(["a.csv"]) == ["a.csv"]
+    # push(fromdb=True): only files synced before (here the edited b.csv, not a new file)
+    (pipe.dirpath / "b.csv").write_text("b,2\nb,3\nedited here\n")
+    (pipe.dirpath / "fresh.csv").write_text("f\n")
+    assert pipe.push(dryrun=True, fromdb=True) == ["b.csv"]
+    assert pipe.push(fromdb=True) == ["b.csv"]
+    assert "fresh.csv" not in far.names()
     # pipe.push(include='*.csv',exclude='backup*.csv') # apply file filters
     (pipe.dirpath / "backup1.csv").write_text("bk\n")
     (pipe.dirpath / "z.csv").write_text("z\n")
     (pipe.dirpath / "z.txt").write_text("z\n")
-    assert pipe.push(include="*.csv", exclude="backup*.csv") == ["z.csv"]
+    assert pipe.push(include="*.csv", exclude="backup*.csv") == ["fresh.csv", "z.csv"]
     assert "backup1.csv" not in far.names() and "z.txt" not in far.names()
 
     # A push while the remote has changes not pulled: PushError (d6tpipe's is_synced(israise=True))
