@@ -10,6 +10,7 @@ check, files() after an empty pull) tests/test_d6tpipe_docs.py checks our docume
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,13 @@ def script(d6tpipe: Any, base: Path, settings: dict[str, Any], s3: Any, bucket: 
     return out
 
 
-@pytest.mark.timeout(240)
-def test_same_script_same_results(real_d6tpipe: Any, client: Any, s3_server: Any, s3_client: Any,
-                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+Script = Callable[[Any, Path, dict[str, Any], Any, str], dict[str, Any]]
+Results = dict[str, dict[str, Any]]
+
+
+def run_both(fn: Script, name: str, real_d6tpipe: Any, s3_server: Any, s3_client: Any, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Results:
+    """``fn`` under the real d6tpipe and under ours, each on its own bucket holding SEED."""
     # The real library's boto3 finds moto through the environment (its settings have no endpoint).
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.region)
@@ -95,13 +99,20 @@ def test_same_script_same_results(real_d6tpipe: Any, client: Any, s3_server: Any
         s3_client.create_bucket(Bucket=bucket)
         for key, body in SEED.items():
             s3_client.put_object(Bucket=bucket, Key=key, Body=body)
-        settings = s3_settings("eq-pipe", s3_server, bucket)
-        results[label] = script(mod, tmp_path / label, settings, s3_client, bucket)
-        results[label]["remote_prefix"] = results[label]["remote_prefix"].replace(bucket, "BUCKET")
+        out = fn(mod, tmp_path / label, s3_settings(name, s3_server, bucket), s3_client, bucket)
+        out = {k: v.replace(bucket, "BUCKET") if isinstance(v, str) else v for k, v in out.items()}
         # what they print: the sizes moved and the README, line for line
         printed = capsys.readouterr().out.splitlines()
-        marks = ("pulling:", "pushing:", "####", "# ")
-        results[label]["printed"] = [ln for ln in printed if ln.startswith(marks)]
+        out["printed"] = [ln for ln in printed if ln.startswith(("pulling:", "pushing:", "####", "# "))]
+        results[label] = out
+    return results
+
+
+@pytest.mark.timeout(240)
+def test_same_script_same_results(real_d6tpipe: Any, client: Any, s3_server: Any, s3_client: Any,
+                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    results = run_both(script, "eq-pipe", real_d6tpipe, s3_server, s3_client, tmp_path, monkeypatch, capsys)
     real, mine = results["real"], results["ours"]
     assert mine == real
     # and what they both returned is what d6tpipe documents
@@ -147,18 +158,11 @@ def bug_script(d6tpipe: Any, base: Path, settings: dict[str, Any], s3: Any, buck
 @pytest.mark.timeout(120)
 def test_where_d6tpipe_has_bugs_the_documented_thing_happens(real_d6tpipe: Any, client: Any, s3_server: Any,
                                                               s3_client: Any, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """docs/d6tpipe.md, 'What is better': each claim about d6tpipe 1.2.7, shown on the real one."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.region)
-    results = {}
-    for label, mod in (("real", real_d6tpipe), ("ours", ours)):
-        bucket = new_bucket_name("d6b")
-        s3_client.create_bucket(Bucket=bucket)
-        for key, body in SEED.items():
-            s3_client.put_object(Bucket=bucket, Key=key, Body=body)
-        settings = s3_settings("bug-pipe", s3_server, bucket)
-        results[label] = bug_script(mod, tmp_path / label, settings, s3_client, bucket)
+    results = run_both(bug_script, "bug-pipe", real_d6tpipe, s3_server, s3_client, tmp_path, monkeypatch,
+                       capsys)
     real, mine = results["real"], results["ours"]
     assert real["mod"] == "ValueError: Invalid pipe mode" and mine["mod"] == ["a.csv"]
     assert real["conflict"] == ["a.csv"] and real["a.csv"] == b"remote edit\n"  # the local edit was lost
