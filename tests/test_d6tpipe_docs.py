@@ -396,3 +396,41 @@ def test_module_is_light_and_errors_are_typed() -> None:
         err = cls("boom", {"files": ["a.csv"]})
         assert isinstance(err, typed) and isinstance(err, E.DaemonError) and err.code == code_
         assert err.data == {"files": ["a.csv"]}
+
+
+def test_less_travelled_calls(d6t_home: Path, request: pytest.FixtureRequest, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    far = far_for("s3", request)
+    far.put("small.csv", "s")
+    far.put("large.csv", "l" * 50)
+    api = d6tpipe.api.APILocal(quiet=True)
+    d6tpipe.upsert_pipe(api, far.settings)
+    pipe = d6tpipe.Pipe(api, "pipe-name")
+    assert pipe.quiet and pipe.pull() == ["large.csv", "small.csv"]
+    assert pipe.files(sortby="size") == ["small.csv", "large.csv"]
+    assert pipe.files(check_exists=False) == ["large.csv", "small.csv"]
+    assert pipe.filepaths(aspath=False, include="s*") == ["small.csv"]
+    with pytest.warns(UserWarning, match="does not exist"):
+        rows, names = pipe.scan_local(files=["small.csv", "missing.csv"], attributes=True)
+    assert [r["filename"] for r in rows] == ["small.csv"] and names == ["small.csv", "missing.csv"]
+    with pytest.raises(d6tpipe.exceptions.LocalFileMissingError) as missing:
+        pipe.delete_files_local(files=["nope.csv"], confirm=False)
+    assert isinstance(missing.value, FileNotFoundError)
+    assert pipe.delete_files_local(files=["nope.csv", "small.csv"], confirm=False, ignore_errors=True) == [
+        "small.csv"]
+    one = tmp_path / "one.csv"
+    one.write_text("1")
+    assert pipe.import_file(str(one), subdir="in") == ["in/one.csv"]
+    local = d6tpipe.PipeLocal("pipe-name", quiet=True)
+    assert local.scan_local(fromdb=True) == ["in/one.csv", "large.csv"]  # no sync state without the daemon
+    assert local.delete_files_local(files=["in/one.csv"], confirm=False) == ["in/one.csv"]
+    with pytest.raises(d6tpipe.exceptions.LocalModeOnlyError):
+        local.delete_files_remote(confirm=False)
+    response, data = pipe.cnxnpipe.get()
+    assert response.status_code == 200 and data["name"] == "pipe-name"
+    assert pipe.cnxnpipe.delete()[0].status_code == 204 and api.list_pipes() == []
+    answers(monkeypatch, "n")
+    api.wipe_all()  # "n": nothing happens
+    assert Path(api.filerepo).exists()
+    api.wipe_all(confirm=False)
+    assert not Path(api.filerepo).exists()

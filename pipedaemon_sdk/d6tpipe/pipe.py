@@ -432,10 +432,10 @@ class Pipe(PipeBase):
 
     # -- importing through the daemon (it records nothing, but checks the folder) -------------------
     def import_files(self, files: Any, subdir: str | None = None, move: bool = False) -> list[str]:
-        return self._native.import_files(list(files), subdir=subdir, move=move)
+        return _names(self._native.import_files(list(files), subdir=subdir, move=move))
 
     def import_dir(self, dir: str | os.PathLike[str], move: bool = False) -> list[str]:
-        return self._native.import_dir(dir, move=move)
+        return _names(self._native.import_dir(dir, move=move))
 
     # -- credentials stay in the daemon ---------------------------------------------------------------
     def _get_credentials(self, write: bool = False) -> dict[str, Any]:
