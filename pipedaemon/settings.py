@@ -209,7 +209,8 @@ def _check_location(s: RemoteSettings, options: dict[str, Any]) -> None:
             raise E.InvalidSettingsError(f"missing host: give `location` or options.host for {s.protocol}",
                                          {"field": "location"})
         options["host"] = options.get("host") or s.location
-        if s.protocol == "sftp" and not options.get("username"):
+        logins = [c.get("username") for c in split_credentials(s.credentials or {}).values()]
+        if s.protocol == "sftp" and not options.get("username") and not all(logins):
             import getpass
 
             options["username"] = getpass.getuser()
