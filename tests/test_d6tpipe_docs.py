@@ -343,6 +343,9 @@ def test_errors_are_d6tpipe_and_typed(d6t_home: Path, request: pytest.FixtureReq
     with pytest.raises(d6tpipe.exceptions.PipeNotFoundError) as nf:
         d6tpipe.Pipe(api, "nope")
     assert isinstance(nf.value, NotFoundError) and isinstance(nf.value, OSError)
+    # Register managed pipes: d6tpipe.upsert_pipe(api, {'name': 'your-pipe'}) -- here a pipe names storage
+    with pytest.raises(InvalidSettingsError, match="needs a `remote`"):
+        d6tpipe.upsert_pipe(api, {"name": "your-pipe"})
     far = far_for("s3", request)
     assert api.cnxn.pipes.post(far.settings)[0].status_code == 201
     with pytest.raises(d6tpipe.exceptions.ResourceExistsError) as ex:
@@ -428,6 +431,11 @@ def test_less_travelled_calls(d6t_home: Path, request: pytest.FixtureRequest, tm
         local.delete_files_remote(confirm=False)
     response, data = pipe.cnxnpipe.get()
     assert response.status_code == 200 and data["name"] == "pipe-name"
+    # api.cnxn.pipes._('pipe-name').patch(request_body=...) / .put(...): top-level keys / all of them
+    assert pipe.cnxnpipe.patch({"description": "d"})[1]["description"] == "d"
+    assert api.cnxn.pipes._("pipe-name").patch({"schema": {"k": 1}})[1]["description"] == "d"
+    put = api.cnxn.pipes._("pipe-name").put({**far.settings, "description": "only"})[1]
+    assert put["description"] == "only" and "schema" not in put
     assert pipe.cnxnpipe.delete()[0].status_code == 204 and api.list_pipes() == []
     answers(monkeypatch, "n")
     api.wipe_all()  # "n": nothing happens

@@ -240,6 +240,8 @@ class _APIBase:
             self.key = str(uuid.uuid4())
             if config is None:
                 self.configmgr.update({"key": self.key})
+        self.encrypt_keys = ["location", "readCredentials", "writeCredentials", "settings", "files",
+                             "readParams"]  # d6tpipe's; nothing is encrypted here (the daemon seals)
         self.cnxn = _Cnxn(self)  # type: ignore[arg-type]
         self.mode = "local"
 

@@ -171,6 +171,7 @@ class PipeLocal(PipeBase):
         self.name, self.sortby, self.quiet = name, sortby, quiet
         self.profile = "default" if profile is None else profile
         self._native = _NativeLocal(name, profile=self.profile, sortby=sortby)
+        self.configmgr = ConfigManager(self.profile, filecfg)  # reaches the daemon only when used
         self.config = self.cfg_profile = config or {"filerepo": str(self._native.dirpath.parent)}
         self.filerepo = self.cfg_profile["filerepo"]
         self.settings = self._native.settings
