@@ -169,3 +169,36 @@ def test_where_d6tpipe_has_bugs_the_documented_thing_happens(real_d6tpipe: Any, 
     assert mine["conflict"] == "PullError" and mine["a.csv"] == b"local edit, not pushed\n"
     assert real["orphans"] == {"local": "local", "remote": "local"}  # 'local' taken as the files
     assert mine["orphans"] == {"local": [], "remote": []}
+
+
+@pytest.mark.timeout(120)
+def test_files_d6tpipe_pulled_are_kept(real_d6tpipe: Any, client: Any, s3_server: Any, s3_client: Any,
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/d6tpipe.md, 'Keeping the files d6tpipe pulled': pointed at d6tpipe's folder, the
+    port downloads nothing that d6tpipe already pulled (S3: md5 = ETag) and pulls what changed."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.region)
+    bucket = new_bucket_name("d6k")
+    s3_client.create_bucket(Bucket=bucket)
+    for key, body in SEED.items():
+        s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+    settings = s3_settings("kept-pipe", s3_server, bucket)
+    before = real_d6tpipe.api.ConfigManager(filecfg=str(tmp_path / "real.json"))
+    before.init({"filerepo": str(tmp_path / "d6t")})
+    old_api = real_d6tpipe.api.APILocal(filecfg=str(tmp_path / "real.json"))
+    real_d6tpipe.upsert_pipe(old_api, settings)
+    assert sorted(real_d6tpipe.Pipe(old_api, "kept-pipe").pull()) == sorted(SEED)
+
+    ours.api.ConfigManager(filecfg=str(tmp_path / "ours.json")).init({"filerepo": str(tmp_path / "d6t")})
+    api = ours.api.APILocal(filecfg=str(tmp_path / "ours.json"))
+    assert api.filerepo == old_api.filerepo
+    ours.upsert_pipe(api, settings)
+    pipe = ours.Pipe(api, "kept-pipe")
+    mtimes = {n: (pipe.dirpath / n).stat().st_mtime_ns for n in SEED}
+    assert pipe.pull() == []  # every file recorded as synced, none downloaded again
+    assert {n: (pipe.dirpath / n).stat().st_mtime_ns for n in SEED} == mtimes
+    assert sorted(pipe.files()) == sorted(SEED)
+    s3_client.put_object(Bucket=bucket, Key="b.csv", Body=b"b,22\nb,23\n")
+    assert pipe.pull_preview(cached=False) == ["b.csv"]
+    assert pipe.pull() == ["b.csv"]
+    assert tree(pipe.dirpath)["b.csv"] == b"b,22\nb,23\n"
