@@ -263,6 +263,7 @@ class _APIBase:
         """Move all the profile's files to ``path`` (which becomes the filerepo); reload."""
         self.client.move_repo(path)
         say(f"Moved repo to {path}. Reloading api", self.quiet)
+        self.client.close()
         self.__init__(profile=self.profile, filecfg=self.cfg_filecfg, quiet=self.quiet)  # type: ignore[misc]
         return True
 
