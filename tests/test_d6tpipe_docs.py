@@ -416,6 +416,8 @@ def test_less_travelled_calls(d6t_home: Path, request: pytest.FixtureRequest, tm
     with pytest.warns(UserWarning, match="does not exist"):
         rows, names = pipe.scan_local(files=["small.csv", "missing.csv"], attributes=True)
     assert [r["filename"] for r in rows] == ["small.csv"] and names == ["small.csv", "missing.csv"]
+    with pytest.raises(d6tpipe.exceptions.LocalFileMissingError):
+        pipe.scan_local(files=["missing.csv"], on_not_exist="raise")
     with pytest.raises(d6tpipe.exceptions.LocalFileMissingError) as missing:
         pipe.delete_files_local(files=["nope.csv"], confirm=False)
     assert isinstance(missing.value, FileNotFoundError)

@@ -70,6 +70,9 @@ class PipeBase:
             try:
                 st = p.stat()
             except FileNotFoundError:
+                if on_not_exist not in ("warn", "skip"):  # d6tpipe: any other value fails on the file
+                    raise X.LocalFileMissingError(f"Local file {name} does not exist",
+                                                  {"path": str(p)}) from None
                 if on_not_exist == "warn":
                     warnings.warn(f"Local file {name} does not exist", stacklevel=3)
                 continue
