@@ -238,9 +238,8 @@ def test_documented_tour(far: Far, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     # A push while the remote has changes not pulled: PushError (d6tpipe's is_synced(israise=True))
     bigger(far, "data1.csv", "d,1\nd,2\n")
-    pipe.scan_remote(cached=False)
     with pytest.raises(d6tpipe.exceptions.PushError) as pe:
-        pipe.push()
+        pipe.push(cached=False)  # cached=False: the remote listed afresh before deciding
     assert isinstance(pe.value, ConflictError) and pe.value.code == 1006
     assert pipe.pull() == ["data1.csv"]
     assert pipe.push() == ["backup1.csv", "z.txt"]

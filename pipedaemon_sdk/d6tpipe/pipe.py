@@ -373,11 +373,13 @@ class Pipe(PipeBase):
         check); ``fromdb=True`` pushes only files synced before.
         """
         self._has_write()
+        if not cached:  # list afresh once; the check and the plan below then share that listing
+            self._native.scan_remote(cached=False)
         if files is None and self.mode != "all":
             self.is_synced(israise=True)
         plan = self._native.push_preview(files, include, exclude, nrecent, True)
         todo = sorted(plan + plan.conflicts, key=lambda r: r["filename"])
-        if fromdb:
+        if fromdb and files is None:  # as d6tpipe: named files are pushed whatever fromdb says
             synced = set(self._synced())
             todo = [r for r in todo if r["filename"] in synced]
         if dryrun:
