@@ -422,6 +422,8 @@ class Pipe(PipeBase):
         self._has_write()
         if not self._confirm(files, self.remote_prefix, confirm):
             return None
+        if not files:  # "all" is what the remote holds now, as d6tpipe lists it afresh
+            self._native.scan_remote(cached=False)
         return _names(self._native.delete_files_remote(files or None, confirm=False))
 
     def delete_files(self, files: list[str] | None = None, confirm: bool = True,
