@@ -291,8 +291,9 @@ def test_documented_tour(far: Far, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert sorted(pipe.reset(delete=True)) == remote_now
     assert not (pipe.dirpath / "unsynced.csv").exists()
     # pipe.delete_files_remote() # delete all remote files
+    far.put("late.csv", "arrived after the last listing\n")
     answers(monkeypatch, "y")
-    assert sorted(pipe.delete_files_remote()) == remote_now
+    assert sorted(pipe.delete_files_remote()) == sorted([*remote_now, "late.csv"])
     assert far.names() == set()
     # d6tpipe asks with input(); without a terminal the answer is no, never a hang
     monkeypatch.setattr("builtins.input", lambda prompt="": (_ for _ in ()).throw(EOFError()))
