@@ -140,6 +140,8 @@ class Remotes:
 
     async def _connect(self, remote: Remote, creds: dict[str, Any]) -> Backend:
         options = dict(remote.options)
+        if creds.get("username"):  # d6tpipe puts the login with the password (per read/write set)
+            options["username"] = creds["username"]
         if remote.host_key:
             options["_pinned_host_key"] = remote.host_key
         backend = backend_class(remote.protocol)(options, creds, max_streams=self.max_streams)

@@ -85,6 +85,7 @@ class SFTPOptions(_Strict):
 
 
 class SFTPCredentials(_Strict):
+    username: OneLine | None = None  # d6tpipe's place for the login (overrides options.username)
     password: str | None = None
     private_key: str | None = None
     passphrase: str | None = None
@@ -107,6 +108,7 @@ class FTPOptions(_Strict):
 
 
 class FTPCredentials(_Strict):
+    username: OneLine | None = None  # d6tpipe's place for the login (overrides options.username)
     password: OneLine = ""
 
 
@@ -159,10 +161,29 @@ def split_credentials(creds: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"read": creds, "write": creds}
 
 
+# d6tpipe's short names for S3 keys (its settings files use them), taken as the long ones.
+S3_ALIASES = {"key": "aws_access_key_id", "secret": "aws_secret_access_key"}
+
+
+def _d6tpipe_credentials(protocol: Any, creds: Any) -> Any:
+    """Credentials as d6tpipe writes them, in our field names (each set of a read/write pair)."""
+    if protocol != "s3" or not isinstance(creds, dict):
+        return creds
+    if creds and set(creds) <= {"read", "write"}:
+        return {mode: _d6tpipe_credentials(protocol, c) for mode, c in creds.items()}
+    out = dict(creds)
+    for short, long in S3_ALIASES.items():
+        if short in out and long not in out:
+            out[long] = out.pop(short)
+    return out
+
+
 def validate(raw: Any) -> tuple[RemoteSettings, dict[str, Any]]:
     """Settings checked for their protocol; also the options with defaults filled in."""
     if not isinstance(raw, dict):
         raise E.InvalidSettingsError("remote settings must be an object", {"field": ""})
+    if raw.get("credentials"):
+        raw = {**raw, "credentials": _d6tpipe_credentials(raw.get("protocol"), raw["credentials"])}
     if "protocol" in raw and raw["protocol"] not in PROTOCOLS:
         raise E.InvalidSettingsError(
             f"unknown protocol {raw['protocol']!r}: use one of {', '.join(PROTOCOLS)}", {"field": "protocol"})

@@ -63,6 +63,8 @@ BAD_VALUES: dict[tuple[str, str], list[Any]] = {
 # Credentials that would travel in an FTP command or an HTTP header refuse control characters.
 BAD_CREDENTIALS: dict[tuple[str, str], list[Any]] = {
     ("ftp", "password"): ["pw\r\nDELE important.csv", "pw\x00"],
+    ("ftp", "username"): ["me\r\nDELE x"],  # d6tpipe's place for the login: the same rule as options'
+    ("sftp", "username"): ["me\nroot"],
     ("s3", "aws_access_key_id"): ["AKIA\r\nX-Evil: 1"],
     ("s3", "aws_secret_access_key"): ["secret\n"],
     ("s3", "aws_session_token"): ["tok\ren"],

@@ -12,7 +12,7 @@ from .common import main_group
 
 # Each module adds its commands to the group when imported.
 for _mod in ("daemon_cmds", "storage_cmds", "pipe_cmds", "meta_cmds", "diag_cmds", "schedule_cmds",
-             "share_cmds"):
+             "share_cmds", "d6tpipe_cmds"):
     importlib.import_module(f"{__name__}.{_mod}")
 
 

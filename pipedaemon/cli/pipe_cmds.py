@@ -200,6 +200,7 @@ def _sync_options(f: Any) -> Any:
         click.option("--no-cache", is_flag=True, help="List the remote afresh instead of using the cache."),
         click.option("--file", "files", multiple=True, help="Only these files (repeatable); forces them."),
         click.option("--record", is_flag=True, help="Link each moved file to the version it came from."),
+        click.option("--profile", default=None, help="Profile (d6tpipe's place; the group's works too)."),
     ]):
         f = opt(f)
     return f
@@ -207,7 +208,9 @@ def _sync_options(f: Any) -> Any:
 
 def _sync(ctx: click.Context, direction: str, pipe_name: str, preview: bool, include: str | None,
           exclude: str | None, mode: str, nrecent: int, merge_mode: str | None, no_cache: bool,
-          files: tuple[str, ...], detach: bool, record: bool = False) -> None:
+          files: tuple[str, ...], detach: bool, record: bool = False, profile: str | None = None) -> None:
+    if profile:
+        ctx.obj["profile"] = profile
     pipe = client(ctx).pipe(pipe_name, mode=mode)
     kw: dict[str, Any] = {"files": list(files) or None, "include": include, "exclude": exclude,
                           "nrecent": nrecent, "merge_mode": merge_mode, "cached": not no_cache}
