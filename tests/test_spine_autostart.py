@@ -172,6 +172,9 @@ def test_socket_path_argument_wins(pd_env: dict[str, Path]) -> None:
 # -- the daemon dies or stalls under a client ------------------------------------------
 def test_daemon_killed_during_request(daemon: Started, stopped: list[int]) -> None:
     c = PipeClient(request_timeout_s=600).connect()
+    # Answered once, so the daemon has accepted the connection: one still in the listener's backlog
+    # would outlive the daemon under socket activation (the listener is the test's own).
+    c.ping()
     os.kill(daemon.pid, signal.SIGSTOP)  # it will never answer this ping
     stopped.append(daemon.pid)
     t, out = in_thread(c.ping)

@@ -212,7 +212,8 @@ def test_serve_fails_cleanly_with_the_database_open(pd_env: dict[str, Path]) -> 
 
 # -- no traceback from any command ---------------------------------------------------------------------
 HOSTILE = ["", " ", "x y", "../../etc/passwd", ":", "nope:", "-", "é" * 300, "a\tb", "--", "%s%n"]
-SKIP = {"serve", "log"}  # serve runs a daemon; log is covered in the terminal tests
+# serve runs a daemon; log and watch follow until interrupted (the terminal and schedule tests cover them)
+SKIP = {"serve", "log", "watch"}
 
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

@@ -113,7 +113,11 @@ async def test_connect_checks_remotepath(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(InvalidSettingsError):
         await LocalBackend({"remotepath": str(tmp_path / "file")}, {}).connect()
-    await LocalBackend({"remotepath": str(tmp_path / "not-yet")}, {}).connect()  # made on first write
+    # A missing root is never made behind the user's back (an unmounted disk): 1001 naming it,
+    # unless the remote asks for it with create_root.
+    with pytest.raises(NotFoundError, match="not-yet"):
+        await LocalBackend({"remotepath": str(tmp_path / "not-yet")}, {}).connect()
+    await LocalBackend({"remotepath": str(tmp_path / "not-yet"), "create_root": True}, {}).connect()
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
