@@ -128,13 +128,13 @@ class PipeClient(_Client):
         from .streams import open_read
 
         self._connection()  # starts the daemon if needed
-        return open_read(str(self.socket_path), params)
+        return open_read(str(self.socket_path), params, self.shared)
 
     def _write_stream(self, params: dict[str, Any], data: Any, length: int, convert: Convert) -> Any:
         from .streams import write
 
         self._connection()
-        raw = write(str(self.socket_path), params, data, length)
+        raw = write(str(self.socket_path), params, data, length, self.shared)
         return convert(raw) if convert else raw
 
 
@@ -237,11 +237,11 @@ class AsyncPipeClient(_Client):
         from .streams import async_open_read
 
         await self._connection()
-        return await async_open_read(str(self.socket_path), params)
+        return await async_open_read(str(self.socket_path), params, self.shared)
 
     async def _write_stream(self, params: dict[str, Any], data: Any, length: int, convert: Convert) -> Any:
         from .streams import async_write
 
         await self._connection()
-        raw = await async_write(str(self.socket_path), params, data, length)
+        raw = await async_write(str(self.socket_path), params, data, length, self.shared)
         return convert(raw) if convert else raw

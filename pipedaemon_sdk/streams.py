@@ -70,7 +70,7 @@ class ObjectStream:
         self.close()
 
 
-def _connect(path: str) -> socket.socket:
+def _connect(path: str, shared: bool = False) -> socket.socket:
     """A stream connection, checked like the control connection: served by our own user (an
     object's bytes must never go to, or come from, another user's socket)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -80,27 +80,29 @@ def _connect(path: str) -> socket.socket:
         sock.close()
         raise DaemonConnectionError(f"cannot open a stream to the daemon: {exc}") from exc
     try:
-        check_peer(sock, path)
+        if not shared:  # a shared daemon runs as its own account (docs/sharing.md)
+            check_peer(sock, path)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
-async def _async_connect(path: str) -> tuple[Any, Any]:
+async def _async_connect(path: str, shared: bool = False) -> tuple[Any, Any]:
     import asyncio
 
     reader, writer = await asyncio.open_unix_connection(path, limit=1 << 24)
     try:
-        check_peer(writer.get_extra_info("socket"), path)
+        if not shared:
+            check_peer(writer.get_extra_info("socket"), path)
     except BaseException:
         writer.close()
         raise
     return reader, writer
 
 
-def open_read(path: str, params: dict[str, Any]) -> ObjectStream:
-    sock = _connect(path)
+def open_read(path: str, params: dict[str, Any], shared: bool = False) -> ObjectStream:
+    sock = _connect(path, shared)
     f = sock.makefile("rb", buffering=PIECE)
     try:
         sock.sendall(request_line("object.read", params))
@@ -139,10 +141,10 @@ def check_data(data: Any, length: int) -> None:
         raise TypeError(f"data must be bytes or a readable binary file, not {type(data).__name__}")
 
 
-def write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
+def write(path: str, params: dict[str, Any], data: Any, length: int, shared: bool = False) -> Any:
     """Send ``length`` bytes of ``data`` (bytes or a readable binary file) as an object."""
     check_data(data, length)
-    sock = _connect(path)
+    sock = _connect(path, shared)
     try:
         with sock.makefile("rb") as f:
             sock.sendall(request_line("object.write", {**params, "size": length}))
@@ -194,8 +196,8 @@ class AsyncObjectStream:
         await self.close()
 
 
-async def async_open_read(path: str, params: dict[str, Any]) -> AsyncObjectStream:
-    reader, writer = await _async_connect(path)
+async def async_open_read(path: str, params: dict[str, Any], shared: bool = False) -> AsyncObjectStream:
+    reader, writer = await _async_connect(path, shared)
     writer.write(request_line("object.read", params))
     try:
         header = parse_header(await reader.readline())
@@ -205,10 +207,11 @@ async def async_open_read(path: str, params: dict[str, Any]) -> AsyncObjectStrea
     return AsyncObjectStream(reader, writer, header)
 
 
-async def async_write(path: str, params: dict[str, Any], data: Any, length: int) -> Any:
+async def async_write(path: str, params: dict[str, Any], data: Any, length: int,
+                      shared: bool = False) -> Any:
 
     check_data(data, length)
-    reader, writer = await _async_connect(path)
+    reader, writer = await _async_connect(path, shared)
     try:
         writer.write(request_line("object.write", {**params, "size": length}))
         try:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import pipedaemon_sdk.d6tpipe as d6tpipe
-from pipedaemon_sdk import ConflictError
+from pipedaemon_sdk import ConflictError, DaemonError
 from tests.pipes_helpers import client
 from tests.servers.s3 import new_bucket_name
 
@@ -359,11 +359,12 @@ def test_errors_are_d6tpipe_and_typed(d6t_home: Path, request: pytest.FixtureReq
     pipe.role = "read"  # as a shared pipe's reader sees it
     with pytest.raises(d6tpipe.exceptions.ReadOnlyError, match="Read-only"):
         pipe.push()
-    # upsert_permissions: the shared daemon's RPC; without it a typed error says so
+    # upsert_permissions: the shared daemon's RPC (tests/test_sharing.py grants for real); this
+    # per-user daemon serves its own user alone and says so
     settings = {"username": "another-user", "role": "read"}
-    monkeypatch.delattr(type(api.client), "upsert_permissions", raising=False)
-    with pytest.raises(d6tpipe.exceptions.PermissionsUnavailableError, match="upsert_permissions"):
+    with pytest.raises(DaemonError, match="shared daemon") as per_user:
         d6tpipe.upsert_permissions(api, "pipe-name", settings)
+    assert per_user.value.code == 1003
 
     def no_rpc(*a: Any) -> Any:
         raise MethodNotFoundError("method not found: pipe.upsert_permissions")

@@ -95,7 +95,7 @@ class PipedaemonBackend(Backend):
     async def _read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
         async with _edge():
             stream = await async_open_read(self.socket, {**self._where, "key": path, "offset": offset,
-                                                         "length": length})
+                                                         "length": length}, shared=True)
         try:
             left = stream.size
             while left > 0:
