@@ -180,6 +180,22 @@ def test_scheduled_check_then_pull_across_a_restart(client: PipeClient, s3_stora
     assert client.schedules() == []
 
 
+def test_a_scheduled_push_lands_a_local_edit(client: PipeClient, s3_storage: Storage) -> None:
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    local = Path(client.pipe("p").dirpath)
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "edit.csv").write_text("made here")
+    with client.watch(pipes=["p"]) as w:
+        client.set_schedule("p", {"every": "1s", "action": "push"})
+        done = next_of(w, "job.finished", "p")
+    assert done.job is not None and done.job.kind == "pipe.push" and done.job.state == "succeeded"
+    assert [f["filename"] for f in done.job.result["files"]] == ["edit.csv"]
+    assert s3_storage.read("edit.csv") == b"made here"  # on the storage, read around the daemon
+    listed = {j.id: j for j in client.jobs(limit=1000)}
+    assert listed[done.job.id].kind == "pipe.push" and listed[done.job.id].state == "succeeded"
+    client.remove_schedule("p")
+
+
 def test_a_long_scheduled_job_is_not_started_twice(client: PipeClient, local_storage: Storage) -> None:
     local_storage.put("big.bin", b"x" * (3 << 20))
     client.update_profile_config({"bwlimit_bps": 1 << 20})  # ~3 s for the pull: many periods of 1 s
