@@ -226,6 +226,57 @@ def test_a_failing_schedule_backs_off_and_shows_its_error(
     assert row["next_run"] - row["last_run"] >= 2 ** row["failures"]  # the period doubled per failure
 
 
+AT_LEAD_S = 6  # the daemon's minutes begin this long after the fixture: a daemon start, not a wait
+
+
+@pytest.fixture
+def tz_phase(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Give the daemon about to start a time zone whose minutes begin ``AT_LEAD_S`` seconds from now.
+
+    POSIX TZ offsets have seconds ("PDX-0:00:37": local time 37 s ahead of UTC), so an
+    ``at`` schedule's HH:MM comes once a minute at a second of our choice: no minute is
+    waited for. Returns the offset in seconds.
+    """
+    off = (-(int(time.time()) + AT_LEAD_S)) % 60
+    monkeypatch.setenv("TZ", f"PDX-0:00:{off:02d}")
+    return off
+
+
+def _next_minute(off: int, ahead: float = 1.5) -> tuple[float, str]:
+    """The next moment at least ``ahead`` seconds away at which the daemon's clock shows HH:MM:00."""
+    t = int(time.time() + ahead) + 1
+    t += (-(t + off)) % 60
+    local = time.gmtime(t + off)
+    return float(t), f"{local.tm_hour:02d}:{local.tm_min:02d}"
+
+
+def test_an_at_schedule_runs_at_its_local_time(
+    tz_phase: int, client: PipeClient, local_storage: Storage
+) -> None:
+    local_storage.put("a.csv", "1")
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    with client.watch(pipes=["p"]) as w:
+        planned = None
+        for _ in range(3):  # a machine so slow that the daemon saw HH:MM only after it: the next minute
+            slot, at = _next_minute(tz_phase)
+            client.set_schedule("p", {"at": at, "action": "pull"})
+            row: dict[str, Any] = {"next_run": planned}
+            while row["next_run"] in (None, planned):
+                time.sleep(0.05)  # until the scheduler has planned it (it is woken by set_schedule)
+                [row] = client.schedules()
+            planned = row["next_run"]
+            if row["next_run"] == slot:  # planned for today's HH:MM, in the daemon's time zone
+                break
+        assert row["next_run"] == slot, (row, slot, at)
+        done = next_of(w, "job.finished", "p")
+    assert done.job is not None and done.job.kind == "pipe.pull" and done.job.state == "succeeded"
+    assert (Path(client.pipe("p").dirpath) / "a.csv").read_text() == "1"
+    [row] = client.schedules()
+    assert row["last_run"] >= slot  # it ran at HH:MM, not before
+    assert row["next_run"] == slot + 86400  # and runs next at HH:MM tomorrow
+    assert len([j for j in client.jobs(limit=1000) if j.kind == "pipe.pull"]) == 1
+
+
 def test_runs_missed_while_away_run_once(
     client: PipeClient, pd_env: dict[str, Path], local_storage: Storage
 ) -> None:
