@@ -220,6 +220,9 @@ def test_a_failing_schedule_backs_off_and_shows_its_error(
         ev = next_of(w, "job.finished", "p")
         assert ev.job.state == "failed"
         next_of(w, "job.finished", "p")  # and once more, later
+    told = [e for e in client.events(since=0, pipes=["p"])["events"] if e["kind"] == "schedule.failed"]
+    assert told[0]["job_id"] == ev.job.id and told[0]["action"] == "pull" and told[0]["error"]["code"] == 1005
+    assert told[0]["id"] < ev.id  # told just before the job's job.finished
     [row] = client.schedules()
     assert row["last_status"] == "failed" and row["last_error"]["code"] == 1005
     assert row["failures"] >= 2
@@ -275,6 +278,38 @@ def test_an_at_schedule_runs_at_its_local_time(
     assert row["last_run"] >= slot  # it ran at HH:MM, not before
     assert row["next_run"] == slot + 86400  # and runs next at HH:MM tomorrow
     assert len([j for j in client.jobs(limit=1000) if j.kind == "pipe.pull"]) == 1
+
+
+def test_a_failed_scheduled_check_is_published(
+    client: PipeClient, local_storage: Storage, local_spec: dict[str, Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from pipedaemon.cli import main_group
+
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    root = Path(local_spec["root"])
+    root.rename(root.with_name(root.name + ".away"))  # the remote cannot be listed: each check fails
+    try:
+        with client.watch(pipes=["p"]) as w:
+            client.set_schedule("p", {"every": "1s", "action": "check"})
+            first = next_of(w, "schedule.failed", "p")
+            second = next_of(w, "schedule.failed", "p")
+    finally:
+        root.with_name(root.name + ".away").rename(root)
+    assert (first.action, first.job_id, first.failures, second.failures) == ("check", None, 1, 2)
+    assert first.error is not None and first.error["code"] == 1001 and first.error["message"]
+    assert first.next_run is not None and second.next_run is not None
+    assert second.time >= first.next_run  # the second try waited for the backed-off time
+    assert second.next_run - second.time > first.next_run - first.time  # and the next waits longer
+    [row] = client.schedules()  # what schedule list shows is what was published
+    assert row["last_status"] == "failed" and row["failures"] >= second.failures
+    assert row["last_error"]["code"] == second.error["code"]
+    out = CliRunner().invoke(
+        main_group, ["watch", "--pipe", "p", "--since", str(first.id - 1), "--count", "1"]
+    )
+    assert out.exit_code == 0 and "scheduled check failed (1 in a row)" in out.output, out.output
+    client.remove_schedule("p")
 
 
 def test_runs_missed_while_away_run_once(
