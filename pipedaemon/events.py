@@ -3,7 +3,9 @@
 Every event is stored with an id from SQLite's AUTOINCREMENT (never reused, so ids only
 grow), the newest ``RETENTION`` kept. A subscriber (``daemon.watch``) gets each new event
 as a notification on its connection: ``pipe.changed`` (params: the event) or
-``job.finished`` (params: the job's JobInfo plus ``event_id``, ``pipe``, ``profile``). A
+``job.finished`` (params: the job's JobInfo plus ``event_id``, ``pipe``, ``profile``) or
+``schedule.failed`` (params: the event: ``action``, ``error``, ``failures``, ``next_run``,
+``job_id``). A
 gap in the ids it sees means it missed events (it was disconnected); ``daemon.events``
 or ``daemon.watch(since=...)`` gives what it missed, and says when events older than
 the retained ones were asked for (``complete: false``).
@@ -147,7 +149,7 @@ class Watch(Params):
 
 @rpc("daemon.watch", Watch)
 async def daemon_watch(ctx: Context, p: Watch) -> dict[str, Any]:
-    """Send this connection pipe.changed and scheduled job.finished events from now on;
+    """Send this connection pipe.changed, scheduled job.finished and schedule.failed events from now on;
     with since, also answer the events after that id."""
     bus = events_of(ctx)
     pipes = set(p.pipes) if p.pipes is not None else None

@@ -8,8 +8,11 @@ memory, verified, a temporary name or a multipart upload completed only when eve
 landed), or are copied by the storage itself when both ends are one S3 endpoint.
 
 Resumable: a re-run after ``kill -9`` plans again; copied files are in the state or
-found equal at the destination and are not sent again, and the multipart uploads and
-temporary files of the files that were in flight are removed first.
+found equal at the destination and are not sent again. A file going to S3 as a multipart
+upload is resumable per part (its upload id and stored parts are in the job's resume slot):
+the re-run keeps that upload, reads the source again from the first part not stored and
+sends only the missing parts. Other uploads and temporary files of the files that were in
+flight are removed first.
 """
 
 from __future__ import annotations
@@ -211,8 +214,9 @@ class MirrorRun:
         )
         return {r[0]: tuple(r[1:6]) for r in rows if not r[6]}
 
-    async def clean_inflight(self, temps: list[str]) -> int:
-        """Multipart uploads and temporary files a killed run left for the files it had in flight."""
+    async def clean_inflight(self, temps: list[str], copying: set[str]) -> int:
+        """Multipart uploads and temporary files a killed run left for the files it had in flight,
+        but for the uploads this job noted to resume (of files it copies again)."""
         rows = await self.db.fetchall(
             "SELECT name FROM mirror_state WHERE profile=? AND mirror=? AND inflight=1",
             (self.profile, self.mid),
@@ -220,6 +224,10 @@ class MirrorRun:
         removed = 0
         for (name,) in rows:
             path = self.dst.folder + name
+            slot = self.resume_slot(path)
+            if name in copying and (await slot.load())[0] is not None:
+                continue  # resumed by copy_one: its stored parts are not sent again
+            await slot.clear()
             removed += await self.dst.backend.abort_stale_uploads(path)
             head, _, base = name.rpartition("/")
             mark = f"{head + '/' if head else ''}.{base}{TMP_MARK}"
@@ -273,26 +281,40 @@ class MirrorRun:
         await self.record(name, s, entry)
         return entry
 
+    def resume_slot(self, dst: str) -> Any:
+        """The job's resume slot of one destination file (its multipart upload id and parts)."""
+        return self.ctx.resume_slot(f"{self.dst.remote.name}:{dst}")
+
     async def _stream(self, src: str, dst: str, s: Entry) -> Entry:
         sent = 0
 
-        async def chunks() -> AsyncIterator[bytes]:
-            nonlocal sent
-            stream = self.src.backend.read(src)
-            async with contextlib.aclosing(stream):
-                async for piece in stream:
-                    sent += len(piece)
-                    self._bytes(len(piece))
-                    yield piece
+        def chunks(offset: int = 0) -> AsyncIterator[bytes]:
+            async def gen() -> AsyncIterator[bytes]:
+                nonlocal sent
+                stream = self.src.backend.read(src, offset) if offset else self.src.backend.read(src)
+                async with contextlib.aclosing(stream):
+                    async for piece in stream:
+                        sent += len(piece)
+                        self._bytes(len(piece))
+                        yield piece
 
+            return gen()
+
+        def skipped(n: int) -> None:
+            nonlocal sent
+            sent += n
+            self._bytes(n)
+
+        tuning = self.ctx.tuning(f"{self.profile}/{self.dst.remote.name}").fit(self.dst.backend)
         try:
-            return await transfer.upload_stream(
-                self.dst.backend,
-                chunks(),
-                dst,
-                s.size,
-                tuning=self.ctx.tuning(f"{self.profile}/{self.dst.remote.name}"),
-            )
+            if tuning.multipart(self.dst.backend, s.size):
+                # Resumable per part: after kill -9 only the parts not stored are read and sent again.
+                ident = {"src": f"{self.src.remote.name}:{src}", "size": s.size, "mtime": s.mtime,
+                         "etag": s.etag, "dst": dst}
+                return await transfer.upload_stream_resumable(
+                    self.dst.backend, chunks, dst, s.size, ident, self.resume_slot(dst), tuning, skipped
+                )
+            return await transfer.upload_stream(self.dst.backend, chunks(), dst, s.size, tuning=tuning)
         except BaseException:
             self._bytes(-sent)  # a retry sends them again
             raise
@@ -368,8 +390,8 @@ async def _run_mirror(ctx: JobContext, spec: MirrorSetting) -> dict[str, Any]:
     run = MirrorRun(ctx, spec, src, dst, server_side)
     src_files = await _source_files(ctx, src)
     dst_files, temps = await list_files(dst)
-    cleaned = await run.clean_inflight(temps)
-    plan = make_plan(spec, src_files, dst_files, await run.state())
+    plan = make_plan(spec, src_files, dst_files, await run.state())  # (inflight files are not in state)
+    cleaned = await run.clean_inflight(temps, {name for name, _, _ in plan.copy})
     parallel = (await ctx.daemon.services["pipes"].config(ctx.profile))["parallel_files"]
     result = await run.run(plan, parallel)
     result["summary"]["elapsed_s"] = round(time.monotonic() - started, 3)

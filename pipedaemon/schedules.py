@@ -8,6 +8,9 @@ the run's own start, never slot by slot), a run of a pipe never starts while its
 one (or its job, resumed after a restart) is still going, and a failing run backs off
 (the period doubled per failure, capped) with its error shown by ``schedule.list``.
 
+A failed run (a check, or a job that failed or was cancelled) goes out to watchers as a
+``schedule.failed`` event (its error, failures in a row and next run).
+
 It also turns what any scan found changed (``ScanCache.diff_listeners``) into
 ``pipe.changed`` events of every pipe over that folder.
 """
@@ -225,10 +228,10 @@ class Scheduler:
         if info.state == "succeeded":
             await self._save(key, last_status="succeeded", last_error=None, failures=0)
         elif info.error is not None:
-            await self._failed(key, spec, failures, msgspec.to_builtins(info.error))
+            await self._failed(key, spec, failures, msgspec.to_builtins(info.error), job_id)
         else:
             await self._failed(
-                key, spec, failures, {"code": E.CANCELLED, "message": f"job {job_id} {info.state}"}
+                key, spec, failures, {"code": E.CANCELLED, "message": f"job {job_id} {info.state}"}, job_id
             )
         # Told after the state is saved: a watcher that then asks schedule.list sees this run's outcome.
         await self.events.publish("job.finished", key[0], key[1], {"job": msgspec.to_builtins(info)})
@@ -243,7 +246,9 @@ class Scheduler:
                 return info
             await asyncio.sleep(0.2)  # queued for resume by a daemon just starting
 
-    async def _failed(self, key: Key, spec: ScheduleSpec, failures: int, error: dict[str, Any]) -> None:
+    async def _failed(
+        self, key: Key, spec: ScheduleSpec, failures: int, error: dict[str, Any], job_id: str | None = None
+    ) -> None:
         failures += 1
         nxt = backoff(spec, failures, time.time())
         log.warning(
@@ -254,6 +259,10 @@ class Scheduler:
             error.get("message"),
         )
         await self._save(key, last_status="failed", last_error=error, failures=failures, next_run=nxt)
+        # Told to watchers too (a failed check has no job.finished): after the save, as job.finished is.
+        data = {"action": spec.action, "error": error, "failures": failures, "next_run": nxt,
+                "job_id": job_id}
+        await self.events.publish("schedule.failed", key[0], key[1], data)
 
     async def check(self, profile: str, name: str, own: dict[str, Any]) -> int:
         """List the pipe's remote folder afresh (what changed goes out as a pipe.changed event)."""

@@ -17,12 +17,14 @@ import msgspec
 from .wire import JobInfo
 
 WATCH_KEY = "\x00watch"  # the queue of a connection's watch notifications
-WATCH_METHODS = ("pipe.changed",)
+WATCH_METHODS = ("pipe.changed", "schedule.failed")
 
 
 class Event(msgspec.Struct, omit_defaults=True):
     """``pipe.changed``: new, modified and gone file names (relative to the pipe; counts exact,
-    names capped at 1,000 each); ``job.finished``: a scheduled job's end (``job``)."""
+    names capped at 1,000 each); ``job.finished``: a scheduled job's end (``job``);
+    ``schedule.failed``: a scheduled run failed (``action``, ``error``, ``failures`` in a row,
+    ``next_run``, and ``job_id`` when the run was a job)."""
 
     id: int
     kind: str
@@ -34,6 +36,11 @@ class Event(msgspec.Struct, omit_defaults=True):
     gone: list[str] = []
     counts: dict[str, int] = {}
     job: JobInfo | None = None
+    action: str | None = None
+    error: dict[str, Any] | None = None
+    failures: int = 0
+    next_run: float | None = None
+    job_id: str | None = None
 
 
 def is_watch_message(method: Any, params: Any) -> bool:

@@ -180,6 +180,22 @@ def test_scheduled_check_then_pull_across_a_restart(client: PipeClient, s3_stora
     assert client.schedules() == []
 
 
+def test_a_scheduled_push_lands_a_local_edit(client: PipeClient, s3_storage: Storage) -> None:
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    local = Path(client.pipe("p").dirpath)
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "edit.csv").write_text("made here")
+    with client.watch(pipes=["p"]) as w:
+        client.set_schedule("p", {"every": "1s", "action": "push"})
+        done = next_of(w, "job.finished", "p")
+    assert done.job is not None and done.job.kind == "pipe.push" and done.job.state == "succeeded"
+    assert [f["filename"] for f in done.job.result["files"]] == ["edit.csv"]
+    assert s3_storage.read("edit.csv") == b"made here"  # on the storage, read around the daemon
+    listed = {j.id: j for j in client.jobs(limit=1000)}
+    assert listed[done.job.id].kind == "pipe.push" and listed[done.job.id].state == "succeeded"
+    client.remove_schedule("p")
+
+
 def test_a_long_scheduled_job_is_not_started_twice(client: PipeClient, local_storage: Storage) -> None:
     local_storage.put("big.bin", b"x" * (3 << 20))
     client.update_profile_config({"bwlimit_bps": 1 << 20})  # ~3 s for the pull: many periods of 1 s
@@ -204,10 +220,98 @@ def test_a_failing_schedule_backs_off_and_shows_its_error(
         ev = next_of(w, "job.finished", "p")
         assert ev.job.state == "failed"
         next_of(w, "job.finished", "p")  # and once more, later
+    told = [e for e in client.events(since=0, pipes=["p"])["events"] if e["kind"] == "schedule.failed"]
+    assert told[0]["job_id"] == ev.job.id and told[0]["action"] == "pull" and told[0]["error"]["code"] == 1005
+    assert told[0]["id"] < ev.id  # told just before the job's job.finished
     [row] = client.schedules()
     assert row["last_status"] == "failed" and row["last_error"]["code"] == 1005
     assert row["failures"] >= 2
     assert row["next_run"] - row["last_run"] >= 2 ** row["failures"]  # the period doubled per failure
+
+
+AT_LEAD_S = 6  # the daemon's minutes begin this long after the fixture: a daemon start, not a wait
+
+
+@pytest.fixture
+def tz_phase(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Give the daemon about to start a time zone whose minutes begin ``AT_LEAD_S`` seconds from now.
+
+    POSIX TZ offsets have seconds ("PDX-0:00:37": local time 37 s ahead of UTC), so an
+    ``at`` schedule's HH:MM comes once a minute at a second of our choice: no minute is
+    waited for. Returns the offset in seconds.
+    """
+    off = (-(int(time.time()) + AT_LEAD_S)) % 60
+    monkeypatch.setenv("TZ", f"PDX-0:00:{off:02d}")
+    return off
+
+
+def _next_minute(off: int, ahead: float = 1.5) -> tuple[float, str]:
+    """The next moment at least ``ahead`` seconds away at which the daemon's clock shows HH:MM:00."""
+    t = int(time.time() + ahead) + 1
+    t += (-(t + off)) % 60
+    local = time.gmtime(t + off)
+    return float(t), f"{local.tm_hour:02d}:{local.tm_min:02d}"
+
+
+def test_an_at_schedule_runs_at_its_local_time(
+    tz_phase: int, client: PipeClient, local_storage: Storage
+) -> None:
+    local_storage.put("a.csv", "1")
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    with client.watch(pipes=["p"]) as w:
+        planned = None
+        for _ in range(3):  # a machine so slow that the daemon saw HH:MM only after it: the next minute
+            slot, at = _next_minute(tz_phase)
+            client.set_schedule("p", {"at": at, "action": "pull"})
+            row: dict[str, Any] = {"next_run": planned}
+            while row["next_run"] in (None, planned):
+                time.sleep(0.05)  # until the scheduler has planned it (it is woken by set_schedule)
+                [row] = client.schedules()
+            planned = row["next_run"]
+            if row["next_run"] == slot:  # planned for today's HH:MM, in the daemon's time zone
+                break
+        assert row["next_run"] == slot, (row, slot, at)
+        while time.time() < slot:  # (a slow setup puts HH:MM up to a minute away: WAIT counts from it)
+            time.sleep(0.1)
+        done = next_of(w, "job.finished", "p")
+    assert done.job is not None and done.job.kind == "pipe.pull" and done.job.state == "succeeded"
+    assert (Path(client.pipe("p").dirpath) / "a.csv").read_text() == "1"
+    [row] = client.schedules()
+    assert row["last_run"] >= slot  # it ran at HH:MM, not before
+    assert row["next_run"] == slot + 86400  # and runs next at HH:MM tomorrow
+    assert len([j for j in client.jobs(limit=1000) if j.kind == "pipe.pull"]) == 1
+
+
+def test_a_failed_scheduled_check_is_published(
+    client: PipeClient, local_storage: Storage, local_spec: dict[str, Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from pipedaemon.cli import main_group
+
+    client.upsert_pipe({"name": "p", "remote": "r"})
+    root = Path(local_spec["root"])
+    root.rename(root.with_name(root.name + ".away"))  # the remote cannot be listed: each check fails
+    try:
+        with client.watch(pipes=["p"]) as w:
+            client.set_schedule("p", {"every": "1s", "action": "check"})
+            first = next_of(w, "schedule.failed", "p")
+            second = next_of(w, "schedule.failed", "p")
+    finally:
+        root.with_name(root.name + ".away").rename(root)
+    assert (first.action, first.job_id, first.failures, second.failures) == ("check", None, 1, 2)
+    assert first.error is not None and first.error["code"] == 1001 and first.error["message"]
+    assert first.next_run is not None and second.next_run is not None
+    assert second.time >= first.next_run  # the second try waited for the backed-off time
+    assert second.next_run - second.time > first.next_run - first.time  # and the next waits longer
+    [row] = client.schedules()  # what schedule list shows is what was published
+    assert row["last_status"] == "failed" and row["failures"] >= second.failures
+    assert row["last_error"]["code"] == second.error["code"]
+    out = CliRunner().invoke(
+        main_group, ["watch", "--pipe", "p", "--since", str(first.id - 1), "--count", "1"]
+    )
+    assert out.exit_code == 0 and "scheduled check failed (1 in a row)" in out.output, out.output
+    client.remove_schedule("p")
 
 
 def test_runs_missed_while_away_run_once(

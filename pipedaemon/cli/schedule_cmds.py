@@ -91,6 +91,9 @@ def _event_line(ev: Any) -> str:
     if ev.kind == "job.finished" and ev.job is not None:
         err = f": {ev.job.error.message}" if ev.job.error else ""
         return f"#{ev.id} {ev.pipe}: {ev.job.kind} {ev.job.state}{err} (job {ev.job.id})"
+    if ev.kind == "schedule.failed":
+        msg = (ev.error or {}).get("message", "")
+        return f"#{ev.id} {ev.pipe}: scheduled {ev.action} failed ({ev.failures} in a row): {msg}"
     parts = [f"{len(getattr(ev, k))} {k}" for k in ("new", "modified", "gone") if getattr(ev, k)]
     names = ", ".join((ev.new + ev.modified + ev.gone)[:5])
     return f"#{ev.id} {ev.pipe}: {', '.join(parts)}: {names}"
@@ -105,7 +108,8 @@ def _event_line(ev: Any) -> str:
 @handle_errors
 def watch_cmd(ctx: click.Context, pipes: tuple[str, ...], since: int | None, count: int,
               as_json: bool) -> None:
-    """Print change events as they happen: files new, modified or gone remotely, scheduled jobs' ends."""
+    """Print change events as they happen: files new, modified or gone remotely, scheduled jobs'
+    ends, failed scheduled runs."""
     if as_json:
         ctx.obj["json"] = True
     c: PipeClient = client(ctx)

@@ -11,11 +11,11 @@ from .common import PARALLEL_THRESHOLD, Tuning, chunk_size_for, is_temp, temp_na
 from .download import download, verify_local
 from .limits import Limits, TokenBucket
 from .resume import ResumeSlot, forget_job
-from .streamup import upload_stream
+from .streamup import upload_stream, upload_stream_resumable
 from .upload import upload
 
 __all__ = [
     "PARALLEL_THRESHOLD", "Limits", "ResumeSlot", "TokenBucket", "TransientError", "Tuning",
     "chunk_size_for", "download", "forget_job", "is_temp", "temp_name", "upload", "upload_stream",
-    "verify_local",
+    "upload_stream_resumable", "verify_local",
 ]
