@@ -9,6 +9,8 @@ end with "pass", or a seeded function of the connection number):
 - ``("truncate_after", n)``: forward ``n`` server bytes, then close cleanly (FIN);
 - ``("slow", bytes_per_s)``: forward at a limited rate (``"slow_both"``: both ways);
 - ``("corrupt_every", n)``: flip one bit in every ``n``-th byte the server sends;
+- ``("rewrite", pattern, repl)``: ``re.sub`` the bytes the server sends (a header or a reply
+  line told wrong; matched within one read, or one batch of whole lines on FTP control);
 - ``("http_status", code)``: answer the first HTTP request with ``code`` and an S3
   style error body (503 SlowDown, 500 InternalError), then close;
 - ``("reset_after_up", n)``, ``("stall_after_up", n, seconds)``, ``("truncate_after_up", n)``,
@@ -191,6 +193,10 @@ class FaultProxy:
                 await asyncio.sleep(len(data) / float(action[1]))  # type: ignore[index]
             if kind == "corrupt_every":
                 data = _corrupt(data, sent, int(action[1]))  # type: ignore[index]
+            if kind == "rewrite":
+                data, n = re.subn(action[1], action[2], data)  # type: ignore[index]
+                if n:
+                    self.fired.append(action)  # type: ignore[arg-type]
             self._count(upstream, len(data))
             w.write(data)
             await w.drain()

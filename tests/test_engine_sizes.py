@@ -40,8 +40,9 @@ def around(*cuts: int) -> list[int]:
 
 def round_trips(c: PipeClient, tmp_path: Path, sizes: list[int], put_threshold: int, part: int,
                 entry_points: tuple[str, ...] = ("upload", "fput", "put")) -> None:
-    """Each size up by one entry point and back by one (taken in turn, so every entry point
-    meets every kind of size across the matrix at a third of the bytes moved)."""
+    """Each size up by one entry point (upload, fput, put) and back by one (download, fget, get),
+    both taken in turn (so every entry point meets every kind of size across the matrix at a
+    third of the bytes moved)."""
     root = c.get_remote("store")["options"]["remotepath"].removeprefix("s3://").strip("/")
     bucket = c.datastore("store").get_bucket(root)  # the same keys as upload()'s, by the bucket API
     for i, size in enumerate(sizes):
@@ -64,13 +65,19 @@ def round_trips(c: PipeClient, tmp_path: Path, sizes: list[int], put_threshold: 
                 bucket.put(key, f, size)
         stat = c.call("object.stat", {"remote": "store", "key": key})
         assert (stat["size"], stat["etag"]) == (size, etag), where
-        if i % 2 == 0:
+        back = ("download", "fget", "get")[(i + i // 3) % 3]  # in turn too, shifted each round
+        where = f"{how} / {back} of {size} bytes"
+        if back == "get":
+            assert hashlib.sha256(bucket.get(key).read()).hexdigest() == digest, where
+        else:
             down = tmp_path / "down" / f"{how}-{size}.bin"
-            c.download(remote="store", key=key, dest=down)
+            if back == "download":
+                c.download(remote="store", key=key, dest=down)
+            else:
+                down.parent.mkdir(exist_ok=True)
+                assert bucket.fget(key, down).size == size, where
             assert sha256(down) == digest, where
             down.unlink()
-        else:
-            assert hashlib.sha256(bucket.get(key).read()).hexdigest() == digest, where
         src.unlink()
 
 

@@ -2,7 +2,7 @@
 remotes (a stream stored by the engine: multipart on S3 above ``put_threshold``) and
 server-side copies (single CopyObject up to ``copy_threshold``, UploadPartCopy above).
 
-5 MiB parts and every cut-off at 5 MiB: sizes N and N+1 (the pipe test also N-1 and two parts
+5 MiB parts and every cut-off at 5 MiB: sizes N-1, N and N+1 (the pipe test also two parts
 and a tail); each object must hold the same bytes and the ETag the engine's choice implies.
 """
 
@@ -46,7 +46,7 @@ def test_cli_cp_and_copies_at_the_cut_offs(s3_spec: dict[str, Any], local_spec: 
     client.upsert_remote(settings_of(local_spec, "loc"))
     bucket = s3_spec["root"].rstrip("/")
     ds = client.datastore("s3").get_bucket(bucket)
-    for size in (N, N + 1):  # 2 parts + a tail: test_s3_small_part_size, the pipe test
+    for size in (N - 1, N, N + 1):  # 2 parts + a tail: test_s3_small_part_size, the pipe test
         src = tmp_path / f"{size}.bin"
         digest = make_file(src, size, seed=size % 83)
         etag = expected_etag(src, N, N)
