@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.servers.sftp",
     "tests.servers.ftp",
     "tests.servers.local",
+    "tests.servers.pipedaemon",
 ]
 
 

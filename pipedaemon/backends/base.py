@@ -46,6 +46,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     ranged_read: bool = True  # read(path, offset, length) starts mid-file cheaply
     offset_write: bool = False  # open_writer(): parallel writes at offsets
     buckets: bool = False  # list_buckets / create_bucket / remove_bucket are native
+    # Folders are implied by the names under them (S3 prefixes, a shared daemon's keys): mkdir
+    # and rmdir do nothing, an empty folder does not show, and a folder goes with its last file.
+    implied_folders: bool = False
     checksums: tuple[str, ...] = ()  # what stat()/list() can report: "s3etag", "md5"...
 
 

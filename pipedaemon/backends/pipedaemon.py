@@ -43,7 +43,9 @@ async def _edge() -> AsyncIterator[None]:
 class PipedaemonBackend(Backend):
     protocol = "pipedaemon"
     # The shared daemon's object.write publishes whole (its engine's temporary names or PUT).
-    caps: ClassVar[Capabilities] = Capabilities(atomic_write=True, ranged_read=True)
+    # Its folders are implied by keys, as on S3: the object methods have no mkdir/rmdir, and a
+    # user with write on a pipe gets no say over the storage's own folders.
+    caps: ClassVar[Capabilities] = Capabilities(atomic_write=True, ranged_read=True, implied_folders=True)
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *, max_streams: int = 8) -> None:
         super().__init__(options, credentials, max_streams=max_streams)
@@ -141,10 +143,10 @@ class PipedaemonBackend(Backend):
         await self._call("object.delete", key=path)
 
     async def mkdir(self, path: str) -> None:
-        """Folders appear with their first file on the shared side."""
+        """Folders are implied (caps.implied_folders): they appear with their first file."""
 
     async def rmdir(self, path: str) -> None:
-        """Nothing to do: the shared daemon's storage keeps its own folders."""
+        """Folders are implied (caps.implied_folders): the shared daemon's storage keeps its own."""
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -162,7 +162,7 @@ def _head_entry(name: str, head: dict[str, Any]) -> Entry:
 class S3Backend(Backend):
     protocol = "s3"
     caps = Capabilities(atomic_write=True, multipart=True, server_copy=True, ranged_read=True,
-                        buckets=True, checksums=("s3etag",))
+                        buckets=True, implied_folders=True, checksums=("s3etag",))
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
