@@ -120,6 +120,13 @@ async def remote_check(g: Guard, user: str, p: Any, t: Target | None) -> None:
     await g.need(user, t, "write" if p.write_probe else "read")
 
 
+async def scan_check(g: Guard, user: str, p: Any, t: Target | None) -> None:
+    """Readers share the central listing; a fresh one (``cached=false``) lists the storage
+    and is the writers' (who may have just changed it), so ten readers cost one listing."""
+    assert t is not None
+    await g.need(user, t, "read" if p.cached else "write")
+
+
 # -- after the handler ----------------------------------------------------------------------------
 async def own_if_created(g: Guard, user: str, p: Any, t: Target | None, result: Any) -> Any:
     if t is not None and isinstance(result, dict) and result.get("created"):
@@ -158,7 +165,7 @@ RULES: dict[str, Rule] = {
     "pipe.get": Rule("read", _pipe),
     "pipe.list": Rule(after=visible_only("pipe")),
     "pipe.delete": Rule("admin", _pipe, after=forget),
-    "pipe.scan_remote": Rule("read", _pipe),
+    "pipe.scan_remote": Rule(target=_pipe, check=scan_check),
     "pipe.upsert_permissions": Rule("admin", _pipe),
     "pipe.list_permissions": Rule("admin", _pipe),
     "bucket.list": Rule("read", _storage),
