@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from pipedaemon_sdk import AsyncPipeClient
 from pipedaemon_sdk import errors as E
 
 from .acl import PUBLIC, ROLES, Target
@@ -92,15 +93,51 @@ async def _list(ctx: Context, t: Target) -> dict[str, Any]:
     return {t[0]: t[2], "owner": owner, "permissions": [r for r in rows if r["role"] != "owner"]}
 
 
+async def _shared_pipe(ctx: Context, profile: str, name: str) -> dict[str, Any] | None:
+    """On a user's own daemon, a pipe over a shared pipe (a remote of protocol pipedaemon with
+    ``options.pipe``): that remote's options, so its permissions are asked of the shared daemon."""
+    if ctx.daemon.guard is not None or "pipes" not in ctx.daemon.services:
+        return None
+    try:
+        rp = await ctx.daemon.services["pipes"].store.resolve(profile, name)
+        remote = await ctx.daemon.services["remotes"].get(rp.remote_profile, rp.remote)
+    except E.NotFoundError:
+        return None  # the refusal below says permissions are a shared daemon's
+    if remote.protocol != "pipedaemon" or not remote.options.get("pipe"):
+        return None
+    return dict(remote.options)
+
+
+async def _forward(options: dict[str, Any], method: str, params: dict[str, Any]) -> Any:
+    """Ask the shared daemon as this daemon's user (its peer credentials), so the shared daemon's
+    roles decide, exactly as for the user's own client."""
+    timeout = float(options.get("timeout", 60))
+    client = AsyncPipeClient(options["socket"], shared=True, request_timeout_s=timeout)
+    try:
+        await client.connect()
+        return await client.call(method, {"profile": options.get("profile", "default"),
+                                          "name": options["pipe"], **params})
+    finally:
+        await client.close()
+
+
 @rpc("pipe.upsert_permissions", UpsertPermissions)
 async def pipe_upsert_permissions(ctx: Context, p: UpsertPermissions) -> dict[str, Any]:
-    """Grant a user (or public) read, write or admin on a pipe of a shared daemon; role None revokes."""
+    """Grant a user (or public) read, write or admin on a pipe of a shared daemon; role None revokes.
+    On a user's own daemon, a pipe over a shared pipe asks the shared daemon (as this user)."""
+    shared = await _shared_pipe(ctx, p.profile, p.name)
+    if shared is not None:
+        return dict(await _forward(shared, "pipe.upsert_permissions", {"settings": p.settings}))
     return await _upsert(ctx, ("pipe", p.profile, p.name), p.settings)
 
 
 @rpc("pipe.list_permissions", ListPermissions)
 async def pipe_list_permissions(ctx: Context, p: ListPermissions) -> dict[str, Any]:
-    """A shared pipe's owner and grants (its owner and admins only)."""
+    """A shared pipe's owner and grants (its owner and admins only); a user's own daemon asks the
+    shared daemon for a pipe over a shared pipe."""
+    shared = await _shared_pipe(ctx, p.profile, p.name)
+    if shared is not None:
+        return dict(await _forward(shared, "pipe.list_permissions", {}))
     return await _list(ctx, ("pipe", p.profile, p.name))
 
 
