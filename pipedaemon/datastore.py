@@ -192,7 +192,7 @@ class ListObjects(Where):
 @rpc("object.list", ListObjects)
 async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
     """Objects under a bucket (or the remote's root, or a pipe's folder), names relative to it."""
-    if p.pipe and p.recursive:
+    if p.pipe:
         return await _pipe_list(ctx, p)
     backend, base = await open_target(ctx, p)
     prefix = safepath.clean_key(p.prefix, allow_empty=True)
@@ -208,13 +208,27 @@ async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
 
 
 async def _pipe_list(ctx: Context, p: ListObjects) -> list[Any]:
-    """A pipe's files from its scan cache: on a shared daemon, the one listing every user shares."""
+    """A pipe's files from its scan cache: on a shared daemon, the one listing every user shares
+    (a folder's flat listing too, so no reader's request lists the storage afresh)."""
     svc = ctx.daemon.services["pipes"]
     files, _ = await svc.remote_files(await svc.store.resolve(p.profile, p.pipe), cached=True)
     prefix = safepath.clean_key(p.prefix, allow_empty=True)
-    rows = [f for n, f in sorted(files.items()) if n.startswith(prefix) and p.contains in n]
-    return [{"name": f.name, "size": f.size, "modified_at": f.mtime, "etag": f.etag, "is_dir": False}
-            if p.metadata else f.name for f in rows]
+    rows = {n: {"name": f.name, "size": f.size, "modified_at": f.mtime, "etag": f.etag, "is_dir": False}
+            for n, f in sorted(files.items())}
+    if not p.recursive:  # one folder's files and subfolders, from the same listing (no bypass)
+        folder = prefix.rpartition("/")[0]
+        folder = f"{folder}/" if folder else ""
+        flat: dict[str, dict[str, Any]] = {}
+        for n, row in rows.items():
+            head, sub, _ = n[len(folder):].partition("/") if n.startswith(folder) else ("", "", "")
+            if head and sub:
+                flat.setdefault(folder + head, {"name": folder + head, "size": 0, "modified_at": None,
+                                                "etag": None, "is_dir": True})
+            elif head:
+                flat[n] = row
+        rows = flat
+    found = [r for n, r in rows.items() if n.startswith(prefix) and p.contains in n]
+    return [r if p.metadata else r["name"] for r in found]
 
 
 class StatObjects(Where):

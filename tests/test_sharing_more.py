@@ -68,24 +68,28 @@ SCAN = "c = shared().connect(); return c.call('pipe.scan_remote', ARGS)"
 
 
 def test_reader_may_not_force_a_fresh_listing(world: World, s3_server: S3Server) -> None:  # noqa: F811
-    pipe = shared_pipe(world, {"r.csv": b"read\n"})
+    pipe = shared_pipe(world, {"r.csv": b"read\n", "sub/s.csv": b"s"})
     set_ttl(world, pipe, 3600)
     bob = world.users["bob"]
     world.ok("alice", GRANT, [pipe, {"username": bob.name, "role": "read"}])
     log = RequestLog(s3_server.log_path)
-    assert len(world.ok("bob", SCAN, {"name": pipe})) == 1  # lists once, into the central cache
+    assert len(world.ok("bob", SCAN, {"name": pipe})) == 2  # lists once, into the central cache
     refused = world.run("bob", SCAN, {"name": pipe, "cached": False})
     assert refused["error"] == 1005 and refused["data"]["role"] == "write", refused
-    assert len(world.ok("bob", SCAN, {"name": pipe})) == 1
+    assert len(world.ok("bob", SCAN, {"name": pipe})) == 2
     assert listings(log, world, pipe) == 1  # the refused request cost no listing
+    # Nor does a flat listing of a folder: it comes from the same central listing.
+    flat = world.ok("bob", CALL_SHARED, ["object.list", {"pipe": pipe, "recursive": False}])
+    assert [(r["name"], r["is_dir"]) for r in flat] == [("r.csv", False), ("sub", True)]
+    assert listings(log, world, pipe) == 1
     # A new file shows to the reader only after a writer's fresh listing (or the TTL).
     world.s3.put_object(Bucket=world.bucket, Key=f"{pipe}/new.csv", Body=b"n")  # type: ignore[attr-defined]
-    assert len(world.ok("bob", SCAN, {"name": pipe})) == 1
-    assert len(world.ok("alice", SCAN, {"name": pipe, "cached": False})) == 2
     assert len(world.ok("bob", SCAN, {"name": pipe})) == 2
+    assert len(world.ok("alice", SCAN, {"name": pipe, "cached": False})) == 3
+    assert len(world.ok("bob", SCAN, {"name": pipe})) == 3
     assert listings(log, world, pipe) == 2
     world.ok("alice", GRANT, [pipe, {"username": bob.name, "role": "write"}])
-    assert len(world.ok("bob", SCAN, {"name": pipe, "cached": False})) == 2
+    assert len(world.ok("bob", SCAN, {"name": pipe, "cached": False})) == 3
     assert listings(log, world, pipe) == 3
 
 
