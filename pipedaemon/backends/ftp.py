@@ -509,7 +509,8 @@ class FTPBackend(Backend):
             else:
                 await client.finish(stream)
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         full = self._abs(path)
         with source_errors():
             async with self._session(path) as client:

@@ -412,7 +412,8 @@ class SFTPBackend(Backend):
             got += more
         return bytes(got)
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         # The caller's stream goes through the source pump: its failures are never SFTP's.
         with source_errors(), error_edge(map_sftp_error, path):
             sftp = await self._client()
