@@ -20,6 +20,7 @@ from tests.terminal_helpers import Tty, add_local, pd, running_jobs, slow_daemon
 
 __all__ = ["reaper"]
 ETA = re.compile(r"\d+:\d\d\b")
+RATE = re.compile(r"\d+(\.\d)? [kMG]?B/s")
 
 
 def _fits(t: Tty, cols: int = 80) -> None:
@@ -40,7 +41,11 @@ def test_cp_progress_fits_80_columns_with_eta(tmp_path: Path) -> None:
     drawn = [line for line in t.screen_lines() if "━" in line]
     assert drawn and "100%" in drawn[-1] and "big.bin" in drawn[-1]
     assert ETA.search(drawn[-1]), drawn[-1]
-    assert any(line.endswith("loc:big.bin (3.0 MiB)") for line in t.screen_lines())
+    # One unit for sizes and rates: decimal MB, as ProgressEvent.rate_mbps (rate_bps / 1e6).
+    assert "3.1/3.1 MB" in drawn[-1] and "iB" not in drawn[-1], drawn[-1]
+    assert any(RATE.search(line) for line in drawn), drawn[-3:]
+    assert not any("iB/s" in line for line in t.screen_lines())
+    assert any(line.endswith("loc:big.bin (3.1 MB)") for line in t.screen_lines())
 
 
 def test_push_many_files_one_line_per_running_file(tmp_path: Path) -> None:
