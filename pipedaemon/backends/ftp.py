@@ -544,6 +544,9 @@ class FTPBackend(Backend):
 
     async def mkdir(self, path: str) -> None:
         async with self._session(path) as client:
+            root = self._abs(str(self.options.get("remotepath") or "")).rstrip("/")
+            if self._abs(path).rstrip("/") != root:
+                await self._check_root(client)  # a folder below the root never makes the root
             await client.mkdirs(self._abs(path))
 
     async def rename(self, src: str, dst: str) -> None:

@@ -465,7 +465,10 @@ class SFTPBackend(Backend):
             return
         with error_edge(map_sftp_error, path):
             async with self._ops:
-                await (await self._client()).makedirs(folder, exist_ok=True)
+                sftp = await self._client()
+                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
+                    await self._check_root(sftp)  # a folder below the root never makes the root
+                await sftp.makedirs(folder, exist_ok=True)
 
     async def rmdir(self, path: str) -> None:
         with error_edge(map_sftp_error, path):

@@ -403,7 +403,10 @@ class OpenSSHSFTPBackend(Backend):
             return
         with error_edge(map_wire_error, path):
             async with self._ops:
-                await (await self._session()).makedirs(folder)
+                sess = await self._session()
+                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
+                    await self._check_root(sess)  # a folder below the root never makes the root
+                await sess.makedirs(folder)
 
     async def rmdir(self, path: str) -> None:
         with error_edge(map_wire_error, path):
