@@ -164,11 +164,10 @@ async def job_upload(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(done, size)
 
     ctx.progress(0, size, file_name=p.key)
-    at_upload = meta.service_of(ctx.daemon).at_upload
-    async with at_upload(p.profile, remote, backend, path, _upload_record(p)) as saved:
-        entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(ctx, p, remote),
-                                      resume=ctx.resume_slot(path))
-        await saved(entry)
+    service, rec = meta.service_of(ctx.daemon), _upload_record(p)
+    entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(ctx, p, remote),
+                                  resume=ctx.resume_slot(path), extra=service.upload_args(backend, rec))
+    await service.uploaded(p.profile, remote, backend, path, rec, entry)
     _remotes(ctx).changed(p.profile, remote, path, entry)
     return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
             "checksum": entry.etag, "elapsed_s": round(time.monotonic() - started, 3), "remote": remote}

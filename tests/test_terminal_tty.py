@@ -15,11 +15,12 @@ import pytest
 
 from pipedaemon.systemd import unit_texts
 from pipedaemon_sdk import PipeClient
-from tests.spine_helpers import ACTIVATE, bind_listener, pd_cmd, reaper, start_serve, wait_socket
-from tests.terminal_helpers import Tty, add_local, pd, running_jobs, slow_daemon
+from tests.spine_helpers import ACTIVATE, bind_listener, daemon_pids, pd_cmd, reaper, start_serve, wait_socket
+from tests.terminal_helpers import Tty, add_local, pd, running_jobs, slow_daemon, wait_for
 
 __all__ = ["reaper"]
 ETA = re.compile(r"\d+:\d\d\b")
+RATE = re.compile(r"\d+(\.\d)? [kMG]?B/s")
 
 
 def _fits(t: Tty, cols: int = 80) -> None:
@@ -40,7 +41,11 @@ def test_cp_progress_fits_80_columns_with_eta(tmp_path: Path) -> None:
     drawn = [line for line in t.screen_lines() if "━" in line]
     assert drawn and "100%" in drawn[-1] and "big.bin" in drawn[-1]
     assert ETA.search(drawn[-1]), drawn[-1]
-    assert any(line.endswith("loc:big.bin (3.0 MiB)") for line in t.screen_lines())
+    # One unit for sizes and rates: decimal MB, as ProgressEvent.rate_mbps (rate_bps / 1e6).
+    assert "3.1/3.1 MB" in drawn[-1] and "iB" not in drawn[-1], drawn[-1]
+    assert any(RATE.search(line) for line in drawn), drawn[-3:]
+    assert not any("iB/s" in line for line in t.screen_lines())
+    assert any(line.endswith("loc:big.bin (3.1 MB)") for line in t.screen_lines())
 
 
 def test_push_many_files_one_line_per_running_file(tmp_path: Path) -> None:
@@ -211,6 +216,36 @@ def test_shell_completion_of_remote_and_pipe_names(tmp_path: Path, words: str, c
     env = dict(os.environ, _PIPEDAEMON_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=str(cword))
     out = subprocess.run(pd_cmd(), capture_output=True, text=True, env=env, timeout=60)
     assert expected in out.stdout.splitlines(), out.stdout
+
+
+def _complete(words: str, cword: int) -> list[str]:
+    env = dict(os.environ, _PIPEDAEMON_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=str(cword))
+    out = subprocess.run(pd_cmd(), capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    return [line.split(",", 1)[1] for line in out.stdout.splitlines() if line.startswith("plain,")]
+
+
+def test_shell_completion_of_job_ids(pd_env: dict[str, Path], tmp_path: Path) -> None:
+    add_local("loc", tmp_path / "r", "-o", "create_root=true")
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"x" * 10)
+    big.write_bytes(os.urandom(1 << 20))
+    assert pd("cp", str(small), "loc:small.bin").returncode == 0
+    with PipeClient(auto_start=False) as c:
+        done = c.jobs(state="succeeded")[0].id
+        slow_daemon(128 << 10)
+        out = pd("cp", "--detach", str(big), "loc:big.bin")
+        live = re.search(r"started job ([0-9a-f]{16})", out.stdout)[1]  # type: ignore[index]
+        assert set(_complete("pipedaemon cancel ", 2)) == {live}, "only jobs that can be cancelled"
+        assert {done, live} <= set(_complete("pipedaemon jobs ", 2))
+        assert _complete(f"pipedaemon jobs {done[:6]}", 2) == [done]
+        shown = pd("jobs", done)
+        assert shown.returncode == 0 and shown.stdout.startswith(done) and live not in shown.stdout
+        c.cancel(live)
+        c.shutdown()
+    wait_for(lambda: daemon_pids(pd_env["socket"]) == [], what="the daemon to stop")
+    assert _complete("pipedaemon cancel ", 2) == [] and _complete("pipedaemon jobs ", 2) == []
+    assert daemon_pids(pd_env["socket"]) == [], "completion started a daemon"
 
 
 def test_install_service_documentation_exists_and_socket_warning(tmp_path: Path) -> None:

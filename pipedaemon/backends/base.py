@@ -125,8 +125,11 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         """Store the whole stream at ``path``, making parent folders; return its entry.
+        ``extra``: storage-specific arguments of this one write (S3: metadata, tags), as for
+        ``mp_create``; backends without any ignore it.
 
         One request where the storage has requests (S3: exactly one PUT, refused above
         ``hints().max_write``): the engine, not the backend, decides when to use multipart."""

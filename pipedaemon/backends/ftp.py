@@ -509,7 +509,8 @@ class FTPBackend(Backend):
             else:
                 await client.finish(stream)
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         full = self._abs(path)
         with source_errors():
             async with self._session(path) as client:
@@ -543,6 +544,9 @@ class FTPBackend(Backend):
 
     async def mkdir(self, path: str) -> None:
         async with self._session(path) as client:
+            root = self._abs(str(self.options.get("remotepath") or "")).rstrip("/")
+            if self._abs(path).rstrip("/") != root:
+                await self._check_root(client)  # a folder below the root never makes the root
             await client.mkdirs(self._abs(path))
 
     async def rename(self, src: str, dst: str) -> None:

@@ -205,7 +205,8 @@ class LocalBackend(Backend):
             finally:
                 f.close()
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         local = self._path(path)
         with source_errors():
             with error_edge(map_error, path):

@@ -4,13 +4,13 @@ S3 has a native place (user metadata ``x-amz-meta-*`` and object tags): what the
 daemon writes there other tools see, and what they wrote the daemon reads back.
 SFTP, FTP and local folders have none; the daemon keeps their metadata in its own
 store. A backend offers the capability through ``native_metadata(backend)``, so the
-backend's own file keeps only a narrow hook (extra arguments for its writes).
+backend's own file keeps only a narrow hook (the ``extra`` arguments of one write).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 
@@ -38,8 +38,10 @@ class NativeMetadata(ABC):
         object is no longer ``if_etag``. The entry of the object afterwards."""
 
     @abstractmethod
-    def at_upload(self, path: str, meta: dict[str, str], tags: dict[str, str]) -> AsyncIterator[None]:
-        """A context during which writes of ``path`` carry the metadata and tags."""
+    def upload_args(self, meta: dict[str, str], tags: dict[str, str]) -> dict[str, Any]:
+        """The backend's extra arguments of one upload's write (or multipart start) that carry
+        the metadata and tags: passed with that upload alone, so two uploads of one path at
+        the same moment never exchange their metadata."""
 
 
 def native_metadata(backend: Backend) -> NativeMetadata | None:

@@ -110,7 +110,8 @@ class PipedaemonBackend(Backend):
         finally:
             await stream.close()
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         if size is None:  # the wire needs the length first
             data = b"".join([bytes(c) async for c in chunks])
             chunks, size = _once(data), len(data)

@@ -184,9 +184,6 @@ class S3Backend(Backend):
         # lost create can reach the server late (held by the network), after every sweep.
         self._strays: dict[str, float] = {}
         self._active: set[str] = set()  # our uploads not completed or aborted yet: never swept
-        # Extra PutObject / CreateMultipartUpload arguments per path (metadata, tags): the hook
-        # through which backends/s3meta.py writes metadata at upload.
-        self.extra_write_args: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle -------------------------------------------------------------
     def _config(self) -> AioConfig:
@@ -347,14 +344,10 @@ class S3Backend(Backend):
                      max_write=MAX_PUT, write_concurrency=self.write_depth,
                      copy_part_size=self.copy_part_size)
 
-    def request_args(self, path: str) -> dict[str, Any]:
-        """Extra arguments for the PutObject and CreateMultipartUpload of ``path`` (metadata,
-        storage class...): one place for them, so a single PUT and a multipart upload agree.
-        ``extra_write_args`` is how backends/s3meta.py writes metadata at upload."""
-        return self.extra_write_args.get(path, {})
-
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
-        """Exactly one PUT, with the body's Content-MD5 so S3 refuses a damaged body."""
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
+        """Exactly one PUT, with the body's Content-MD5 so S3 refuses a damaged body; ``extra``:
+        more PutObject arguments of this one write (metadata, tags: backends/s3meta.py)."""
         bucket, key = split_path(path)
         if size is not None and size > MAX_PUT:
             raise StorageError(f"{path}: {size} bytes is more than one S3 PUT takes (5 GiB)",
@@ -369,7 +362,7 @@ class S3Backend(Backend):
         md5 = _content_md5(body) if len(body) <= MiB else await asyncio.to_thread(_content_md5, body)
         with error_edge(map_s3_error, path):
             resp = await self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5,
-                                                **self.request_args(path))
+                                                **(extra or {}))
         # No HEAD for the modified time: a second request per small file halves the rate of
         # many-file pushes, and the ETag already identifies what was stored.
         return Entry(name=path, size=len(body), etag=_etag(resp.get("ETag")), mtime=None)
@@ -458,7 +451,7 @@ class S3Backend(Backend):
 
     async def mp_create(self, path: str, extra: dict[str, Any] | None = None) -> str:
         bucket, key = split_path(path)
-        args = {**self.request_args(path), **(extra or {})}
+        args = extra or {}
         with error_edge(map_s3_error, path):
             try:
                 resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, **args)

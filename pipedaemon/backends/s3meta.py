@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pipedaemon_sdk.errors import ConflictError, StorageError
@@ -56,18 +55,13 @@ class S3Metadata(NativeMetadata):
         tags = {t["Key"]: t.get("Value", "") for t in tagging.get("TagSet", [])}
         return Native(meta=dict(head.get("Metadata") or {}), tags=tags, entry=_head_entry(path, head))
 
-    @contextlib.asynccontextmanager
-    async def at_upload(self, path: str, meta: dict[str, str], tags: dict[str, str]) -> AsyncIterator[None]:
+    def upload_args(self, meta: dict[str, str], tags: dict[str, str]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if meta:
             extra["Metadata"] = meta
         if tags:
             extra["Tagging"] = _query(tags)
-        self.b.extra_write_args[path] = extra
-        try:
-            yield
-        finally:
-            self.b.extra_write_args.pop(path, None)
+        return extra
 
     async def write(
         self, path: str, meta: dict[str, str], tags: dict[str, str], if_etag: str | None

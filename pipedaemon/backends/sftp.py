@@ -412,7 +412,8 @@ class SFTPBackend(Backend):
             got += more
         return bytes(got)
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         # The caller's stream goes through the source pump: its failures are never SFTP's.
         with source_errors(), error_edge(map_sftp_error, path):
             sftp = await self._client()
@@ -464,7 +465,10 @@ class SFTPBackend(Backend):
             return
         with error_edge(map_sftp_error, path):
             async with self._ops:
-                await (await self._client()).makedirs(folder, exist_ok=True)
+                sftp = await self._client()
+                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
+                    await self._check_root(sftp)  # a folder below the root never makes the root
+                await sftp.makedirs(folder, exist_ok=True)
 
     async def rmdir(self, path: str) -> None:
         with error_edge(map_sftp_error, path):

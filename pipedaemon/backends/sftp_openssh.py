@@ -336,7 +336,8 @@ class OpenSSHSFTPBackend(Backend):
                 fut.cancel()
             await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None) -> Entry:
+    async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
+                    extra: dict[str, Any] | None = None) -> Entry:
         with error_edge(map_wire_error, path):
             sess = await self._session()
             handle = await self._open_making_parents(sess, path, W.FXF_WRITE | W.FXF_CREAT | W.FXF_TRUNC)
@@ -402,7 +403,10 @@ class OpenSSHSFTPBackend(Backend):
             return
         with error_edge(map_wire_error, path):
             async with self._ops:
-                await (await self._session()).makedirs(folder)
+                sess = await self._session()
+                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
+                    await self._check_root(sess)  # a folder below the root never makes the root
+                await sess.makedirs(folder)
 
     async def rmdir(self, path: str) -> None:
         with error_edge(map_wire_error, path):

@@ -89,6 +89,32 @@ def _names(ctx: click.Context, method: str) -> list[str]:
     return [n for n in names if isinstance(n, str)]
 
 
+def _job_ids(ctx: click.Context, states: tuple[str, ...]) -> list[str]:
+    """Ids of the daemon's jobs in ``states`` (all when empty), newest first; never starts one."""
+    root = ctx.find_root().params
+    try:
+        with PipeClient(socket_path=root.get("socket_path"), profile=root.get("profile"), auto_start=False,
+                        request_timeout_s=2.0) as c:
+            jobs = [j for s in states for j in c.jobs(state=s)] if states else c.jobs(limit=100)
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+    return [j.id for j in jobs]
+
+
+def complete_job(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    """Any job's id (``jobs JOB_ID``)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(i) for i in _job_ids(ctx, ()) if i.startswith(incomplete)]
+
+
+def complete_live_job(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    """Ids of the jobs that can still be cancelled: running or queued."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(i) for i in _job_ids(ctx, ("running", "queued")) if i.startswith(incomplete)]
+
+
 def complete_remote(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
     from click.shell_completion import CompletionItem
 

@@ -12,7 +12,7 @@ import click
 from pipedaemon_sdk import JobInfo
 from pipedaemon_sdk.paths import default_socket_path, home_dir
 
-from .common import SizeType, client, emit, handle_errors, main_group
+from .common import SizeType, client, complete_job, complete_live_job, emit, handle_errors, main_group
 from .follow import run_job
 
 
@@ -128,13 +128,17 @@ def _job_line(j: JobInfo) -> str:
                    "(with --json: one JSON object per line).")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.argument("job_ids", metavar="[JOB_ID]...", nargs=-1, shell_complete=complete_job)
 @click.pass_context
 @handle_errors
-def jobs(ctx: click.Context, watch: bool, state: str | None, limit: int) -> None:
-    """List jobs, newest first (or watch the running ones)."""
+def jobs(ctx: click.Context, watch: bool, state: str | None, limit: int, job_ids: tuple[str, ...]) -> None:
+    """List jobs, newest first (or watch the running ones); with JOB_IDs, only those."""
     c = client(ctx)
+    if job_ids and watch:
+        raise click.UsageError("--watch follows every running job; leave out the JOB_IDs")
     if not watch:
-        emit(ctx, c.jobs(state=state, limit=limit), lambda js: "\n".join(map(_job_line, js)) or "no jobs")
+        found = [c.job(i).info for i in job_ids] if job_ids else c.jobs(state=state, limit=limit)
+        emit(ctx, found, lambda js: "\n".join(map(_job_line, js)) or "no jobs")
         return
     from .watch import watch
 
@@ -142,7 +146,7 @@ def jobs(ctx: click.Context, watch: bool, state: str | None, limit: int) -> None
 
 
 @main_group.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_live_job)
 @click.pass_context
 @handle_errors
 def cancel(ctx: click.Context, job_id: str) -> None:

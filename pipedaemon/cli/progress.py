@@ -9,13 +9,23 @@ from typing import Any, TextIO
 
 from pipedaemon_sdk import JobInfo, ProgressEvent
 
+# Sizes in decimal units, as rates are: ProgressEvent.rate_mbps is rate_bps / 1e6 (docs/sdk.md),
+# and rich's speed column says MB/s for 10^6 bytes/s, so a size beside a rate is in the same MB.
+UNITS = ("B", "kB", "MB", "GB", "TB")
+
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    """``n`` bytes in decimal units (1 MB = 10^6 bytes), the units of every rate shown."""
+    for unit in UNITS:
+        if abs(n) < 1000 or unit == UNITS[-1]:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+        n /= 1000
+    return f"{n:.1f} {UNITS[-1]}"
+
+
+def rate(ev: ProgressEvent) -> str:
+    """The daemon's rate as the SDK gives it: ``rate_mbps`` (rate_bps / 1e6), in MB/s."""
+    return f"{ev.rate_mbps:.1f} MB/s"
 
 
 def files_label(ev: ProgressEvent) -> str:
@@ -41,14 +51,27 @@ def _progress(con: Any) -> Any:
         TaskProgressColumn,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
 
     # Ratio 1 on the label: the label takes what the other columns leave, so a line never wraps.
     return Progress(TextColumn("{task.description}", table_column=None), BarColumn(bar_width=None),
-                    TaskProgressColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                    TaskProgressColumn(), DownloadColumn(binary_units=False),
+                    _rate_column(),
                     TimeRemainingColumn(compact=True), console=con, transient=False,
                     refresh_per_second=8, expand=True)
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        """The daemon's rate (a task's ``rate`` field, from ``rate``): blank until it tells one."""
+
+        def render(self, task: Any) -> Text:
+            return Text(str(task.fields.get("rate", "")), style="progress.data.speed")
+
+    return Rate()
 
 
 class Bar:
@@ -72,14 +95,14 @@ class Bar:
         if self._p is None:
             self._p = _progress(self._con)
             self._p.start()
-            self._main = self._p.add_task("", total=max(ev.bytes_total, 1))
+            self._main = self._p.add_task("", total=max(ev.bytes_total, 1), rate="")
         w = self._label_width()
         if ev.file_count > 1:
             head = " ".join(x for x in (self.label, files_label(ev)) if x)
         else:
             head = ev.file_name or self.label
         self._p.update(self._main, description=short(head, w), completed=ev.bytes_done,
-                       total=max(ev.bytes_total, 1))
+                       total=max(ev.bytes_total, 1), **({"rate": rate(ev)} if ev.rate_bps > 0 else {}))
         self._files_update(ev, w)
 
     def _files_update(self, ev: ProgressEvent, w: int) -> None:
@@ -89,7 +112,7 @@ class Bar:
                 self._p.remove_task(self._files.pop(name))
         for name, f in running.items():
             if name not in self._files:
-                self._files[name] = self._p.add_task("", total=max(f.bytes_total, 1))
+                self._files[name] = self._p.add_task("", total=max(f.bytes_total, 1), rate="")
             self._p.update(self._files[name], description="  " + short(name, w - 2),
                            completed=f.bytes_done, total=max(f.bytes_total, 1))
 

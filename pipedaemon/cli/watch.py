@@ -18,7 +18,7 @@ import msgspec
 
 from pipedaemon_sdk import JobInfo, NotFoundError, PipeClient
 
-from .progress import _progress, console, files_label, job_summary, short
+from .progress import _progress, console, files_label, job_summary, rate, short
 
 POLL_S = 0.5
 
@@ -102,10 +102,11 @@ def _watch_tty(c: PipeClient) -> None:
                 label = short(" ".join(x for x in (j.id[:8], j.kind, j.state if j.state != "running" else "",
                                                    files_label(ev) if ev else "") if x), width)
                 if j.id not in tasks:
-                    tasks[j.id] = progress.add_task(label, total=None)
+                    tasks[j.id] = progress.add_task(label, total=None, rate="")
                 total = max(ev.bytes_total, 1) if ev else None
+                speed = {"rate": rate(ev)} if ev and ev.rate_bps > 0 else {}
                 progress.update(tasks[j.id], description=label, completed=ev.bytes_done if ev else 0,
-                                total=total)
+                                total=total, **speed)
             if not running:
                 break
             time.sleep(POLL_S)

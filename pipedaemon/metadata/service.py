@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from ..server import Daemon
 
 log = logging.getLogger("pipedaemon.metadata")
-Saver = Callable[[Entry], Awaitable[None]]
 SAME_CONTENT = "same_content_as"  # a metadata rewrite that gave the same bytes a new version
 
 
@@ -155,25 +153,20 @@ class MetaService:
         await graph.add(profile, entry_node(ref, now), entry_node(ref, was), link)
         log.info("%s: the metadata copy changed its ETag %s -> %s (linked)", path, was.etag, now.etag)
 
-    @contextlib.asynccontextmanager
-    async def at_upload(
-        self, profile: str, remote: str, backend: Backend, path: str, rec: Record | None
-    ) -> AsyncIterator[Saver]:
-        """Around an upload: the storage's own place gets ``rec`` with the bytes (S3: the same
-        PUT or CreateMultipartUpload), the store once it landed. Yields the saver to call with
-        the uploaded entry."""
-
-        async def save(entry: Entry) -> None:
-            if rec is not None:
-                await self.save(profile, remote, path, rec, native is not None, entry)
-
+    def upload_args(self, backend: Backend, rec: Record | None) -> dict[str, Any] | None:
+        """The storage's own place gets ``rec`` with the bytes: the backend's arguments of that
+        one upload (S3: its PUT or CreateMultipartUpload), handed to the engine's call for it."""
         native = native_metadata(backend) if rec is not None else None
         if native is None or rec is None:
-            yield save
-            return
-        meta, tags = to_native(rec)
-        async with native.at_upload(path, meta, tags):
-            yield save
+            return None
+        return native.upload_args(*to_native(rec))
+
+    async def uploaded(
+        self, profile: str, remote: str, backend: Backend, path: str, rec: Record | None, entry: Entry
+    ) -> None:
+        """The store's record of what an upload carried, once the upload landed as ``entry``."""
+        if rec is not None:
+            await self.save(profile, remote, path, rec, native_metadata(backend) is not None, entry)
 
 
 def service_of(daemon: Daemon) -> MetaService:

@@ -15,7 +15,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pipedaemon_sdk import errors as E
 
@@ -38,8 +38,11 @@ T = TypeVar("T")
 
 
 async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
-                 tuning: Tuning | None = None, resume: ResumeSlot | None = None) -> Entry:
-    """Store the local file ``src`` at ``dst``; verified, and never half-published."""
+                 tuning: Tuning | None = None, resume: ResumeSlot | None = None,
+                 extra: dict[str, Any] | None = None) -> Entry:
+    """Store the local file ``src`` at ``dst``; verified, and never half-published. ``extra``:
+    the backend's arguments of this upload's one write or multipart start (S3 metadata and
+    tags), passed with this upload alone, never kept by path."""
     tuning = (tuning or Tuning()).fit(backend)
     try:
         before = src.stat()
@@ -49,9 +52,9 @@ async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
     ident = {"src": str(src), "size": before.st_size, "mtime_ns": before.st_mtime_ns, "dst": dst}
     unchanged = _Unchanged(src, before)
     if tuning.multipart(backend, before.st_size):  # the engine's one decision: one PUT or parts
-        return await _multipart(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
+        return await _multipart(backend, src, dst, ident, on_bytes, tuning, resume, unchanged, extra)
     if backend.caps.atomic_write:
-        return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged)
+        return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged, extra)
     if backend.caps.offset_write and backend.caps.rename and big:
         return await _offset_chunks(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
     # With a job's resume slot the temporary name is the job's own: after a kill -9 the re-run
@@ -130,7 +133,7 @@ class _Counter:
 
 
 async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: OnBytes,
-                  tuning: Tuning, unchanged: _Unchanged) -> Entry:
+                  tuning: Tuning, unchanged: _Unchanged, extra: dict[str, Any] | None = None) -> Entry:
     count = _Counter(on_bytes)
     tuning.chunk(0, 1)
 
@@ -138,7 +141,8 @@ async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: On
         count.rewind()
         md5 = S3ETag(max(size, 1))
         async with tuning.slot():
-            entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5, unchanged), size)
+            entry = await backend.write(dst, file_chunks(src, size, count, tuning, md5, unchanged), size,
+                                        extra)
         await _verified_or_removed(backend, entry, md5.hexdigest(), size, dst)
         return entry
 
@@ -146,10 +150,11 @@ async def _single(backend: Backend, src: Path, dst: str, size: int, on_bytes: On
 
 
 async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, object], on_bytes: OnBytes,
-                     tuning: Tuning, resume: ResumeSlot | None, unchanged: _Unchanged) -> Entry:
+                     tuning: Tuning, resume: ResumeSlot | None, unchanged: _Unchanged,
+                     extra: dict[str, Any] | None = None) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
     part = tuning.part_for(size)
-    upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume, tuning)
+    upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume, tuning, extra)
     digests: dict[int, str] = {n: info[1] for n, info in done.items()}
     etags: dict[int, str] = {n: info[0] for n, info in done.items()}
     if done:
@@ -253,7 +258,8 @@ async def _retry_mismatch(attempt: Callable[[], Awaitable[T]], what: str) -> T:
 
 
 async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object],
-                            resume: ResumeSlot | None, tuning: Tuning) -> tuple[str, dict[int, list[str]]]:
+                            resume: ResumeSlot | None, tuning: Tuning,
+                            extra: dict[str, Any] | None = None) -> tuple[str, dict[int, list[str]]]:
     """The upload id to use and the parts already stored under it."""
     if resume is not None:
         note, done = await resume.load()
@@ -268,7 +274,7 @@ async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object]
                                    if n in stored and stored[n][0] == info[0]}
         elif note is not None:  # the source changed since: that upload is of no use
             await _abort(backend, dst, str(note["upload_id"]), Tuning())
-    upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
+    upload_id = await retry(lambda: backend.mp_create(dst, extra), what=f"start upload {dst}")
     if resume is not None:
         try:
             await resume.start({"ident": ident, "upload_id": upload_id})
