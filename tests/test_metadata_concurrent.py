@@ -8,20 +8,27 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipedaemon_sdk import AsyncPipeClient
 from tests.storage_helpers import REMOTE, settings_of
 
-UPLOADS = 6
+MiB = 1 << 20
 
 
+# One PUT each, and multipart each (5 MiB parts from 1 MiB: two parts), where a completion could
+# otherwise see another upload's object in its HEAD and fail ours or remove theirs as unverified.
+@pytest.mark.parametrize(("base", "uploads", "tuning"), [
+    (200_000, 6, {}), (5 * MiB + 1, 3, {"part_size": 5 * MiB, "put_threshold": MiB}),
+], ids=["put", "multipart"])
 def test_concurrent_uploads_of_one_key_end_coherent(pd_env: dict[str, Path], s3_spec: dict[str, Any],
-                                                    s3_client: Any, tmp_path: Path) -> None:
-    options = dict(s3_spec["options"])
+                                                    s3_client: Any, tmp_path: Path, base: int,
+                                                    uploads: int, tuning: dict[str, int]) -> None:
+    options = {**s3_spec["options"], **tuning}
     # Each upload held open about a second by its bandwidth limit: all of them are in flight at
     # once, so a hook keyed by path would hand one upload's metadata to another (or drop it).
-    base = 200_000
     files = []
-    for i in range(UPLOADS):
+    for i in range(uploads):
         f = tmp_path / f"v{i}.bin"
         f.write_bytes(bytes([65 + i]) * (base + i))  # upload i: its own bytes and size
         files.append(f)
@@ -34,13 +41,13 @@ def test_concurrent_uploads_of_one_key_end_coherent(pd_env: dict[str, Path], s3_
                 c.upload(f, remote=REMOTE, key="same.bin", bwlimit_bps=base, title=f"title {i}",
                          alias=f"alias-{i}", tags=[f"v={i}"], metadata={"n": i})
                 for i, f in enumerate(files)))
-            assert len(results) == UPLOADS
+            assert len(results) == uploads
             return await c.get_metadata(REMOTE, "same.bin")
 
     got = asyncio.run(main())
     body = s3_client.get_object(Bucket=bucket, Key="same.bin")["Body"].read()
     i = body[0] - 65
-    assert 0 <= i < UPLOADS and body == files[i].read_bytes()
+    assert 0 <= i < uploads and body == files[i].read_bytes()
     head = s3_client.head_object(Bucket=bucket, Key="same.bin")
     assert head["Metadata"]["n"] == str(i), "the bytes of one upload, the metadata of another"
     assert head["Metadata"]["alias"] == f"alias-{i}"

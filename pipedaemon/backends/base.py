@@ -181,7 +181,10 @@ class Backend(ABC):
         """Parts already uploaded: part number -> (etag, size)."""
         raise NotImplementedError
 
-    async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> Entry:
+    async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]],
+                          size: int | None = None) -> Entry:
+        """Complete; ``size`` (the bytes sent) lets the entry describe our object even when
+        another writer replaced the key in between."""
         raise NotImplementedError
 
     async def mp_abort(self, path: str, upload_id: str) -> None:

@@ -536,14 +536,21 @@ class S3Backend(Backend):
                     parts[int(p["PartNumber"])] = (_etag(p["ETag"]) or "", int(p["Size"]))
         return parts
 
-    async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> Entry:
+    async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]],
+                          size: int | None = None) -> Entry:
         bucket, key = split_path(path)
         listed = [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in sorted(parts)]
         with error_edge(map_s3_error, path):
-            await self.client.complete_multipart_upload(
+            done = await self.client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
             entry = _head_entry(path, await self.client.head_object(Bucket=bucket, Key=key))
         await self._upload_ended(path, upload_id)
+        ours = _etag(done.get("ETag"))
+        if size is not None and ours and entry.etag and entry.etag != ours:
+            # Another writer replaced the key between our completion and the HEAD: report what we
+            # stored (S3 computed its ETag from our parts), so the engine neither fails our upload
+            # nor removes the other writer's object as "unverified".
+            entry = Entry(name=path, size=size, etag=ours, mtime=entry.mtime)
         return entry
 
     async def mp_abort(self, path: str, upload_id: str) -> None:

@@ -212,7 +212,7 @@ async def _complete(backend: Backend, dst: str, upload_id: str, parts: list[tupl
 
     async def attempt() -> Entry:
         try:
-            return await backend.mp_complete(dst, upload_id, parts)
+            return await backend.mp_complete(dst, upload_id, parts, size)
         except E.NotFoundError:
             with contextlib.suppress(E.NotFoundError):
                 entry = await backend.stat(dst)
