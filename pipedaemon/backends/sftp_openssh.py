@@ -138,14 +138,18 @@ class OpenSSHSFTPBackend(Backend):
             self._set_option("StrictHostKeyChecking", "yes")  # later connections meet the same key
 
     async def close(self) -> None:
-        await asyncio.gather(*(slot.close() for slot in self._slots))
-        for helper in (self._agent, self._askpass):
-            if helper is not None:
-                await helper.stop()
-        self._agent = self._askpass = None
-        if self._work is not None:
-            self._work.remove()
-            self._work = None
+        try:
+            await asyncio.gather(*(slot.close() for slot in self._slots), return_exceptions=True)
+            for helper in (self._agent, self._askpass):
+                if helper is not None:
+                    with contextlib.suppress(Exception):
+                        await helper.stop()
+        finally:
+            # Whatever failed or was cancelled above, the folder (agent socket, pin) goes.
+            self._agent = self._askpass = None
+            if self._work is not None:
+                self._work.remove()
+                self._work = None
 
     def _set_option(self, key: str, value: str) -> None:
         self._ssh_options = [(k, v) for k, v in self._ssh_options if k != key] + [(key, value)]
@@ -249,6 +253,10 @@ class OpenSSHSFTPBackend(Backend):
             if self._pin_file and err.data.get("reason") == "host key mismatch":
                 err.message = err.message.replace("known_hosts", "the pinned key")
             raise err from None
+        except BaseException:  # cancelled while starting (a client gone): no ssh left behind
+            await session.close()
+            await ssh.stop()
+            raise
         return ssh, session
 
     async def _ensure(self, slot: _Slot) -> W.SFTPSession:
