@@ -49,11 +49,16 @@ def load(report: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
 
 
+def label(row: dict[str, Any]) -> str:
+    """A row's name: its protocol, and SFTP's transport (the two are measured apart)."""
+    return row["protocol"] + (f" ({row['transport']})" if row.get("transport") else "")
+
+
 def faults_table(rows: list[dict[str, Any]]) -> str:
     out = ["| protocol | runs | jobs | succeeded | failed (code: count) | failed jobs re-run clean | "
            "rule broken | connections | given a fault | faults that took effect |",
            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
-    for r in sorted((r for r in rows if r["suite"] == "faults"), key=lambda r: r["protocol"]):
+    for r in sorted((r for r in rows if r["suite"] == "faults"), key=label):
         outcomes = collections.Counter[str]()
         for k, v in r["outcomes"].items():
             outcomes[k.split(" ", 1)[1]] += v
@@ -65,7 +70,7 @@ def faults_table(rows: list[dict[str, Any]]) -> str:
         kinds += f"; and {dropped} open connections reset between runs" if dropped else ""
         fired = sum(faults.values())
         broken = len(r.get("violations", []))
-        name = r["protocol"] + (f" ({r['note']})" if r.get("note") else "")  # e.g. a re-run after a fix
+        name = label(r) + (f" ({r['note']})" if r.get("note") else "")  # e.g. a re-run after a fix
         out.append(f"| {name} | {r['runs']} | {r['jobs']} | {ok} | {failed} | {r['healed']} | "
                    f"{broken} | {r['connections']} | {r['assigned']} | {fired} ({kinds}) |")
     broken = [f"- {v[:300]}" for r in rows for v in r.get("violations", [])]
@@ -77,12 +82,12 @@ def crashes_table(rows: list[dict[str, Any]]) -> str:
     out = ["| protocol | rounds | kills | jobs succeeded | moved | sent again on the wire (up / down) | "
            "worst per kill | bound per kill | at moto: parts stored twice |",
            "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
-    for r in sorted((r for r in rows if r["suite"] == "crash"), key=lambda r: r["protocol"]):
+    for r in sorted((r for r in rows if r["suite"] == "crash"), key=label):
         moto = "-"
         if r["protocol"] == "s3":
             moto = (f"{r.get('resent_up_requests', 0)} ({r.get('resent_up_moto', 0) / mib:.0f} MiB); "
                     f"{r.get('gets', 0)} GETs for {r.get('objects_pulled', 0)} objects")
-        out.append(f"| {r['protocol']} | {r['rounds']} | {r['kills']} | {r['succeeded']} of {r['jobs']} | "
+        out.append(f"| {label(r)} | {r['rounds']} | {r['kills']} | {r['succeeded']} of {r['jobs']} | "
                    f"{r['bytes_moved'] / mib:.0f} MiB | {r['resent_up_wire'] / mib:.1f} / "
                    f"{r['resent_down_wire'] / mib:.1f} MiB | {r['worst_wire_per_kill'] / mib:.1f} MiB | "
                    f"{r['bound_per_kill'] / mib:.0f} MiB | {moto} |")

@@ -8,6 +8,7 @@ kept for reuse, and closed when their remote changes or the daemon stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -147,9 +148,13 @@ class Remotes:
         backend = backend_class(remote.protocol)(options, creds, max_streams=self.max_streams)
         try:
             await retry(backend.connect, what=f"connecting to remote {remote.name}")
-        except E.DaemonError as err:
-            err.data.setdefault("remote", remote.name)
-            await backend.close()
+        except BaseException as err:
+            # Any failure, a cancelled request too: what connect() started (an OpenSSH
+            # backend's agent and private folder) must not outlive it.
+            if isinstance(err, E.DaemonError):
+                err.data.setdefault("remote", remote.name)
+            with contextlib.suppress(Exception):
+                await backend.close()
             raise
         seen = getattr(backend, "seen_host_key", None)
         if seen and not remote.host_key and options.get("known_hosts") == "accept-new":
@@ -208,6 +213,9 @@ class Remotes:
 
 
 async def start_service(daemon: Daemon) -> None:
+    from .backends.openssh import sweep_once
+
+    sweep_once()  # folders of OpenSSH backends whose daemon was killed (kill -9) before closing
     daemon.services["remotes"] = Remotes(daemon)
 
 

@@ -4,14 +4,16 @@ The shape of asyncssh's ``_SFTPParallelIO``: at most ``depth`` requests in fligh
 one started as soon as one ends, the first failure cancels the rest and is raised as itself
 (not wrapped in an exception group), and nothing is left running or "never retrieved".
 It serves S3 parts (uploads and streams), S3 server-side copy parts, SFTP ranged reads and
-writes, and the engine's parallel chunks; short reads are re-queued by the caller's piece
-function (``read_exact``), so the window itself stays generic.
+writes (both transports: asyncssh and OpenSSH), and the engine's parallel chunks. Ranged
+reads go through ``read_range``: each piece is ``read_exact``, which asks again for the rest
+of a short read (a server's packet limit), so the window itself stays generic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -28,8 +30,13 @@ class Window:
         self.pending: set[asyncio.Future[Any]] = set()
 
     async def submit(self, aw: Awaitable[Any]) -> asyncio.Future[Any]:
-        while len(self.pending) >= self.depth:
-            await self._wait_one()
+        try:
+            while len(self.pending) >= self.depth:
+                await self._wait_one()
+        except BaseException:
+            if asyncio.iscoroutine(aw):
+                aw.close()  # never started: no "coroutine was never awaited" warning
+            raise
         task = asyncio.ensure_future(aw)
         self.pending.add(task)
         return task
@@ -100,3 +107,39 @@ async def ordered(makers: Iterable[Callable[[], Awaitable[R]]], depth: int) -> A
         for task in queue:
             task.cancel()
         await asyncio.gather(*queue, return_exceptions=True)
+
+
+Read = Callable[[int, int], Awaitable[bytes]]
+
+
+async def read_exact(read: Read, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` through ``read(offset, n)``: a short read is asked again
+    for the rest; fewer come back only at the end of the file."""
+    data = await read(offset, size)
+    if len(data) == size or not data:
+        return data  # the usual case: no copy
+    got = bytearray(data)
+    while len(got) < size:
+        more = await read(offset + len(got), size - len(got))
+        if not more:
+            break
+        got += more
+    return bytes(got)
+
+
+async def read_range(read: Read, start: int, end: int, piece: int, depth: int) -> AsyncIterator[bytes]:
+    """[start, end) in order, in pieces of ``piece`` bytes, ``depth`` of them in flight; stops
+    at the first piece that comes back short (the end of the file came early: the caller
+    checks sizes). Leaving early cancels the reads ahead at once."""
+    piece = max(1, piece)
+
+    def maker(pos: int) -> Callable[[], Awaitable[bytes]]:
+        return lambda: read_exact(read, pos, min(piece, end - pos))
+
+    chunks = ordered((maker(pos) for pos in range(start, end, piece)), depth)
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for data in chunks:
+            if data:
+                yield data
+            if len(data) < piece:
+                return

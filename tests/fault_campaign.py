@@ -137,6 +137,7 @@ class Tally:
     """What a campaign did: runs, faults that took effect, job outcomes."""
 
     protocol: str
+    transport: str | None = None  # SFTP's: "openssh" or "asyncssh", reported apart
     runs: int = 0
     jobs: int = 0
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -148,7 +149,8 @@ class Tally:
 
     def record(self) -> None:
         """This tally into the soak's report (tests/soak.py)."""
-        report({"suite": "faults", "protocol": self.protocol, "runs": self.runs, "jobs": self.jobs,
+        report({"suite": "faults", "protocol": self.protocol, "transport": self.transport,
+                "runs": self.runs, "jobs": self.jobs,
                 "outcomes": dict(self.outcomes), "faults": dict(self.faults),
                 "connections": self.connections, "assigned": self.assigned, "healed": self.healed,
                 "violations": self.violations})

@@ -173,7 +173,7 @@ def test_crash_loop(protocol: str, transport: str | None, request: pytest.Fixtur
         with PipeClient(request_timeout_s=120) as c:
             c.shutdown()
     assert integrity(pd_env["home"]) == "ok" and leftover_resume_rows(pd_env["home"]) == 0
-    report = {"suite": "crash", "protocol": protocol, **loop.totals, "worst_wire_per_kill": loop.worst,
-              "bound_per_kill": in_flight_bound(SMALL_MAX)}
+    report = {"suite": "crash", "protocol": protocol, "transport": transport, **loop.totals,
+              "worst_wire_per_kill": loop.worst, "bound_per_kill": in_flight_bound(SMALL_MAX)}
     print(f"\ncrash loop: {report}")
     soak.report(report)

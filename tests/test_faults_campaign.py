@@ -56,7 +56,7 @@ def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
 def test_fault_campaign(protocol: str, transport: str | None, request: pytest.FixtureRequest,
                         client: PipeClient) -> None:
     spec, storage, port = server_for(request, protocol)
-    tally = Tally(protocol)
+    tally = Tally(protocol, transport)
     with FaultProxy(port, ftp_data=protocol == "ftp") as proxy:
         register(client, "r", proxied(spec, proxy), **({"transport": transport} if transport else {}))
         for seed in SEEDS:

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 from collections import deque
@@ -61,17 +62,72 @@ def _quote(value: str) -> str:
     return '"' + value.replace('"', "") + '"' if re.search(r"\s", value) else value
 
 
+WORKDIR_PREFIX = "pd-ssh-"  # then the owner's pid: pd-ssh-<pid>-<random>
+_OWNED = re.compile(rf"^{WORKDIR_PREFIX}(\d+)-")
+_swept = False
+
+
+def _workdir_base() -> str | None:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return base if base and os.path.isdir(base) and os.access(base, os.W_OK) else None
+
+
 class Workdir:
-    """A private folder (0700) for one backend's sockets and pinned-key file."""
+    """A private folder (0700) for one backend's sockets and pinned-key file.
+
+    Its name carries the owning process's pid, so a daemon killed before its close()
+    (kill -9, a crash) leaves a folder the next start can tell is stale (``sweep_stale``).
+    """
 
     def __init__(self) -> None:
-        base = os.environ.get("XDG_RUNTIME_DIR")
-        base = base if base and os.path.isdir(base) and os.access(base, os.W_OK) else None
-        self.path = Path(tempfile.mkdtemp(prefix="pd-ssh-", dir=base))
+        sweep_once()  # a backend's first start in this process: what dead ones left goes
+        self.path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=_workdir_base()))
         self.path.chmod(0o700)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone's process has that pid: not ours to judge, keep the folder
+    return True
+
+
+def sweep_once() -> None:
+    """``sweep_stale`` once per process (at daemon start, or a backend's first start)."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_stale()
+
+
+def sweep_stale() -> list[str]:
+    """Remove this user's leftover backend folders whose owner process is gone (never a live
+    one's, never another user's, never a link); the paths removed."""
+    removed: list[str] = []
+    for base in dict.fromkeys(b for b in (_workdir_base(), tempfile.gettempdir()) if b):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            owner = _OWNED.match(name)
+            if owner is None or _alive(int(owner.group(1))):
+                continue
+            path = os.path.join(base, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 class Agent:

@@ -14,7 +14,7 @@ import itertools
 import os
 import posixpath
 import stat as statmod
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import asyncssh
@@ -27,11 +27,11 @@ from pipedaemon.backends.base import (
     RangeWriter,
     TransientError,
     error_edge,
-    missing_root,
     source,
     source_errors,
 )
-from pipedaemon.window import Window, ordered
+from pipedaemon.backends.sftpcommon import PooledRangeWriter, check_root, scan_entries, walk, with_parents
+from pipedaemon.window import Window, read_range
 from pipedaemon_sdk.errors import (
     AuthFailedError,
     DaemonError,
@@ -49,7 +49,6 @@ PREFERRED_CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha
 READ_CHUNK = 1 << 20  # one request to asyncssh, which splits it into pipelined SFTP reads
 READ_WINDOW = 4  # chunks in flight per read(): bounds memory to ~4 MiB per stream
 WRITE_WINDOW = 4  # chunks in flight per write()
-SCAN_BATCH = 16  # folders scanned at once while walking a tree
 _EMPTY_KNOWN: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
 
 
@@ -72,27 +71,6 @@ def map_sftp_error(exc: BaseException) -> DaemonError | None:
     if isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_RESOURCE_SHORTAGE:
         return TransientError(f"SFTP server busy: {msg}")
     return StorageError(f"SFTP error: {msg}")
-
-
-Scan = Callable[[str, str], Awaitable[list[tuple[Entry, bool]]]]
-
-
-async def walk(scan: Scan, path: str, recursive: bool) -> AsyncIterator[Entry]:
-    """A folder's files (and, flat, its sub-folders), SCAN_BATCH folders scanned at once.
-
-    ``scan(base, rel)`` lists one folder: (entry named relative to base, descend into it?).
-    """
-    base = path.rstrip("/") or ("/" if path.startswith("/") else ".")
-    frontier = [""]
-    while frontier:
-        batch, frontier = frontier[:SCAN_BATCH], frontier[SCAN_BATCH:]
-        for entries in await asyncio.gather(*(scan(base, rel) for rel in batch)):
-            for entry, descend in entries:
-                if entry.is_dir and recursive:
-                    if descend:
-                        frontier.append(entry.name)
-                    continue
-                yield entry
 
 
 def _about_passphrase(exc: Exception) -> bool:
@@ -342,26 +320,16 @@ class SFTPBackend(Backend):
     async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
         """One folder's entries (names relative to ``base``); a missing folder is empty."""
         folder = posixpath.join(base, rel) if rel else base
-        out: list[tuple[Entry, bool]] = []
         async with self._ops:
             sftp = await self._client()
             try:
                 names = [n async for n in sftp.scandir(folder)]
             except asyncssh.SFTPNoSuchFile:
-                return out
-            for n in names:
-                name = n.filename if isinstance(n.filename, str) else n.filename.decode()
-                if name in (".", ".."):
-                    continue
-                attrs, descend = n.attrs, True
-                if _is_link(attrs):
-                    # Follow links to files; never descend through linked folders (loops).
-                    try:
-                        attrs, descend = await sftp.stat(posixpath.join(folder, name)), False
-                    except asyncssh.SFTPError:
-                        continue  # dangling link
-                out.append((_entry(f"{rel}/{name}" if rel else name, attrs), descend))
-        return out
+                return []
+            listing = ((n.filename if isinstance(n.filename, str) else n.filename.decode(), n.attrs)
+                       for n in names)
+            return await scan_entries(listing, folder, rel, is_link=_is_link, stat=sftp.stat,
+                                      entry=_entry, dangling=asyncssh.SFTPError)
 
     async def stat(self, path: str) -> Entry:
         with error_edge(map_sftp_error, path):
@@ -382,35 +350,14 @@ class SFTPBackend(Backend):
                 with contextlib.suppress(Exception):
                     await f.close()
 
-    async def _read_window(self, f: asyncssh.SFTPClientFile, start: int, end: int) -> AsyncIterator[bytes]:
+    def _read_window(self, f: asyncssh.SFTPClientFile, start: int, end: int) -> AsyncIterator[bytes]:
         """Chunks of [start, end) in order, with up to READ_WINDOW requests in flight."""
 
-        def reader(pos: int) -> Any:
-            return lambda: self._read_exact(f, pos, min(READ_CHUNK, end - pos))
-
-        chunks = ordered((reader(pos) for pos in range(start, end, READ_CHUNK)), READ_WINDOW)
-        async with contextlib.aclosing(chunks):  # an early end cancels the reads ahead at once
-            async for data in chunks:
-                if data:
-                    yield data
-                if len(data) < READ_CHUNK:
-                    return  # the last chunk, or the file shrank: the caller checks sizes
-
-    async def _read_exact(self, f: asyncssh.SFTPClientFile, offset: int, size: int) -> bytes:
-        """``size`` bytes at ``offset``: a short read (a server's packet limit) is asked again
-        for the rest; fewer come back only at the end of the file."""
-        async with self._ops:
-            data = await f.read(size, offset)
-        if len(data) == size or not data:
-            return data  # the usual case: no copy
-        got = bytearray(data)
-        while len(got) < size:
+        async def read(offset: int, size: int) -> bytes:
             async with self._ops:
-                more = await f.read(size - len(got), offset + len(got))
-            if not more:
-                break
-            got += more
-        return bytes(got)
+                return await f.read(size, offset)
+
+        return read_range(read, start, end, READ_CHUNK, READ_WINDOW)
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
                     extra: dict[str, Any] | None = None) -> Entry:
@@ -438,21 +385,17 @@ class SFTPBackend(Backend):
     async def _open_making_parents(self, sftp: asyncssh.SFTPClient, path: str,
                                    flags: int) -> asyncssh.SFTPClientFile:
         async with self._ops:
-            try:
-                return await sftp.open(path, flags, encoding=None)
-            except asyncssh.SFTPNoSuchFile:
-                parent = posixpath.dirname(path.rstrip("/"))
-                if not parent:
-                    raise
-                await self._check_root(sftp)
-                await sftp.makedirs(parent, exist_ok=True)
-                return await sftp.open(path, flags, encoding=None)
+            return await with_parents(lambda: sftp.open(path, flags, encoding=None), path,
+                                      **self._parents(sftp))
 
-    async def _check_root(self, sftp: asyncssh.SFTPClient) -> None:
-        """Folders below the root are made as needed; the root itself only with create_root."""
-        root = str(self.options.get("remotepath") or "").rstrip("/")
-        if root and not self.options.get("create_root") and not await sftp.isdir(root):
-            raise missing_root(root)
+    def _parents(self, sftp: asyncssh.SFTPClient) -> dict[str, Any]:
+        """How ``with_parents`` makes the missing folders of a path, over asyncssh."""
+
+        async def makedirs(folder: str) -> None:
+            await sftp.makedirs(folder, exist_ok=True)
+
+        return {"missing": lambda exc: isinstance(exc, asyncssh.SFTPNoSuchFile),
+                "check_root": lambda: check_root(self.options, sftp.isdir), "makedirs": makedirs}
 
     async def delete(self, path: str) -> None:
         with error_edge(map_sftp_error, path):
@@ -480,15 +423,7 @@ class SFTPBackend(Backend):
         with error_edge(map_sftp_error, src):
             async with self._ops:
                 sftp = await self._client()
-                try:
-                    await self._replace(sftp, src, dst)
-                except asyncssh.SFTPNoSuchFile:
-                    parent = posixpath.dirname(dst.rstrip("/"))
-                    if not parent:
-                        raise
-                    await self._check_root(sftp)
-                    await sftp.makedirs(parent, exist_ok=True)  # then a missing src still fails below
-                    await self._replace(sftp, src, dst)
+                await with_parents(lambda: self._replace(sftp, src, dst), dst, **self._parents(sftp))
 
     @staticmethod
     async def _replace(sftp: asyncssh.SFTPClient, src: str, dst: str) -> None:
@@ -516,56 +451,31 @@ class SFTPBackend(Backend):
             return writer
 
 
-class _SFTPRangeWriter(RangeWriter):
-    """Writes at offsets into one remote file, through a handle on each pooled connection.
-
-    The file is created if missing and never truncated below ``size``, so a resumed
-    upload keeps the chunks already written; longer leftovers are cut to ``size``.
-    """
+class _SFTPRangeWriter(PooledRangeWriter[asyncssh.SFTPClient, asyncssh.SFTPClientFile]):
+    """The pooled range writer (sftpcommon) over asyncssh's files."""
 
     FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
 
     def __init__(self, backend: SFTPBackend, path: str) -> None:
+        super().__init__(path, len(backend._slots), map_sftp_error)
         self._b = backend
-        self._path = path
-        self._files: dict[int, tuple[asyncssh.SFTPClient, asyncssh.SFTPClientFile]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._rr = itertools.count()
-        self._closed = False
 
-    async def start(self, size: int) -> None:
-        f = await self._file(0)
+    async def _connection(self, index: int) -> asyncssh.SFTPClient:
+        return await self._b._ensure(self._b._slots[index])
+
+    async def _open(self, conn: asyncssh.SFTPClient) -> asyncssh.SFTPClientFile:
+        return await self._b._open_making_parents(conn, self._path, self.FLAGS)
+
+    async def _write(self, conn: asyncssh.SFTPClient, handle: asyncssh.SFTPClientFile,
+                     offset: int, data: bytes) -> None:
         async with self._b._ops:
-            current = (await f.stat()).size or 0
-            if current > size:
-                await f.truncate(size)
+            await handle.write(data, offset)
 
-    async def _file(self, index: int) -> asyncssh.SFTPClientFile:
-        """This writer's handle on pool slot ``index``, reopened after a reconnect."""
-        lock = self._locks.setdefault(index, asyncio.Lock())
-        async with lock:
-            sftp = await self._b._ensure(self._b._slots[index])
-            held = self._files.get(index)
-            if held is not None and held[0] is sftp:
-                return held[1]
-            f = await self._b._open_making_parents(sftp, self._path, self.FLAGS)
-            self._files[index] = (sftp, f)
-            return f
+    async def _truncate_above(self, conn: asyncssh.SFTPClient, handle: asyncssh.SFTPClientFile,
+                              size: int) -> None:
+        async with self._b._ops:
+            if ((await handle.stat()).size or 0) > size:
+                await handle.truncate(size)
 
-    async def write_at(self, offset: int, data: bytes) -> None:
-        if self._closed:
-            raise StorageError("write_at on a closed writer", {"path": self._path})
-        with error_edge(map_sftp_error, self._path):
-            f = await self._file(next(self._rr) % len(self._b._slots))
-            async with self._b._ops:
-                await f.write(data, offset)
-
-    async def close(self) -> None:
-        self._closed = True
-        files, self._files = list(self._files.values()), {}
-        results = await asyncio.gather(*(f.close() for _, f in files), return_exceptions=True)
-        with error_edge(map_sftp_error, self._path):
-            # Closing flushes; an error here means the data may not have landed.
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+    async def _close(self, conn: asyncssh.SFTPClient, handle: asyncssh.SFTPClientFile) -> None:
+        await handle.close()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import posixpath
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -26,10 +26,12 @@ from pipedaemon_sdk.errors import (
     StorageError,
 )
 
+from ..window import Window, read_range, run_window
 from . import sftpwire as W
-from .base import Backend, Entry, RangeWriter, TransientError, error_edge, missing_root
+from .base import Backend, Entry, RangeWriter, TransientError, error_edge, source, source_errors
 from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
-from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend, walk
+from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend
+from .sftpcommon import PooledRangeWriter, check_root, scan_entries, walk, with_parents
 from .sftpframes import FrameReceiver
 
 READ_WINDOW_BYTES = 4 << 20  # bytes requested ahead per read(): bounds memory per stream
@@ -136,14 +138,18 @@ class OpenSSHSFTPBackend(Backend):
             self._set_option("StrictHostKeyChecking", "yes")  # later connections meet the same key
 
     async def close(self) -> None:
-        await asyncio.gather(*(slot.close() for slot in self._slots))
-        for helper in (self._agent, self._askpass):
-            if helper is not None:
-                await helper.stop()
-        self._agent = self._askpass = None
-        if self._work is not None:
-            self._work.remove()
-            self._work = None
+        try:
+            await asyncio.gather(*(slot.close() for slot in self._slots), return_exceptions=True)
+            for helper in (self._agent, self._askpass):
+                if helper is not None:
+                    with contextlib.suppress(Exception):
+                        await helper.stop()
+        finally:
+            # Whatever failed or was cancelled above, the folder (agent socket, pin) goes.
+            self._agent = self._askpass = None
+            if self._work is not None:
+                self._work.remove()
+                self._work = None
 
     def _set_option(self, key: str, value: str) -> None:
         self._ssh_options = [(k, v) for k, v in self._ssh_options if k != key] + [(key, value)]
@@ -247,6 +253,10 @@ class OpenSSHSFTPBackend(Backend):
             if self._pin_file and err.data.get("reason") == "host key mismatch":
                 err.message = err.message.replace("known_hosts", "the pinned key")
             raise err from None
+        except BaseException:  # cancelled while starting (a client gone): no ssh left behind
+            await session.close()
+            await ssh.stop()
+            raise
         return ssh, session
 
     async def _ensure(self, slot: _Slot) -> W.SFTPSession:
@@ -268,27 +278,16 @@ class OpenSSHSFTPBackend(Backend):
 
     async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
         folder = posixpath.join(base, rel) if rel else base
-        out: list[tuple[Entry, bool]] = []
         async with self._ops:
             sess = await self._session()
             try:
                 names = [n async for n in sess.scandir(folder)]
             except W.SFTPStatusError as exc:
                 if exc.code == W.NO_SUCH_FILE:
-                    return out
+                    return []
                 raise
-            for name, attrs in names:
-                if name in (".", ".."):
-                    continue
-                descend = True
-                if attrs.is_link:
-                    # Follow links to files; never descend through linked folders (loops).
-                    try:
-                        attrs, descend = await sess.stat(posixpath.join(folder, name)), False
-                    except W.SFTPStatusError:
-                        continue  # dangling link
-                out.append((_entry(f"{rel}/{name}" if rel else name, attrs), descend))
-        return out
+            return await scan_entries(names, folder, rel, is_link=lambda a: a.is_link, stat=sess.stat,
+                                      entry=_entry, dangling=W.SFTPStatusError)
 
     async def stat(self, path: str) -> Entry:
         with error_edge(map_wire_error, path):
@@ -308,61 +307,31 @@ class OpenSSHSFTPBackend(Backend):
                 with contextlib.suppress(Exception):
                     await sess.close_handle(handle)
 
-    async def _read_window(self, sess: W.SFTPSession, handle: bytes, start: int,
-                           end: int) -> AsyncIterator[bytes]:
-        """[start, end) in order, READ_WINDOW_BYTES requested ahead; short reads re-asked."""
-        size = sess.max_read
-        pending: deque[tuple[int, int, asyncio.Future[bytes]]] = deque()
-        pos = start
-
-        def ask(off: int, n: int) -> tuple[int, int, asyncio.Future[bytes]]:
-            return off, n, asyncio.ensure_future(sess.read(handle, off, n))
-
-        try:
-            while pending or pos < end:
-                while pos < end and len(pending) * size < READ_WINDOW_BYTES:
-                    n = min(size, end - pos)
-                    pending.append(ask(pos, n))
-                    pos += n
-                off, want, fut = pending.popleft()
-                data = await fut
-                if not data:
-                    return  # end of file came early (it shrank): the caller checks sizes
-                yield data
-                if len(data) < want:  # a short read: ask for the rest before what follows
-                    pending.appendleft(ask(off + len(data), want - len(data)))
-        finally:
-            for _, _, fut in pending:
-                fut.cancel()
-            await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
+    @staticmethod
+    def _read_window(sess: W.SFTPSession, handle: bytes, start: int, end: int) -> AsyncIterator[bytes]:
+        """[start, end) in order, one server-sized read per piece, READ_WINDOW_BYTES ahead."""
+        piece = sess.max_read
+        return read_range(lambda off, n: sess.read(handle, off, n), start, end, piece,
+                          max(1, READ_WINDOW_BYTES // piece))
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
                     extra: dict[str, Any] | None = None) -> Entry:
-        with error_edge(map_wire_error, path):
+        # The caller's stream goes through the source pump: its failures are never SFTP's.
+        with source_errors(), error_edge(map_wire_error, path):
             sess = await self._session()
             handle = await self._open_making_parents(sess, path, W.FXF_WRITE | W.FXF_CREAT | W.FXF_TRUNC)
-            pending: set[asyncio.Future[None]] = set()
             closed = False
             try:
-                pos, step = 0, sess.max_write
-                async for chunk in chunks:
-                    view = memoryview(chunk)
-                    for i in range(0, len(view), step):
-                        piece = view[i:i + step]
-                        pending.add(asyncio.ensure_future(sess.write(handle, pos, piece)))
-                        pos += len(piece)
-                        while len(pending) * step >= WRITE_WINDOW_BYTES:
-                            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                            for task in done:
-                                task.result()
-                while pending:
-                    await pending.pop()
+                step = sess.max_write
+                async with Window(max(1, WRITE_WINDOW_BYTES // step)) as window:
+                    pos = 0
+                    async for chunk in source(chunks):
+                        for piece in _pieces(chunk, step):
+                            await window.submit(sess.write(handle, pos, piece))
+                            pos += len(piece)
                 closed = True
                 await sess.close_handle(handle)  # an error here: the data may not have landed
             finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
                 if not closed:
                     with contextlib.suppress(Exception):
                         await sess.close_handle(handle)
@@ -370,27 +339,21 @@ class OpenSSHSFTPBackend(Backend):
 
     async def _open_making_parents(self, sess: W.SFTPSession, path: str, flags: int) -> bytes:
         async with self._ops:
-            try:
-                return await sess.open(path, flags)
-            except W.SFTPStatusError as exc:
-                parent = posixpath.dirname(path.rstrip("/"))
-                if exc.code != W.NO_SUCH_FILE or not parent:
-                    raise
-                await self._check_root(sess)
-                await sess.makedirs(parent)
-                return await sess.open(path, flags)
+            return await with_parents(lambda: sess.open(path, flags), path, **self._parents(sess))
 
-    async def _check_root(self, sess: W.SFTPSession) -> None:
-        """Folders below the root are made as needed; the root itself only with create_root."""
-        root = str(self.options.get("remotepath") or "").rstrip("/")
-        if root and not self.options.get("create_root"):
+    def _parents(self, sess: W.SFTPSession) -> dict[str, Any]:
+        """How ``with_parents`` makes the missing folders of a path, over sftpwire."""
+
+        async def isdir(folder: str) -> bool:
             try:
-                if (await sess.stat(root)).is_dir:
-                    return
+                return (await sess.stat(folder)).is_dir
             except W.SFTPStatusError as exc:
                 if exc.code != W.NO_SUCH_FILE:
                     raise
-            raise missing_root(root)
+                return False
+
+        return {"missing": lambda exc: isinstance(exc, W.SFTPStatusError) and exc.code == W.NO_SUCH_FILE,
+                "check_root": lambda: check_root(self.options, isdir), "makedirs": sess.makedirs}
 
     async def delete(self, path: str) -> None:
         with error_edge(map_wire_error, path):
@@ -418,15 +381,7 @@ class OpenSSHSFTPBackend(Backend):
         with error_edge(map_wire_error, src):
             async with self._ops:
                 sess = await self._session()
-                try:
-                    await self._replace(sess, src, dst)
-                except W.SFTPStatusError as exc:
-                    parent = posixpath.dirname(dst.rstrip("/"))
-                    if exc.code != W.NO_SUCH_FILE or not parent:
-                        raise
-                    await self._check_root(sess)
-                    await sess.makedirs(parent)  # then a missing src still fails below
-                    await self._replace(sess, src, dst)
+                await with_parents(lambda: self._replace(sess, src, dst), dst, **self._parents(sess))
 
     @staticmethod
     async def _replace(sess: W.SFTPSession, src: str, dst: str) -> None:
@@ -455,56 +410,42 @@ class OpenSSHSFTPBackend(Backend):
             return writer
 
 
-class _RangeWriter(RangeWriter):
-    """Writes at offsets into one remote file, through a handle on each pooled session.
+def _pieces(data: bytes, step: int) -> list[memoryview]:
+    """``data`` cut at the server's write limit (no copies)."""
+    view = memoryview(data)
+    return [view[i:i + step] for i in range(0, len(view), step)]
 
-    Created if missing, never truncated below ``size`` (a resumed upload keeps what was
-    written); longer leftovers are cut to ``size``.
-    """
+
+class _RangeWriter(PooledRangeWriter[W.SFTPSession, bytes]):
+    """The pooled range writer (sftpcommon) over sftpwire's sessions and handles."""
 
     FLAGS = W.FXF_WRITE | W.FXF_CREAT
 
     def __init__(self, backend: OpenSSHSFTPBackend, path: str) -> None:
-        self._b, self._path = backend, path
-        self._handles: dict[int, tuple[W.SFTPSession, bytes]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._rr = itertools.count()
-        self._closed = False
+        super().__init__(path, len(backend._slots), map_wire_error)
+        self._b = backend
 
-    async def start(self, size: int) -> None:
-        sess, handle = await self._handle(0)
+    async def _connection(self, index: int) -> W.SFTPSession:
+        return await self._b._ensure(self._b._slots[index])
+
+    async def _open(self, conn: W.SFTPSession) -> bytes:
+        return await self._b._open_making_parents(conn, self._path, self.FLAGS)
+
+    async def _write(self, conn: W.SFTPSession, handle: bytes, offset: int, data: bytes) -> None:
+        step = conn.max_write
+        pieces = _pieces(data, step)
+        await run_window((functools.partial(conn.write, handle, offset + i * step, piece)
+                          for i, piece in enumerate(pieces)), max(1, WRITE_WINDOW_BYTES // step))
+
+    async def _truncate_above(self, conn: W.SFTPSession, handle: bytes, size: int) -> None:
         async with self._b._ops:
-            if ((await sess.fstat(handle)).size or 0) > size:
-                await sess.ftruncate(handle, size)
+            if ((await conn.fstat(handle)).size or 0) > size:
+                await conn.ftruncate(handle, size)
 
-    async def _handle(self, index: int) -> tuple[W.SFTPSession, bytes]:
-        lock = self._locks.setdefault(index, asyncio.Lock())
-        async with lock:
-            sess = await self._b._ensure(self._b._slots[index])
-            held = self._handles.get(index)
-            if held is not None and held[0] is sess:
-                return held
-            handle = await self._b._open_making_parents(sess, self._path, self.FLAGS)
-            self._handles[index] = (sess, handle)
-            return sess, handle
+    async def _close(self, conn: W.SFTPSession, handle: bytes) -> None:
+        await conn.close_handle(handle)
 
-    async def write_at(self, offset: int, data: bytes) -> None:
-        if self._closed:
-            raise StorageError("write_at on a closed writer", {"path": self._path})
-        with error_edge(map_wire_error, self._path):
-            sess, handle = await self._handle(next(self._rr) % len(self._b._slots))
-            view, step = memoryview(data), sess.max_write
-            await asyncio.gather(*(sess.write(handle, offset + i, view[i:i + step])
-                                   for i in range(0, len(view), step)))
-
-    async def close(self) -> None:
-        self._closed = True
-        held, self._handles = list(self._handles.values()), {}
-        results = await asyncio.gather(*(s.close_handle(h) for s, h in held), return_exceptions=True)
-        with error_edge(map_wire_error, self._path):
-            for result in results:
-                # A session that ended before its CLOSE: every WRITE on it had its OK, i.e. the
-                # server had written it (sftp-server's close only closes its fd), so nothing is
-                # lost. Any other refusal of a close stands.
-                if isinstance(result, BaseException) and not isinstance(result, W.SFTPConnectionLost):
-                    raise result
+    def _lost_after_writes(self, exc: BaseException) -> bool:
+        # A session that ended before its CLOSE: every WRITE on it had its OK, i.e. the server
+        # had written it (sftp-server's close only closes its fd), so nothing is lost.
+        return isinstance(exc, W.SFTPConnectionLost)
