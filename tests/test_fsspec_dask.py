@@ -157,6 +157,32 @@ def test_fan_out_pull_moves_each_file_once(env: dict[str, Any], s3_client: Any) 
     assert list(pdask.pull(name, client=env["client"])) == []
 
 
+def _push_jobs() -> int:
+    with PipeClient() as c:
+        return len([j for j in c.jobs(limit=1000) if j.kind == "pipe.push"])
+
+
+def test_fan_out_push_moves_each_file_once(env: dict[str, Any], s3_client: Any) -> None:
+    name = unique("fanpush")
+    _pipe_everywhere(env, name, name)
+    folder = env["filerepo"] / name
+    (folder / "sub").mkdir(parents=True)
+    bodies = {f"p{i}.bin": os.urandom(700 * (i + 1)) for i in range(5)} | {"sub/q.bin": os.urandom(3000)}
+    for fn, body in bodies.items():
+        (folder / fn).write_bytes(body)
+    before = sum(env["client"].run(_push_jobs).values())
+    result = pdask.push(name, client=env["client"], cached=False)
+    names = [r["filename"] for r in result]
+    assert sorted(names) == sorted(bodies) and len(names) == len(set(names))  # every file, once
+    assert result.summary["shards"] == 2 and result.summary["bytes"] == sum(map(len, bodies.values()))
+    assert sum(env["client"].run(_push_jobs).values()) - before == 2  # one push job per shard
+    listed = s3_client.list_objects_v2(Bucket=env["bucket"], Prefix=f"{name}/")["Contents"]
+    on_s3 = {o["Key"][len(name) + 1:]: s3_client.get_object(Bucket=env["bucket"], Key=o["Key"])["Body"].read()
+             for o in listed}
+    assert on_s3 == bodies
+    assert list(pdask.push(name, client=env["client"], cached=False)) == []  # nothing left to push
+
+
 def test_worker_death_reruns_its_shard(env: dict[str, Any], s3_client: Any) -> None:
     name = unique("die")
     _pipe_everywhere(env, name, name)
