@@ -29,7 +29,7 @@ from .client import PipeClient
 from .errors import NotFoundError
 
 STREAM_MAX = 8 << 20  # files up to this size move on one stream; larger ones as a chunked job
-INFO_TTL_S = 5.0  # how long entries seen by ls answer info() without asking the daemon again
+INFO_TTL_S = 5.0  # how long entries seen by ls answer info() without asking the daemon (``info_ttl_s``)
 
 _clients: dict[tuple[int, str, str], PipeClient] = {}
 _clients_lock = threading.Lock()
@@ -98,8 +98,9 @@ class _DaemonFileSystem(AbstractFileSystem):
     root_marker = ""
 
     def __init__(self, socket_path: str | None = None, profile: str | None = None,
-                 block_size: int = 4 << 20, **kwargs: Any) -> None:
+                 block_size: int = 4 << 20, info_ttl_s: float = INFO_TTL_S, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.info_ttl_s = info_ttl_s  # an info() younger than this comes from the last ls (0: never)
         self.socket_path = socket_path
         self.profile = profile
         self.block_size = block_size
@@ -187,7 +188,7 @@ class _DaemonFileSystem(AbstractFileSystem):
                 raise FileNotFoundError(path)
             return self._dir_info(path)
         seen = self._seen.get(path)
-        if seen and time.monotonic() - seen[0] < INFO_TTL_S:
+        if seen and time.monotonic() - seen[0] < self.info_ttl_s:
             return seen[1]
         parent = rel.rpartition("/")[0]
         return info_in(path, self._files(top, parent, False))  # the daemon's cached listing

@@ -217,6 +217,25 @@ def test_rerun_waits_for_files_another_daemon_is_writing(tmp_path: Path,
     tmp.write_bytes(b"half")
     assert pdask._in_flight(tmp_path, ["a.bin"]) == {}
     assert pdask._in_flight(tmp_path, ["a.bin", "sub/b[1].bin"]) == {str(tmp): 4}
-    monkeypatch.setattr(pdask, "STALL_S", 1.0)
-    pdask._wait_others(tmp_path, ["sub/b[1].bin"])  # it never grows: given up after STALL_S, left alone
+    pdask._wait_others(tmp_path, ["sub/b[1].bin"], stall_s=0.4)  # it never grows: given up, left alone
     assert tmp.read_bytes() == b"half"
+
+
+@pytest.mark.parametrize(("stall_s", "polls"), [(1.0 - 1e-6, 2), (1.0, 2), (1.0 + 1e-6, 3)])
+def test_rerun_gives_up_after_stall_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      stall_s: float, polls: int) -> None:
+    """STALL_S's edge, on a clock of polls (POLL_S each): a temporary file that grew at the first
+    poll restarts the count; then the wait ends at the first poll where stall_s has passed."""
+    tmp = tmp_path / ".c.bin.pdpart-job2"
+    tmp.write_bytes(b"1")
+    seen: list[float] = []
+
+    def poll(s: float) -> None:
+        seen.append(s)
+        if len(seen) == 1:
+            tmp.write_bytes(b"12")  # another daemon is still writing it
+
+    monkeypatch.setattr(pdask.time, "sleep", poll)
+    pdask._wait_others(tmp_path, ["c.bin"], stall_s=stall_s)
+    assert seen == [pdask.POLL_S] * (1 + polls) and pdask.POLL_S * 2 == 1.0
+    assert tmp.read_bytes() == b"12"

@@ -243,3 +243,24 @@ def test_listing_is_the_daemons_cached_one(s3: dict[str, Any], s3_client: Any, d
     assert fs.ls(f"{r}/c", detail=False, refresh=True) == [f"{r}/c/{n}" for n in ("a.txt", "b.txt", "d.txt")]
     fs.rm(f"{r}/c/a.txt")  # the daemon's own delete updates its listing at once
     assert fs.ls(f"{r}/c", detail=False) == [f"{r}/c/b.txt", f"{r}/c/d.txt"]
+
+
+@pytest.mark.parametrize(("age", "asks"), [(10.0 - 1e-3, False), (10.0, True), (10.0 + 1e-3, True)])
+def test_info_memo_lasts_info_ttl_s(s3: dict[str, Any], daemon: Daemon, monkeypatch: pytest.MonkeyPatch,
+                                    age: float, asks: bool) -> None:
+    """An info() of a file the last ls saw is answered without the daemon while younger than
+    ``info_ttl_s``; from that age on it asks the daemon's (cached) listing again."""
+    import pipedaemon_sdk.fsspec as pdfs
+
+    fs = PipedaemonFileSystem(socket_path=str(daemon.socket), skip_instance_cache=True, info_ttl_s=10.0)
+    path = f"{s3['remote']}/m/a.txt"
+    fs.pipe_file(path, b"abc")
+    now = [1000.0]
+    monkeypatch.setattr(pdfs.time, "monotonic", lambda: now[0])
+    fs.ls(f"{s3['remote']}/m")
+    calls: list[str] = []
+    real = fs._files
+    monkeypatch.setattr(fs, "_files", lambda *a: calls.append(a[1]) or real(*a))
+    now[0] += age
+    assert fs.info(path)["size"] == 3
+    assert calls == (["m"] if asks else [])
