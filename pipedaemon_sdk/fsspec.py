@@ -98,8 +98,10 @@ class _DaemonFileSystem(AbstractFileSystem):
     root_marker = ""
 
     def __init__(self, socket_path: str | None = None, profile: str | None = None,
-                 block_size: int = 4 << 20, info_ttl_s: float = INFO_TTL_S, **kwargs: Any) -> None:
+                 block_size: int = 4 << 20, info_ttl_s: float = INFO_TTL_S, stream_max: int = STREAM_MAX,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.stream_max = stream_max  # writes up to this size go on one stream, larger ones as a job
         self.info_ttl_s = info_ttl_s  # an info() younger than this comes from the last ls (0: never)
         self.socket_path = socket_path
         self.profile = profile
@@ -254,7 +256,7 @@ class _DaemonFileSystem(AbstractFileSystem):
         """Store a local file at ``rpath``: one stream when small, a chunked job when large."""
         remote, key = self._key(rpath)
         size = os.path.getsize(lpath)
-        if size <= STREAM_MAX:
+        if size <= self.stream_max:
             callback.set_size(size)
             with open(lpath, "rb") as f:
                 self.client._write_stream(self._p(rpath), f, size, None)

@@ -114,15 +114,28 @@ class Recorder(Callback):
         self.values.append(self.value)
 
 
-@pytest.mark.parametrize("size", [STREAM_MAX - 1, STREAM_MAX, STREAM_MAX + 1])
-def test_put_get_progress_and_checksum(s3: dict[str, Any], tmp_path: Path, size: int) -> None:
-    fs = s3["fs"]
+SMALL_MAX = 64 << 10  # the stream/job threshold, made small so the edges move little data
+
+
+def _uploads(daemon: Daemon) -> int:
+    return len([j for j in daemon.client.jobs(limit=1000) if j.kind == "transfer.upload"])
+
+
+def test_stream_max_default() -> None:
+    assert PipedaemonFileSystem(skip_instance_cache=True).stream_max == STREAM_MAX == 8 << 20
+
+
+@pytest.mark.parametrize("size", [SMALL_MAX - 1, SMALL_MAX, SMALL_MAX + 1])
+def test_put_get_progress_and_checksum(s3: dict[str, Any], daemon: Daemon, tmp_path: Path, size: int) -> None:
+    fs = PipedaemonFileSystem(socket_path=str(daemon.socket), skip_instance_cache=True, stream_max=SMALL_MAX)
+    jobs = _uploads(daemon)
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(size))
     path = f"{s3['remote']}/up.bin"
     up = Recorder()
     fs.put_file(str(src), path, callback=up)
     assert up.size == size and up.values[-1] == size
+    assert _uploads(daemon) - jobs == (size > SMALL_MAX)  # above the threshold: a chunked job
     down = Recorder()
     fs.get_file(path, str(tmp_path / "back.bin"), callback=down)
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
