@@ -288,32 +288,45 @@ class ReadObject(KeyWhere):
 async def object_read(ctx: Context, p: ReadObject) -> RawReply:
     """Stream an object's bytes on this connection after the response line."""
     backend, path = await resolve(ctx, p)
-    entry = await retry(lambda: backend.stat(path), what=f"stat {p.key}")
+    asked = None if p.length is None else max(0, p.length)
+    # S3: the GET's answer gives the size and ETag of the header, so no HEAD goes first
+    entry, first = await retry(lambda: backend.open_read(path, max(p.offset, 0), asked),
+                               what=f"read {p.key}")
     if entry.is_dir:
+        await _close(first)
         raise E.NotFoundError(f"{p.key} is a folder, not an object", {"key": p.key})
     start = min(max(p.offset, 0), entry.size)
-    length = entry.size - start if p.length is None else max(0, min(p.length, entry.size - start))
+    length = entry.size - start if asked is None else min(asked, entry.size - start)
 
     async def body() -> AsyncIterator[bytes]:
+        nonlocal first
         sent = 0
         policy = Attempts(f"read {p.key}")
-        while sent < length:
-            at = sent
-            try:
-                stream = backend.read(path, start + sent, length - sent)
-                async with contextlib.aclosing(stream):
-                    async for piece in stream:
-                        sent += len(piece)
-                        yield piece
-            except transfer.TransientError as exc:
-                if sent > at:
-                    policy.progressed()
-                await policy.failed(exc)  # bounded, with backoff; then 1008
-                continue  # resume from what was sent
-            if sent < length:
-                raise E.StorageError(f"{p.key}: the storage ended the object early", {"key": p.key})
+        try:
+            while sent < length:
+                at = sent
+                stream, first = first or backend.read(path, start + sent, length - sent), None
+                try:
+                    async with contextlib.aclosing(stream):
+                        async for piece in stream:
+                            sent += len(piece)
+                            yield piece
+                except transfer.TransientError as exc:
+                    if sent > at:
+                        policy.progressed()
+                    await policy.failed(exc)  # bounded, with backoff; then 1008
+                    continue  # resume from what was sent
+                if sent < length:
+                    raise E.StorageError(f"{p.key}: the storage ended the object early", {"key": p.key})
+        finally:
+            await _close(first)
 
     return RawReply({**entry_dict(entry, p.key), "offset": start, "length": length}, body())
+
+
+async def _close(stream: AsyncIterator[bytes] | None) -> None:
+    if stream is not None:
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 class WriteObject(KeyWhere):

@@ -29,7 +29,8 @@ from distributed import WorkerPlugin
 from .pipe import SyncResult
 from .pipefiles import TMP_MARK
 
-STALL_S = 30.0  # a temporary file not growing for this long is no longer being written
+STALL_S = 30.0  # a temporary file not growing for this long is no longer being written (``stall_s``)
+POLL_S = 0.5  # how often a re-run looks at the temporary files
 
 
 def shards(rows: list[dict[str, Any]], n: int) -> list[list[str]]:
@@ -55,28 +56,29 @@ def _in_flight(dirpath: Path, names: list[str]) -> dict[str, int]:
     return out
 
 
-def _wait_others(dirpath: Path, names: list[str]) -> None:
+def _wait_others(dirpath: Path, names: list[str], stall_s: float = STALL_S) -> None:
     """A re-run after a worker died: that worker's daemon may still be moving files of the shard
     (the daemon outlives its worker). Wait while its temporary files grow, so no file is moved
-    twice; a temporary file that stops growing for STALL_S is left to the engine's cleanup."""
+    twice; once none has grown for ``stall_s`` they are left to the engine's cleanup (measured in
+    polls of POLL_S: the wait ends at the first poll where ``stall_s`` has passed without growth)."""
     last, still = _in_flight(dirpath, names), 0.0
-    while last and still < STALL_S:
-        time.sleep(0.5)
+    while last and still < stall_s:
+        time.sleep(POLL_S)
         now = _in_flight(dirpath, names)
         grew = any(now.get(k, -1) != v for k, v in last.items()) or bool(set(now) - set(last))
-        still = 0.0 if grew else still + 0.5
+        still = 0.0 if grew else still + POLL_S
         last = now
 
 
 def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None,
-                merge_mode: str | None) -> dict[str, Any]:
+                merge_mode: str | None, stall_s: float = STALL_S) -> dict[str, Any]:
     """Run on a worker: its daemon pulls (or pushes) ``files`` of ``pipe``."""
     from .client import PipeClient
 
     with PipeClient(profile=profile, request_timeout_s=120.0) as client:
         p = client.pipe(pipe)
         if direction == "pull":
-            _wait_others(p.dirpath, files)
+            _wait_others(p.dirpath, files, stall_s)
         # files=[...] would move them even when already in place (a re-run after a worker
         # died): move only those this daemon still sees as needing it, on a fresh listing
         # (this daemon's cached one may predate the planner's)
@@ -96,19 +98,19 @@ def _move_shard(direction: str, pipe: str, files: list[str], profile: str | None
 
 
 def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, merge_mode: str | None,
-             cached: bool, **filters: Any) -> SyncResult:
+             cached: bool, stall_s: float = STALL_S, **filters: Any) -> SyncResult:
     local = pipe if not isinstance(pipe, str) else None
     if local is None:
         from .client import PipeClient
 
         with PipeClient() as planner:
             return _fan_out(direction, planner.pipe(pipe), client, shard_count, merge_mode, cached,
-                            **filters)
+                            stall_s, **filters)
     preview = getattr(local, f"{direction}_preview")(merge_mode=merge_mode, cached=cached, **filters)
     workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
     groups = shards(list(preview), shard_count or workers)
     profile = local._client.profile
-    futures = [client.submit(_move_shard, direction, local.name, g, profile, merge_mode, pure=False,
+    futures = [client.submit(_move_shard, direction, local.name, g, profile, merge_mode, stall_s, pure=False,
                              key=f"pipedaemon-{direction}-{local.name}-{i}-{os.urandom(4).hex()}")
                for i, g in enumerate(groups)]
     parts = client.gather(futures)
@@ -129,12 +131,13 @@ def _fan_out(direction: str, pipe: Any, client: Any, shard_count: int | None, me
 
 
 def pull(pipe: Any, client: Any, shard_count: int | None = None, merge_mode: str | None = None,
-         cached: bool = True, **filters: Any) -> SyncResult:
+         cached: bool = True, stall_s: float = STALL_S, **filters: Any) -> SyncResult:
     """Pull ``pipe`` (a Pipe or its name) with the Dask ``client``'s workers; ``filters``:
     files, include, exclude, nrecent, as for ``Pipe.pull``; ``cached`` plans on this daemon's
     cached listing (within its TTL). One shard per worker by default. Each worker checks
-    its shard on a fresh listing before moving it."""
-    return _fan_out("pull", pipe, client, shard_count, merge_mode, cached, **filters)
+    its shard on a fresh listing before moving it. ``stall_s``: how long a re-run of a shard
+    waits for a temporary file (of a dead worker's still-running daemon) that stopped growing."""
+    return _fan_out("pull", pipe, client, shard_count, merge_mode, cached, stall_s, **filters)
 
 
 def push(pipe: Any, client: Any, shard_count: int | None = None, merge_mode: str | None = None,

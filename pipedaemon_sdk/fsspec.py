@@ -29,7 +29,7 @@ from .client import PipeClient
 from .errors import NotFoundError
 
 STREAM_MAX = 8 << 20  # files up to this size move on one stream; larger ones as a chunked job
-INFO_TTL_S = 5.0  # how long entries seen by ls answer info() without asking the daemon again
+INFO_TTL_S = 5.0  # how long entries seen by ls answer info() without asking the daemon (``info_ttl_s``)
 
 _clients: dict[tuple[int, str, str], PipeClient] = {}
 _clients_lock = threading.Lock()
@@ -98,8 +98,11 @@ class _DaemonFileSystem(AbstractFileSystem):
     root_marker = ""
 
     def __init__(self, socket_path: str | None = None, profile: str | None = None,
-                 block_size: int = 4 << 20, **kwargs: Any) -> None:
+                 block_size: int = 4 << 20, info_ttl_s: float = INFO_TTL_S, stream_max: int = STREAM_MAX,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.stream_max = stream_max  # writes up to this size go on one stream, larger ones as a job
+        self.info_ttl_s = info_ttl_s  # an info() younger than this comes from the last ls (0: never)
         self.socket_path = socket_path
         self.profile = profile
         self.block_size = block_size
@@ -187,7 +190,7 @@ class _DaemonFileSystem(AbstractFileSystem):
                 raise FileNotFoundError(path)
             return self._dir_info(path)
         seen = self._seen.get(path)
-        if seen and time.monotonic() - seen[0] < INFO_TTL_S:
+        if seen and time.monotonic() - seen[0] < self.info_ttl_s:
             return seen[1]
         parent = rel.rpartition("/")[0]
         return info_in(path, self._files(top, parent, False))  # the daemon's cached listing
@@ -253,7 +256,7 @@ class _DaemonFileSystem(AbstractFileSystem):
         """Store a local file at ``rpath``: one stream when small, a chunked job when large."""
         remote, key = self._key(rpath)
         size = os.path.getsize(lpath)
-        if size <= STREAM_MAX:
+        if size <= self.stream_max:
             callback.set_size(size)
             with open(lpath, "rb") as f:
                 self.client._write_stream(self._p(rpath), f, size, None)

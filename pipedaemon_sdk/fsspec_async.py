@@ -26,8 +26,9 @@ class AsyncPipedaemonFileSystem(AsyncFileSystem):
     cachable = False  # a client belongs to the event loop it was first used on
 
     def __init__(self, socket_path: str | None = None, profile: str | None = None,
-                 block_size: int = 4 << 20, **kwargs: Any) -> None:
+                 block_size: int = 4 << 20, stream_max: int = STREAM_MAX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.stream_max = stream_max
         self.client = AsyncPipeClient(socket_path=socket_path, profile=profile, request_timeout_s=120.0)
         self.block_size = block_size
 
@@ -107,7 +108,7 @@ class AsyncPipedaemonFileSystem(AsyncFileSystem):
         if mode == "create" and await self._exists(rpath):
             raise FileExistsError(rpath)
         size = os.path.getsize(lpath)
-        if size <= STREAM_MAX:
+        if size <= self.stream_max:
             with open(lpath, "rb") as f:
                 await self.client._write_stream(self._p(rpath), f, size, None)
             callback.set_size(size)

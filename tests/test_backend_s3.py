@@ -464,3 +464,29 @@ async def test_the_janitor_aborts_a_stray_that_lands_after_the_upload_completed(
         assert uploads_left(s3_client, bucket) == [again]
         await b.mp_abort(path, again)
         assert await b.tidy() == 0
+
+
+async def test_open_read_is_one_get_with_the_stat_entry(s3_spec: dict[str, Any], make_backend: Factory,
+                                                        s3_request_log: RequestLog) -> None:
+    """object.read's first request: the GET's headers give the entry a HEAD would (no HEAD)."""
+    backend = await make_backend(s3_spec)
+    data = os.urandom(100_003)
+    path = s3_spec["root"] + "d/obj.bin"
+    await backend.write(path, stream(data), len(data))
+    await backend.write(s3_spec["root"] + "empty.bin", stream(b""), 0)
+    want = await backend.stat(path)
+    for offset, length, part in [(0, None, data), (10, 100, data[10:110]), (99_990, None, data[99_990:]),
+                                 (99_990, 1000, data[99_990:])]:
+        s3_request_log.reset()
+        entry, body = await backend.open_read(path, offset, length)
+        assert entry == want and body is not None
+        assert b"".join(await collect(body)) == part
+        assert [m for m, _ in s3_request_log.entries()] == ["GET"]
+    # what a GET cannot answer is the stat's: past the end, nothing asked, empty, a folder, missing
+    for offset, length in [(len(data), None), (len(data) + 5, 10), (0, 0)]:
+        assert await backend.open_read(path, offset, length) == (want, None)
+    entry, body = await backend.open_read(s3_spec["root"] + "empty.bin")
+    assert entry.size == 0 and b"".join(await collect(body or backend.read(path, 0, 0))) == b""
+    assert (await backend.open_read(s3_spec["root"] + "d"))[0].is_dir
+    with pytest.raises(NotFoundError):
+        await backend.open_read(s3_spec["root"] + "nothing.bin")

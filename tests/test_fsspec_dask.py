@@ -157,6 +157,32 @@ def test_fan_out_pull_moves_each_file_once(env: dict[str, Any], s3_client: Any) 
     assert list(pdask.pull(name, client=env["client"])) == []
 
 
+def _push_jobs() -> int:
+    with PipeClient() as c:
+        return len([j for j in c.jobs(limit=1000) if j.kind == "pipe.push"])
+
+
+def test_fan_out_push_moves_each_file_once(env: dict[str, Any], s3_client: Any) -> None:
+    name = unique("fanpush")
+    _pipe_everywhere(env, name, name)
+    folder = env["filerepo"] / name
+    (folder / "sub").mkdir(parents=True)
+    bodies = {f"p{i}.bin": os.urandom(700 * (i + 1)) for i in range(5)} | {"sub/q.bin": os.urandom(3000)}
+    for fn, body in bodies.items():
+        (folder / fn).write_bytes(body)
+    before = sum(env["client"].run(_push_jobs).values())
+    result = pdask.push(name, client=env["client"], cached=False)
+    names = [r["filename"] for r in result]
+    assert sorted(names) == sorted(bodies) and len(names) == len(set(names))  # every file, once
+    assert result.summary["shards"] == 2 and result.summary["bytes"] == sum(map(len, bodies.values()))
+    assert sum(env["client"].run(_push_jobs).values()) - before == 2  # one push job per shard
+    listed = s3_client.list_objects_v2(Bucket=env["bucket"], Prefix=f"{name}/")["Contents"]
+    on_s3 = {o["Key"][len(name) + 1:]: s3_client.get_object(Bucket=env["bucket"], Key=o["Key"])["Body"].read()
+             for o in listed}
+    assert on_s3 == bodies
+    assert list(pdask.push(name, client=env["client"], cached=False)) == []  # nothing left to push
+
+
 def test_worker_death_reruns_its_shard(env: dict[str, Any], s3_client: Any) -> None:
     name = unique("die")
     _pipe_everywhere(env, name, name)
@@ -191,6 +217,25 @@ def test_rerun_waits_for_files_another_daemon_is_writing(tmp_path: Path,
     tmp.write_bytes(b"half")
     assert pdask._in_flight(tmp_path, ["a.bin"]) == {}
     assert pdask._in_flight(tmp_path, ["a.bin", "sub/b[1].bin"]) == {str(tmp): 4}
-    monkeypatch.setattr(pdask, "STALL_S", 1.0)
-    pdask._wait_others(tmp_path, ["sub/b[1].bin"])  # it never grows: given up after STALL_S, left alone
+    pdask._wait_others(tmp_path, ["sub/b[1].bin"], stall_s=0.4)  # it never grows: given up, left alone
     assert tmp.read_bytes() == b"half"
+
+
+@pytest.mark.parametrize(("stall_s", "polls"), [(1.0 - 1e-6, 2), (1.0, 2), (1.0 + 1e-6, 3)])
+def test_rerun_gives_up_after_stall_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      stall_s: float, polls: int) -> None:
+    """STALL_S's edge, on a clock of polls (POLL_S each): a temporary file that grew at the first
+    poll restarts the count; then the wait ends at the first poll where stall_s has passed."""
+    tmp = tmp_path / ".c.bin.pdpart-job2"
+    tmp.write_bytes(b"1")
+    seen: list[float] = []
+
+    def poll(s: float) -> None:
+        seen.append(s)
+        if len(seen) == 1:
+            tmp.write_bytes(b"12")  # another daemon is still writing it
+
+    monkeypatch.setattr(pdask.time, "sleep", poll)
+    pdask._wait_others(tmp_path, ["c.bin"], stall_s=stall_s)
+    assert seen == [pdask.POLL_S] * (1 + polls) and pdask.POLL_S * 2 == 1.0
+    assert tmp.read_bytes() == b"12"

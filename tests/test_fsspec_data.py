@@ -114,15 +114,28 @@ class Recorder(Callback):
         self.values.append(self.value)
 
 
-@pytest.mark.parametrize("size", [STREAM_MAX - 1, STREAM_MAX, STREAM_MAX + 1])
-def test_put_get_progress_and_checksum(s3: dict[str, Any], tmp_path: Path, size: int) -> None:
-    fs = s3["fs"]
+SMALL_MAX = 64 << 10  # the stream/job threshold, made small so the edges move little data
+
+
+def _uploads(daemon: Daemon) -> int:
+    return len([j for j in daemon.client.jobs(limit=1000) if j.kind == "transfer.upload"])
+
+
+def test_stream_max_default() -> None:
+    assert PipedaemonFileSystem(skip_instance_cache=True).stream_max == STREAM_MAX == 8 << 20
+
+
+@pytest.mark.parametrize("size", [SMALL_MAX - 1, SMALL_MAX, SMALL_MAX + 1])
+def test_put_get_progress_and_checksum(s3: dict[str, Any], daemon: Daemon, tmp_path: Path, size: int) -> None:
+    fs = PipedaemonFileSystem(socket_path=str(daemon.socket), skip_instance_cache=True, stream_max=SMALL_MAX)
+    jobs = _uploads(daemon)
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(size))
     path = f"{s3['remote']}/up.bin"
     up = Recorder()
     fs.put_file(str(src), path, callback=up)
     assert up.size == size and up.values[-1] == size
+    assert _uploads(daemon) - jobs == (size > SMALL_MAX)  # above the threshold: a chunked job
     down = Recorder()
     fs.get_file(path, str(tmp_path / "back.bin"), callback=down)
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
@@ -243,3 +256,24 @@ def test_listing_is_the_daemons_cached_one(s3: dict[str, Any], s3_client: Any, d
     assert fs.ls(f"{r}/c", detail=False, refresh=True) == [f"{r}/c/{n}" for n in ("a.txt", "b.txt", "d.txt")]
     fs.rm(f"{r}/c/a.txt")  # the daemon's own delete updates its listing at once
     assert fs.ls(f"{r}/c", detail=False) == [f"{r}/c/b.txt", f"{r}/c/d.txt"]
+
+
+@pytest.mark.parametrize(("age", "asks"), [(10.0 - 1e-3, False), (10.0, True), (10.0 + 1e-3, True)])
+def test_info_memo_lasts_info_ttl_s(s3: dict[str, Any], daemon: Daemon, monkeypatch: pytest.MonkeyPatch,
+                                    age: float, asks: bool) -> None:
+    """An info() of a file the last ls saw is answered without the daemon while younger than
+    ``info_ttl_s``; from that age on it asks the daemon's (cached) listing again."""
+    import pipedaemon_sdk.fsspec as pdfs
+
+    fs = PipedaemonFileSystem(socket_path=str(daemon.socket), skip_instance_cache=True, info_ttl_s=10.0)
+    path = f"{s3['remote']}/m/a.txt"
+    fs.pipe_file(path, b"abc")
+    now = [1000.0]
+    monkeypatch.setattr(pdfs.time, "monotonic", lambda: now[0])
+    fs.ls(f"{s3['remote']}/m")
+    calls: list[str] = []
+    real = fs._files
+    monkeypatch.setattr(fs, "_files", lambda *a: calls.append(a[1]) or real(*a))
+    now[0] += age
+    assert fs.info(path)["size"] == 3
+    assert calls == (["m"] if asks else [])

@@ -124,6 +124,13 @@ class Backend(ABC):
         Pieces are bytes, or bytearrays the caller then owns (never reused by the backend).
         """
 
+    async def open_read(self, path: str, offset: int = 0,
+                        length: int | None = None) -> tuple[Entry, AsyncIterator[bytes] | None]:
+        """The entry of ``path`` and, where one request answers both (S3's GET gives the size
+        and ETag), its bytes from ``offset`` as ``read`` gives them; ``None`` for the bytes: the
+        caller reads them with ``read``. The default asks ``stat`` alone."""
+        return await self.stat(path), None
+
     @abstractmethod
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
                     extra: dict[str, Any] | None = None) -> Entry:

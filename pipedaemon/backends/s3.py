@@ -149,6 +149,15 @@ def _content_md5(body: bytes) -> str:
     return base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
+def _total_size(resp: dict[str, Any], ranged: bool) -> int | None:
+    """The whole object's size from a GET's answer: ``Content-Range: bytes a-b/total`` for a
+    ranged GET (None when the server sent none, so the body's offset is not known)."""
+    if not ranged:
+        return int(resp.get("ContentLength", 0))
+    _, _, total = str(resp.get("ContentRange") or "").rpartition("/")
+    return int(total) if total.isdigit() else None
+
+
 def _head_entry(name: str, head: dict[str, Any]) -> Entry:
     # With SSE-KMS or SSE-C the ETag is not an md5 of the data: report none rather than one
     # the engine would check against and wrongly call a mismatch.
@@ -335,6 +344,36 @@ class S3Backend(Backend):
                 if _code(exc) == "InvalidRange":  # offset at or past the end: nothing to read
                     return
                 raise
+        async for chunk in self._body(path, resp):
+            yield chunk
+
+    async def open_read(self, path: str, offset: int = 0,
+                        length: int | None = None) -> tuple[Entry, AsyncIterator[bytes] | None]:
+        """One GET: its headers give the size, ETag and time a HEAD would (s3fs sends no HEAD
+        either). What a GET cannot answer (nothing to read, a folder, a missing key, a bare
+        403) is left to ``stat``, which tells those apart."""
+        bucket, key = split_path(path)
+        if not key or key.endswith("/") or length == 0:
+            return await self.stat(path), None
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if offset or length is not None:
+            kwargs["Range"] = f"bytes={offset}-{'' if length is None else offset + length - 1}"
+        with error_edge(map_s3_error, path):
+            try:
+                resp = await self.client.get_object(**kwargs)
+            except bce.ClientError as exc:
+                if _code(exc) not in ("InvalidRange", "403") and not _is_not_found(exc):
+                    raise
+                resp = None
+        total = _total_size(resp, "Range" in kwargs) if resp is not None else None
+        if total is None:  # asked again the way that tells the cases apart
+            if resp is not None:
+                resp["Body"].close()
+            return await self.stat(path), None
+        return _head_entry(path, {**resp, "ContentLength": total}), self._body(path, resp)
+
+    async def _body(self, path: str, resp: dict[str, Any]) -> AsyncIterator[bytes]:
+        with error_edge(map_s3_error, path):
             async with resp["Body"] as body:
                 while chunk := await body.read(READ_CHUNK):
                     yield chunk
