@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests start as real servers, and the tools benchmarks compare with.
-TEST_DEBS := openssh-server openssh-client pure-ftpd openssl
+TEST_DEBS := openssh-server openssh-client pure-ftpd openssl acl
 BENCH_DEBS := rclone lftp
 
 .PHONY: demo test lint sysdeps bench bench-deps soak clean

@@ -86,6 +86,7 @@ class World:
     pythonpath: str = str(REPO)
     shared_proc: subprocess.Popen[bytes] | None = None
     outputs: list[str] = field(default_factory=list)  # everything a user received
+    acl: list[tuple[str, str]] = field(default_factory=list)  # (folder, user) traverse grants to undo
 
     def env(self, u: User, args: Any = None) -> dict[str, str]:
         return {"PATH": "/usr/bin:/bin", "HOME": str(u.base), "PYTHONPATH": self.pythonpath,
@@ -137,6 +138,7 @@ def make_world(tag: str | None = None) -> World:
     sockdir.mkdir(mode=0o700)
     os.chown(sockdir, users["shared"].uid, gid)
     world = World(root, group, gid, users, sockdir / "shared.sock")
+    world.acl = _grant_traverse([u.name for u in users.values()])
     tried = []
     for exe, extra in python_candidates():
         world.python, world.pythonpath = exe, os.pathsep.join(p for p in (str(REPO), extra) if p)
@@ -169,6 +171,30 @@ def start_shared(world: World, ttl_s: float | None = None) -> None:
         time.sleep(0.05)
 
 
+def _grant_traverse(names: list[str]) -> list[tuple[str, str]]:
+    """The test users must reach the checkout and the interpreter: a folder on the way that others
+    may not enter (a clone under /root, /root/.pyenv) gets a traverse-only ACL entry for each test
+    user alone, removed with the world (per user, so parallel worlds never undo each other's)."""
+    import site
+    import stat
+    import sysconfig
+
+    if not shutil.which("setfacl"):
+        return []
+    targets = {REPO, Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix),
+               Path(sysconfig.get_paths()["purelib"]), *map(Path, site.getsitepackages())}
+    folders: set[Path] = set()
+    for t in targets:
+        folders.update(p for p in [t, *t.parents] if p.is_dir() and not p.stat().st_mode & stat.S_IXOTH)
+    grants = []
+    for folder in sorted(folders):
+        for name in names:
+            granted = subprocess.run(["setfacl", "-m", f"u:{name}:x", str(folder)], capture_output=True)
+            if granted.returncode == 0:
+                grants.append((str(folder), name))
+    return grants
+
+
 def drop_world(world: World) -> list[str]:
     """Stop every daemon, scan every user's folder for secrets, remove users and folders."""
     pids: list[int] = []
@@ -190,6 +216,8 @@ def drop_world(world: World) -> list[str]:
     deadline = time.monotonic() + 20
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)  # userdel refuses a user whose processes still run
+    for folder, name in world.acl:  # before userdel: an entry names the user by uid afterwards
+        subprocess.run(["setfacl", "-x", f"u:{name}", folder], capture_output=True)
     for u in world.users.values():
         while subprocess.run(["userdel", "-r", u.name], capture_output=True).returncode == 8:  # in use
             if time.monotonic() > deadline:
