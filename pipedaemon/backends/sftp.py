@@ -410,7 +410,7 @@ class SFTPBackend(Backend):
             async with self._ops:
                 sftp = await self._client()
                 if folder != str(self.options.get("remotepath") or "").rstrip("/"):
-                    await self._check_root(sftp)  # a folder below the root never makes the root
+                    await self._parents(sftp)["check_root"]()  # a folder below the root never makes the root
                 await sftp.makedirs(folder, exist_ok=True)
 
     async def rmdir(self, path: str) -> None:

@@ -368,7 +368,7 @@ class OpenSSHSFTPBackend(Backend):
             async with self._ops:
                 sess = await self._session()
                 if folder != str(self.options.get("remotepath") or "").rstrip("/"):
-                    await self._check_root(sess)  # a folder below the root never makes the root
+                    await self._parents(sess)["check_root"]()  # a folder below the root never makes the root
                 await sess.makedirs(folder)
 
     async def rmdir(self, path: str) -> None:
