@@ -164,9 +164,23 @@ class MetaService:
     async def uploaded(
         self, profile: str, remote: str, backend: Backend, path: str, rec: Record | None, entry: Entry
     ) -> None:
-        """The store's record of what an upload carried, once the upload landed as ``entry``."""
-        if rec is not None:
-            await self.save(profile, remote, path, rec, native_metadata(backend) is not None, entry)
+        """The store's record of what an upload carried, once the upload landed as ``entry``.
+
+        On S3 the record only keeps the types of the values (S3 holds text): it is saved while
+        the object is still this upload's, checked under the path's lock, so when uploads of one
+        key race, the record kept is the one whose bytes the storage kept."""
+        if rec is None:
+            return
+        if native_metadata(backend) is None:
+            await self.save(profile, remote, path, rec, False, entry)
+            return
+        async with self._locks.setdefault((profile, remote, path), asyncio.Lock()):
+            try:
+                now = await retry(lambda: backend.stat(path), what=f"stat {path}")
+            except E.NotFoundError:
+                return
+            if not entry.etag or now.etag == entry.etag:
+                await self.save(profile, remote, path, rec, True, entry)
 
 
 def service_of(daemon: Daemon) -> MetaService:
