@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from ._meta import MetaApi
-from .wire import DownloadResult, JobInfo, ProgressEvent, Status, UploadResult
+from .protocol.wire import DownloadResult, JobInfo, ProgressEvent, Status, UploadResult
 
 Convert = Callable[[Any], Any] | None
 ProgressCallback = Callable[[ProgressEvent], Any] | None

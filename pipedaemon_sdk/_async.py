@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 
 from .autostart import check_peer
-from .errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
+from .protocol.errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
+from .protocol.wire import MAX_LINE, Message, Request, encode_line, message_decoder
 from .watch import WATCH_KEY, is_watch_message
-from .wire import MAX_LINE, Message, Request, encode_line, message_decoder
 
 CLOSED = object()
 

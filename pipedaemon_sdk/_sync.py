@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 
 from .autostart import check_peer
-from .errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
+from .protocol.errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
+from .protocol.wire import Message, Request, encode_line, message_decoder
 from .watch import WATCH_KEY, is_watch_message
-from .wire import Message, Request, encode_line, message_decoder
 
 CLOSED = object()  # put on job queues when the connection ends
 

@@ -12,10 +12,10 @@ import msgspec
 from . import autostart
 from ._api import Api, Convert, ProgressCallback
 from ._sync import SyncConnection
-from .errors import DaemonConnectionError
 from .job import AsyncJob, Job
-from .paths import default_socket_path
-from .wire import JobInfo
+from .protocol.errors import DaemonConnectionError
+from .protocol.paths import default_socket_path
+from .protocol.wire import JobInfo
 
 if TYPE_CHECKING:  # asyncio costs ~50 ms to import: only AsyncPipeClient pays it
     from ._async import AsyncConnection

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .wire import ObjectInfo, UploadResult
+from .protocol.wire import ObjectInfo, UploadResult
 
 if TYPE_CHECKING:
     from ._api import Api, ProgressCallback

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import DaemonConnectionError, DaemonStoppedError, DaemonTimeoutError, error_from_code
-from .wire import JobInfo, ProgressEvent
+from .protocol.errors import DaemonConnectionError, DaemonStoppedError, DaemonTimeoutError, error_from_code
+from .protocol.wire import JobInfo, ProgressEvent
 
 if TYPE_CHECKING:
     from .client import AsyncPipeClient, PipeClient

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidParamsError, NotFoundError, PermissionDeniedError
-from .paths import home_dir
+from .protocol.errors import InvalidParamsError, NotFoundError, PermissionDeniedError
+from .protocol.paths import home_dir
 
 if TYPE_CHECKING:
     from ._api import Api, ProgressCallback
@@ -328,7 +328,7 @@ class PipeLocal(_Local):
 
     def scan_local(self, include: str | None = None, exclude: str | None = None, attributes: bool = False,
                    sortby: str | None = None, files: list[str] | None = None) -> list[Any]:
-        from . import pipefiles
+        from .protocol import pipefiles
 
         rows = pipefiles.local_rows(self.dirpath, include, exclude, sortby or self.sortby, files)
         return rows if attributes else [r["filename"] for r in rows]
@@ -345,12 +345,12 @@ class PipeLocal(_Local):
     def import_dir(self, dir: str | os.PathLike[str], move: bool = False,
                    subdir: str | None = None) -> list[str]:
         """Copy (or move) a folder's files, with their sub-folders, into the pipe's folder."""
-        from .pipefiles import import_paths
+        from .protocol.pipefiles import import_paths
 
         return import_paths(self.dirpath, _abs([dir]), subdir, move, tree=True)
 
     def import_files(self, files: Paths, subdir: str | None = None, move: bool = False) -> list[str]:
-        from .pipefiles import import_paths
+        from .protocol.pipefiles import import_paths
 
         return import_paths(self.dirpath, _abs(files), subdir, move)
 

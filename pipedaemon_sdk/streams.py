@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 import msgspec
 
 from .autostart import check_peer
-from .errors import DaemonConnectionError, StorageError, error_from_code
-from .wire import Message, Request, encode_line, message_decoder
+from .protocol.errors import DaemonConnectionError, StorageError, error_from_code
+from .protocol.wire import Message, Request, encode_line, message_decoder
 
 PIECE = 1 << 20
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from .wire import JobInfo
+from .protocol.wire import JobInfo
 
 WATCH_KEY = "\x00watch"  # the queue of a connection's watch notifications
 WATCH_METHODS = ("pipe.changed", "schedule.failed")
