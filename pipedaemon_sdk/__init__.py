@@ -35,19 +35,33 @@ from .protocol.errors import (
     StorageError,
     UnsafePathError,
 )
-from .protocol.wire import JobInfo, ProgressEvent, Status
+from .protocol.wire import DownloadResult, JobInfo, ObjectInfo, ProgressEvent, Status, UploadResult
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers
-    from .client import AsyncPipeClient, PipeClient
-    from .job import AsyncJob, Job
+    from ._async.client import AsyncPipeClient
+    from ._async.job import AsyncJob
+    from ._async.streams import AsyncObjectStream
+    from ._async.watch import AsyncWatch
+    from ._common import ProgressCallback
+    from ._events import Event
+    from ._sync.client import PipeClient
+    from ._sync.job import Job
+    from ._sync.streams import ObjectStream
+    from ._sync.watch import Watch
+    from .datastore import Bucket, Datastore
     from .pipe import Pipe, PipeLocal, SyncResult
 
 __version__ = "0.1.0"
 
 # name -> the private module that defines it (imported on first access)
+# (AsyncX in _async/, written once; X in _sync/, generated from it by tools/unasync.py)
 _LAZY = {
-    "AsyncPipeClient": ".client", "PipeClient": ".client",
-    "AsyncJob": ".job", "Job": ".job",
+    "AsyncPipeClient": "._async.client", "PipeClient": "._sync.client",
+    "AsyncJob": "._async.job", "Job": "._sync.job",
+    "AsyncObjectStream": "._async.streams", "ObjectStream": "._sync.streams",
+    "AsyncWatch": "._async.watch", "Watch": "._sync.watch", "Event": "._events",
+    "ProgressCallback": "._common",
+    "Bucket": ".datastore", "Datastore": ".datastore",
     "Pipe": ".pipe", "PipeLocal": ".pipe", "SyncResult": ".pipe",
 }
 
@@ -66,10 +80,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AlreadyExistsError", "AsyncJob", "AsyncPipeClient", "AuthFailedError", "BusyError",
-    "CancelledError", "ChecksumMismatchError", "ConflictError", "DaemonConnectionError",
-    "DaemonError", "DaemonStoppedError", "DaemonTimeoutError", "InternalError", "InvalidParamsError",
-    "InvalidRequestError", "InvalidSettingsError", "Job", "JobInfo", "MethodNotFoundError",
-    "NotFoundError", "ParseError", "PermissionDeniedError", "Pipe", "PipeClient", "PipeLocal",
-    "ProgressEvent", "Status", "StorageError", "SyncResult", "UnsafePathError", "__version__",
+    "AlreadyExistsError", "AsyncJob", "AsyncObjectStream", "AsyncPipeClient", "AsyncWatch",
+    "AuthFailedError", "Bucket", "BusyError", "CancelledError", "ChecksumMismatchError",
+    "ConflictError", "DaemonConnectionError", "DaemonError", "DaemonStoppedError",
+    "DaemonTimeoutError", "Datastore", "DownloadResult", "Event", "InternalError",
+    "InvalidParamsError", "InvalidRequestError", "InvalidSettingsError", "Job", "JobInfo",
+    "MethodNotFoundError", "NotFoundError", "ObjectInfo", "ObjectStream", "ParseError",
+    "PermissionDeniedError", "Pipe", "PipeClient", "PipeLocal", "ProgressCallback", "ProgressEvent",
+    "Status", "StorageError", "SyncResult", "UnsafePathError", "UploadResult", "Watch", "__version__",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -133,14 +132,18 @@ def reap_later(child: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=child.wait, name="pipedaemon-reaper", daemon=True).start()
 
 
-def check_peer(sock: socket.socket, path: str) -> None:
-    """The daemon must run as our user: another user's socket could collect our credentials."""
-    if not hasattr(socket, "SO_PEERCRED"):  # not Linux: the folder and socket modes must do
-        return
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    uid = struct.unpack("3i", creds)[1]
-    if uid != os.getuid():
-        raise DaemonConnectionError(f"{path} is served by uid {uid}, not by this user; not using it")
+def probe(path: str) -> bool:
+    """Whether a daemon answers on ``path`` now (False while none listens; blocking)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError as err:
+        if is_retryable(err):
+            return False
+        raise DaemonConnectionError(f"cannot connect to {path}: {err}") from err
+    finally:
+        s.close()
 
 
 def is_retryable(exc: OSError) -> bool:

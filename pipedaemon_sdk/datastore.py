@@ -14,13 +14,15 @@ import msgspec
 from .protocol.wire import ObjectInfo, UploadResult
 
 if TYPE_CHECKING:
-    from ._api import Api, ProgressCallback
+    from ._async.api import AsyncApi
+    from ._common import ProgressCallback
+    from ._sync.api import Api
 
 
 class Datastore:
     """The buckets of one remote (S3 buckets, or folders under the remote's root)."""
 
-    def __init__(self, client: Api, remote: str) -> None:
+    def __init__(self, client: Api | AsyncApi, remote: str) -> None:
         self._client = client
         self.remote = remote
 
@@ -99,14 +101,14 @@ class Bucket:
                                           lambda raw: raw.get("etag"))
 
     def fget(self, object_name: str, file_path: str | os.PathLike[str],
-             on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+             on_progress: ProgressCallback | None = None, wait: bool = True) -> Any:
         """Download to ``file_path`` (whole and verified); the object's stat."""
         params = self._p(key=object_name, dest=os.path.abspath(os.fspath(file_path)))
         return self._client._start_job("transfer.download", params, on_progress=on_progress, wait=wait,
                                        convert=lambda r: msgspec.convert(r["stat"], ObjectInfo))
 
     def fput(self, object_name: str, file_path: str | os.PathLike[str],
-             on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+             on_progress: ProgressCallback | None = None, wait: bool = True) -> Any:
         """Upload a local file; the object's etag."""
         params = self._p(key=object_name, path=os.path.abspath(os.fspath(file_path)))
         return self._client._start_job("transfer.upload", params, on_progress=on_progress, wait=wait,
