@@ -7,6 +7,7 @@ method returns an awaitable, as the client's own methods do.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -15,8 +16,10 @@ from .protocol.wire import ObjectInfo, UploadResult
 
 if TYPE_CHECKING:
     from ._async.api import AsyncApi
+    from ._async.streams import AsyncObjectStream
     from ._common import ProgressCallback
     from ._sync.api import Api
+    from ._sync.streams import ObjectStream
 
 
 class Datastore:
@@ -91,8 +94,10 @@ class Bucket:
         """Delete one object or a list; if any is missing, nothing is deleted (NotFoundError)."""
         return self._client._call("object.delete", self._p(key=path))
 
-    def get(self, file_name: str, offset: int = 0, length: int | None = None) -> Any:
-        """A readable stream of the object: ``.read()``, ``.stream(chunk_size)``."""
+    def get(self, file_name: str, offset: int = 0,
+            length: int | None = None) -> ObjectStream | Awaitable[AsyncObjectStream]:
+        """A readable stream of the object: ``.read()``, ``.stream(chunk_size)`` (an awaitable of an
+        AsyncObjectStream with the asyncio client)."""
         return self._client._open_read(self._p(key=file_name, offset=offset, length=length))
 
     def put(self, object_name: str, data: Any, length: int) -> Any:

@@ -10,7 +10,7 @@ file, so the two clients share every name and signature.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import msgspec
 
@@ -81,14 +81,14 @@ class Api(MetaApi):
 
     # -- jobs ------------------------------------------------------------------
     def hash_file(self, path: str | os.PathLike[str], algorithm: str = "sha256",
-                  part_size: int = 8 * 2**20, on_progress: ProgressCallback | None = None,
-                  wait: bool = True) -> Any:
+                        part_size: int = 8 * 2**20, on_progress: ProgressCallback | None = None,
+                        wait: bool = True) -> Any:
         """md5, sha256 or the S3 ETag of a local file; ``{algorithm: hexdigest}``."""
         params = {"path": _abspath(path), "algorithm": algorithm, "part_size": part_size}
         return self._start_job("hash.file", params, on_progress=on_progress, wait=wait)
 
     def limits(self, max_streams: int | None = None, remote_streams: int | None = None,
-               bwlimit_bps: int | None = None) -> Any:
+                     bwlimit_bps: int | None = None) -> Any:
         """The daemon's stream and bandwidth limits; arguments given change them (until restart)."""
         params = {k: v for k, v in (("max_streams", max_streams), ("remote_streams", remote_streams),
                                     ("bwlimit_bps", bwlimit_bps)) if v is not None}
@@ -103,7 +103,7 @@ class Api(MetaApi):
     def job(self, job_id: str) -> Job:
         """A handle on any job (started by any client), to watch, wait for or cancel."""
         return self._call("job.get", {"job_id": job_id},
-                          lambda raw: self._job_handle(msgspec.convert(raw, JobInfo)))
+                                lambda raw: self._job_handle(msgspec.convert(raw, JobInfo)))
 
     def cancel(self, job_id: str) -> JobInfo:
         return self._call("job.cancel", {"job_id": job_id}, lambda raw: msgspec.convert(raw, JobInfo))
@@ -164,7 +164,7 @@ class Api(MetaApi):
         from ..pipe import Pipe
 
         return self._call("pipe.get", self._p(name=name),
-                          lambda info: Pipe(self, name, info, mode=mode, sortby=sortby))
+                                lambda info: Pipe(self, name, info, mode=mode, sortby=sortby))
 
     def get_profile_config(self) -> Any:
         """This profile's config: filerepo, scan_ttl_s, parallel_files, bwlimit_bps."""
@@ -208,9 +208,9 @@ class Api(MetaApi):
         return self._call("schedule.run_now", self._p(name=name))
 
     def mirror(self, src: str | None = None, dst: str | None = None, mode: str = "default",
-               include: str | None = None, exclude: str | None = None, delete: bool = False, *,
-               pipe: str | None = None, on_progress: ProgressCallback | None = None, wait: bool = True,
-               timeout: float | None = None) -> Any:
+                     include: str | None = None, exclude: str | None = None, delete: bool = False, *,
+                     pipe: str | None = None, on_progress: ProgressCallback | None = None, wait: bool = True,
+                     timeout: float | None = None) -> Any:
         """Copy new and changed files from ``src`` to ``dst`` (both ``REMOTE:folder/``) without a
         local copy (or run mirror pipe ``pipe``); ``delete`` removes what the source no longer has."""
         params = self._p(src=src, dst=dst, mode=mode, include=include, exclude=exclude, delete=delete,
@@ -219,13 +219,30 @@ class Api(MetaApi):
                                      timeout=timeout)
 
     # -- single files ------------------------------------------------------------
+    @overload
     def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
-               chunk_size_mb: int | None = None, on_progress: ProgressCallback | None = None,
-               transfer_timeout_s: float | None = 3600.0, wait: bool = True,
-               bwlimit_bps: int = 0, title: str | None = None, description: str | None = None,
-               alias: str | None = None, tags: list[str] | None = None,
-               metadata: dict[str, Any] | None = None) -> Any:
-        """Upload one local file to ``key`` under the remote's root: an UploadResult.
+                     chunk_size_mb: int | None = ..., on_progress: ProgressCallback | None = ...,
+                     transfer_timeout_s: float | None = ..., wait: Literal[True] = ...,
+                     bwlimit_bps: int = ..., title: str | None = ..., description: str | None = ...,
+                     alias: str | None = ..., tags: list[str] | None = ...,
+                     metadata: dict[str, Any] | None = ...) -> UploadResult: ...
+
+    @overload
+    def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
+                     chunk_size_mb: int | None = ..., on_progress: ProgressCallback | None = ...,
+                     transfer_timeout_s: float | None = ..., wait: Literal[False],
+                     bwlimit_bps: int = ..., title: str | None = ..., description: str | None = ...,
+                     alias: str | None = ..., tags: list[str] | None = ...,
+                     metadata: dict[str, Any] | None = ...) -> Job: ...
+
+    def upload(self, path: str | os.PathLike[str], *, remote: str, key: str,
+                     chunk_size_mb: int | None = None, on_progress: ProgressCallback | None = None,
+                     transfer_timeout_s: float | None = 3600.0, wait: bool = True,
+                     bwlimit_bps: int = 0, title: str | None = None, description: str | None = None,
+                     alias: str | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None) -> UploadResult | Job:
+        """Upload one local file to ``key`` under the remote's root: an UploadResult (with
+        ``wait=False``, the job at once).
 
         ``title``, ``description``, ``alias``, ``tags`` and ``metadata`` are stored with it
         (see ``set_metadata``)."""
@@ -235,16 +252,29 @@ class Api(MetaApi):
                  "metadata": metadata}
         params.update({k: v for k, v in given.items() if v is not None})
         return self._start_job("transfer.upload", params, on_progress=on_progress, wait=wait,
-                               timeout=transfer_timeout_s, convert=_upload_result)
+                                     timeout=transfer_timeout_s, convert=_upload_result)
+
+    @overload
+    def download(self, *, remote: str, key: str, dest: str | os.PathLike[str],
+                       chunk_size_mb: int | None = ..., on_progress: ProgressCallback | None = ...,
+                       transfer_timeout_s: float | None = ..., wait: Literal[True] = ...,
+                       bwlimit_bps: int = ...) -> DownloadResult: ...
+
+    @overload
+    def download(self, *, remote: str, key: str, dest: str | os.PathLike[str],
+                       chunk_size_mb: int | None = ..., on_progress: ProgressCallback | None = ...,
+                       transfer_timeout_s: float | None = ..., wait: Literal[False],
+                       bwlimit_bps: int = ...) -> Job: ...
 
     def download(self, *, remote: str, key: str, dest: str | os.PathLike[str],
-                 chunk_size_mb: int | None = None, on_progress: ProgressCallback | None = None,
-                 transfer_timeout_s: float | None = 3600.0, wait: bool = True,
-                 bwlimit_bps: int = 0) -> Any:
-        """Download ``key``; ``dest`` ending in '/' (or a folder) keeps the key's base name."""
+                       chunk_size_mb: int | None = None, on_progress: ProgressCallback | None = None,
+                       transfer_timeout_s: float | None = 3600.0, wait: bool = True,
+                       bwlimit_bps: int = 0) -> DownloadResult | Job:
+        """Download ``key``: a DownloadResult (with ``wait=False``, the job at once); ``dest``
+        ending in '/' (or a folder) keeps the key's base name."""
         d = os.fspath(dest)
         target = _abspath(d) + ("/" if d.endswith("/") else "")
         params = self._p(remote=remote, key=key, dest=target, chunk_size_mb=chunk_size_mb,
                          bwlimit_bps=bwlimit_bps)
         return self._start_job("transfer.download", params, on_progress=on_progress, wait=wait,
-                               timeout=transfer_timeout_s, convert=_download_result)
+                                     timeout=transfer_timeout_s, convert=_download_result)
