@@ -1,8 +1,9 @@
-"""The client's RPC methods, written once (here, as coroutines) for both clients.
+"""The client's RPC methods, written once for both clients: as coroutines in ``_async/api.py``,
+from which ``tools/unasync.py`` generates the blocking ``_sync/api.py``, so the two clients share
+every name and signature.
 
-Each method names an RPC and how to convert its answer; ``AsyncPipeClient`` (client.py) adds
-the connection. ``tools/unasync.py`` generates the blocking ``Api`` of ``PipeClient`` from this
-file, so the two clients share every name and signature.
+Each method names an RPC and how to convert its answer; the client (client.py) adds the
+connection.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _abspath(path: str | os.PathLike[str]) -> str:
 
 
 class AsyncApi(AsyncMetaApi):
-    """Methods common to PipeClient and AsyncPipeClient; the client supplies the plumbing below."""
+    """The methods of both clients; the client supplies the plumbing below."""
 
     async def _start_job(self, method: str, params: dict[str, Any], *, on_progress: ProgressCallback | None,
                          wait: bool, convert: Convert = None, timeout: float | None = None) -> Any:
@@ -182,7 +183,7 @@ class AsyncApi(AsyncMetaApi):
     # -- events, schedules and mirrors (watch.py; docs/schedules.md) ----------------------
     def watch(self, pipes: list[str] | None = None, since: int | None = None) -> AsyncWatch:
         """Change events (``pipe.changed``, scheduled ``job.finished``) of this profile's pipes, as an
-        iterator (an async iterator in AsyncPipeClient) of Event; ``since``: first the events after
+        iterator (an async iterator with the asyncio client) of Event; ``since``: first the events after
         that id."""
         return self._watch(self._p(pipes=list(pipes) if pipes is not None else None, since=since))
 

@@ -1,10 +1,10 @@
 """One connection to the daemon: requests answered by id, job and watch notifications routed to
 queues.
 
-A reader runs beside the caller (an asyncio task here, a thread in the generated blocking
-twin): it hands each response to the caller waiting for its id and each notification to its
-job's (or the watch's) queue, so callbacks run in the caller's own task or thread, never in the
-reader (a callback that raises cannot break the connection).
+A reader runs beside the caller (an asyncio task, or a thread in the blocking flavour): it
+hands each response to the caller waiting for its id and each notification to its job's (or the
+watch's) queue, so callbacks run in the caller's own task or thread, never in the reader (a
+callback that raises cannot break the connection).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class AsyncWatch(WatchBase):
-    """Iterator of events (``async for``); ``next_event(timeout)`` waits at most ``timeout`` seconds."""
+    """Iterator of events (``async for`` with the asyncio client); ``next_event(timeout)`` waits at
+    most ``timeout`` seconds."""
 
     _conn: AsyncConnection | None
     _queue: AsyncQueue[Any]

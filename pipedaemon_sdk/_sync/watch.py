@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 class Watch(WatchBase):
-    """Iterator of events (``async for``); ``next_event(timeout)`` waits at most ``timeout`` seconds."""
+    """Iterator of events (``async for`` with the asyncio client); ``next_event(timeout)`` waits at
+    most ``timeout`` seconds."""
 
     _conn: SyncConnection | None
     _queue: Queue[Any]
