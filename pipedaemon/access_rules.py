@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from .access import Guard, Rule
 from .acl import Target

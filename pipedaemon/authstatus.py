@@ -15,7 +15,7 @@ import os
 import pwd
 from typing import Any
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from . import settings as S
 from .backends.base import Backend

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipedaemon_sdk.wire import Message, encode_line
+from pipedaemon_sdk.protocol.wire import Message, encode_line
 
 from .rpc import Context, Params, rpc
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from .jobs import JobContext, job_kind
 from .rpc import Context, Params, rpc

@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.wire import FINAL_STATES, ErrorObject, JobInfo, Message, ProgressEvent, encode_line
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.wire import (
+    FINAL_STATES,
+    ErrorObject,
+    JobInfo,
+    Message,
+    ProgressEvent,
+    encode_line,
+)
 
 from .rpc import Context, Params, rpc
 

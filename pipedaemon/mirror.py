@@ -27,8 +27,8 @@ from typing import Any
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.pipefiles import name_filter
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.pipefiles import name_filter
 
 from . import transfer
 from .backends.base import Backend, Entry

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from .backends.base import TransientError
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.wire import ErrorObject, Message, Request, encode_line, request_decoder
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.wire import ErrorObject, Message, Request, encode_line, request_decoder
 
 if TYPE_CHECKING:
     from .server import Connection, Daemon

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 MAX_NAME = 1024
 # One component of a local path: NAME_MAX, less room for the engine's temporary name beside it

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.pipefiles import name_filter
-from pipedaemon_sdk.wire import FINAL_STATES, JobInfo
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.pipefiles import name_filter
+from pipedaemon_sdk.protocol.wire import FINAL_STATES, JobInfo
 
 from .events import Events
 from .pipes.schedspec import (

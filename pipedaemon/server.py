@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.autostart import ensure_socket_dir, try_lock
-from pipedaemon_sdk.wire import MAX_LINE, Message, Status, encode_line
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.paths import ensure_socket_dir, try_lock
+from pipedaemon_sdk.protocol.wire import MAX_LINE, Message, Status, encode_line
 
 from . import __version__, rpc, systemd
 from .jobs import JobManager

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from .rpc import validation_error
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from pipedaemon_sdk import AsyncPipeClient
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from .acl import PUBLIC, ROLES, Target
 from .rpc import Context, ProfileParams, rpc

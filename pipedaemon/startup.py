@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from pipedaemon_sdk.paths import home_lock_path, read_home_lock
+from pipedaemon_sdk.protocol.paths import home_lock_path, read_home_lock
 
 
 class StartupError(Exception):

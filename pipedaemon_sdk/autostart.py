@@ -12,46 +12,21 @@ just waits for the socket.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
-import stat
-import struct
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DaemonConnectionError
-from .paths import home_dir, home_holder, lock_path
+from .protocol.errors import DaemonConnectionError
+from .protocol.paths import ensure_socket_dir, home_dir, home_holder, try_lock  # noqa: F401 (ensure_socket_dir: re-exported)
 
 if TYPE_CHECKING:
     import subprocess
 
 RETRYABLE = (errno.ENOENT, errno.ECONNREFUSED)
-
-
-def ensure_socket_dir(socket_path: Path) -> None:
-    """Make the socket's folder; refuse one another user controls (they could swap the socket)."""
-    folder = socket_path.parent
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = folder.stat()
-    if st.st_uid != os.getuid() and not (st.st_uid == 0 and st.st_mode & stat.S_ISVTX):  # /tmp is fine
-        raise PermissionError(errno.EACCES, f"the socket folder belongs to uid {st.st_uid}, not to us",
-                              str(folder))
-
-
-def try_lock(socket_path: Path) -> int | None:
-    """The locked fd of ``<socket>.lock``, or None when someone holds it."""
-    ensure_socket_dir(socket_path)
-    fd = os.open(lock_path(socket_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def spawn_daemon(socket_path: Path, lock_fd: int) -> subprocess.Popen[bytes]:
@@ -157,14 +132,18 @@ def reap_later(child: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=child.wait, name="pipedaemon-reaper", daemon=True).start()
 
 
-def check_peer(sock: socket.socket, path: str) -> None:
-    """The daemon must run as our user: another user's socket could collect our credentials."""
-    if not hasattr(socket, "SO_PEERCRED"):  # not Linux: the folder and socket modes must do
-        return
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    uid = struct.unpack("3i", creds)[1]
-    if uid != os.getuid():
-        raise DaemonConnectionError(f"{path} is served by uid {uid}, not by this user; not using it")
+def probe(path: str) -> bool:
+    """Whether a daemon answers on ``path`` now (False while none listens; blocking)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError as err:
+        if is_retryable(err):
+            return False
+        raise DaemonConnectionError(f"cannot connect to {path}: {err}") from err
+    finally:
+        s.close()
 
 
 def is_retryable(exc: OSError) -> bool:

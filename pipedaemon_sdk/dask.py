@@ -27,7 +27,7 @@ from typing import Any
 from distributed import WorkerPlugin
 
 from .pipe import SyncResult
-from .pipefiles import TMP_MARK
+from .protocol.pipefiles import TMP_MARK
 
 STALL_S = 30.0  # a temporary file not growing for this long is no longer being written (``stall_s``)
 POLL_S = 0.5  # how often a re-run looks at the temporary files

@@ -7,20 +7,25 @@ method returns an awaitable, as the client's own methods do.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .wire import ObjectInfo, UploadResult
+from .protocol.wire import ObjectInfo, UploadResult
 
 if TYPE_CHECKING:
-    from ._api import Api, ProgressCallback
+    from ._async.api import AsyncApi
+    from ._async.streams import AsyncObjectStream
+    from ._common import ProgressCallback
+    from ._sync.api import Api
+    from ._sync.streams import ObjectStream
 
 
 class Datastore:
     """The buckets of one remote (S3 buckets, or folders under the remote's root)."""
 
-    def __init__(self, client: Api, remote: str) -> None:
+    def __init__(self, client: Api | AsyncApi, remote: str) -> None:
         self._client = client
         self.remote = remote
 
@@ -89,8 +94,10 @@ class Bucket:
         """Delete one object or a list; if any is missing, nothing is deleted (NotFoundError)."""
         return self._client._call("object.delete", self._p(key=path))
 
-    def get(self, file_name: str, offset: int = 0, length: int | None = None) -> Any:
-        """A readable stream of the object: ``.read()``, ``.stream(chunk_size)``."""
+    def get(self, file_name: str, offset: int = 0,
+            length: int | None = None) -> ObjectStream | Awaitable[AsyncObjectStream]:
+        """A readable stream of the object: ``.read()``, ``.stream(chunk_size)`` (an awaitable of an
+        AsyncObjectStream with the asyncio client)."""
         return self._client._open_read(self._p(key=file_name, offset=offset, length=length))
 
     def put(self, object_name: str, data: Any, length: int) -> Any:
@@ -99,14 +106,14 @@ class Bucket:
                                           lambda raw: raw.get("etag"))
 
     def fget(self, object_name: str, file_path: str | os.PathLike[str],
-             on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+             on_progress: ProgressCallback | None = None, wait: bool = True) -> Any:
         """Download to ``file_path`` (whole and verified); the object's stat."""
         params = self._p(key=object_name, dest=os.path.abspath(os.fspath(file_path)))
         return self._client._start_job("transfer.download", params, on_progress=on_progress, wait=wait,
                                        convert=lambda r: msgspec.convert(r["stat"], ObjectInfo))
 
     def fput(self, object_name: str, file_path: str | os.PathLike[str],
-             on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+             on_progress: ProgressCallback | None = None, wait: bool = True) -> Any:
         """Upload a local file; the object's etag."""
         params = self._p(key=object_name, path=os.path.abspath(os.fspath(file_path)))
         return self._client._start_job("transfer.upload", params, on_progress=on_progress, wait=wait,

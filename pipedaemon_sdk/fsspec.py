@@ -26,7 +26,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from .client import PipeClient
-from .errors import NotFoundError
+from .protocol.errors import NotFoundError
 
 STREAM_MAX = 8 << 20  # files up to this size move on one stream; larger ones as a chunked job
 INFO_TTL_S = 5.0  # how long entries seen by ls answer info() without asking the daemon (``info_ttl_s``)

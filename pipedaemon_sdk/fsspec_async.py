@@ -16,8 +16,8 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from .client import AsyncPipeClient
-from .errors import NotFoundError
 from .fsspec import STREAM_MAX, DaemonReadFile, DaemonWriteFile, _progress, children, dir_info, info_in
+from .protocol.errors import NotFoundError
 
 
 class AsyncPipedaemonFileSystem(AsyncFileSystem):

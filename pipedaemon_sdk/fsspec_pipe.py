@@ -15,9 +15,9 @@ import os
 import uuid
 from typing import Any
 
-from .errors import NotFoundError
 from .fsspec import DaemonWriteFile, _DaemonFileSystem
-from .pipefiles import TMP_MARK
+from .protocol.errors import NotFoundError
+from .protocol.pipefiles import TMP_MARK
 
 
 class PipeFileSystem(_DaemonFileSystem):

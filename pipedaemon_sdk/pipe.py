@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidParamsError, NotFoundError, PermissionDeniedError
-from .paths import home_dir
+from .protocol.errors import InvalidParamsError, NotFoundError, PermissionDeniedError
+from .protocol.paths import home_dir
 
 if TYPE_CHECKING:
-    from ._api import Api, ProgressCallback
+    from ._async.api import AsyncApi
+    from ._common import ProgressCallback
+    from ._sync.api import Api
 
 MODES = ("default", "new", "mod", "all")
 Paths = Iterable[str | os.PathLike[str]]
@@ -118,7 +120,7 @@ class _Local:
 class Pipe(_Local):
     """A data pipe: pull and push only what changed, through the daemon."""
 
-    def __init__(self, client: Api, name: str, info: dict[str, Any], mode: str = "default",
+    def __init__(self, client: Api | AsyncApi, name: str, info: dict[str, Any], mode: str = "default",
                  sortby: str = "filename") -> None:
         self._client = client
         self.name = name
@@ -182,7 +184,7 @@ class Pipe(_Local):
     def _preview(self, direction: str, **kw: Any) -> Any:
         return self._call("preview", SyncResult.of, direction=direction, **kw)
 
-    def _run(self, direction: str, params: dict[str, Any], dryrun: bool, on_progress: ProgressCallback,
+    def _run(self, direction: str, params: dict[str, Any], dryrun: bool, on_progress: ProgressCallback | None,
              wait: bool) -> Any:
         if dryrun:
             return self._preview(direction, **params)
@@ -198,7 +200,7 @@ class Pipe(_Local):
 
     def pull(self, files: list[str] | None = None, dryrun: bool = False, include: str | None = None,
              exclude: str | None = None, nrecent: int = 0, merge_mode: str | None = None, cached: bool = True,
-             on_progress: ProgressCallback = None, wait: bool = True, record: bool = False) -> Any:
+             on_progress: ProgressCallback | None = None, wait: bool = True, record: bool = False) -> Any:
         """Download new and changed files (per mode): a SyncResult, or a Job with wait=False.
 
         Files changed on both sides are conflicts: not moved (ConflictError, 1006, when
@@ -216,7 +218,7 @@ class Pipe(_Local):
 
     def push(self, files: list[str] | None = None, dryrun: bool = False, include: str | None = None,
              exclude: str | None = None, nrecent: int = 0, merge_mode: str | None = None, cached: bool = True,
-             on_progress: ProgressCallback = None, wait: bool = True, record: bool = False) -> Any:
+             on_progress: ProgressCallback | None = None, wait: bool = True, record: bool = False) -> Any:
         """Upload new and changed local files (per mode); conflicts as for pull
         ("keep" keeps the remote file, "overwrite" replaces it). ``record=True`` links each
         pushed object version to the local file it came from."""
@@ -227,7 +229,8 @@ class Pipe(_Local):
         """True when a default pull and push would move nothing (israise: ConflictError instead of False)."""
         return self._call("is_synced", lambda r: r["synced"], cached=cached, israise=israise)
 
-    def reset(self, delete: bool = False, on_progress: ProgressCallback = None, wait: bool = True) -> Any:
+    def reset(self, delete: bool = False, on_progress: ProgressCallback | None = None,
+              wait: bool = True) -> Any:
         """Pull every file again (local edits stay, reported as conflicts).
 
         delete=True deletes the local files first.
@@ -328,7 +331,7 @@ class PipeLocal(_Local):
 
     def scan_local(self, include: str | None = None, exclude: str | None = None, attributes: bool = False,
                    sortby: str | None = None, files: list[str] | None = None) -> list[Any]:
-        from . import pipefiles
+        from .protocol import pipefiles
 
         rows = pipefiles.local_rows(self.dirpath, include, exclude, sortby or self.sortby, files)
         return rows if attributes else [r["filename"] for r in rows]
@@ -345,12 +348,12 @@ class PipeLocal(_Local):
     def import_dir(self, dir: str | os.PathLike[str], move: bool = False,
                    subdir: str | None = None) -> list[str]:
         """Copy (or move) a folder's files, with their sub-folders, into the pipe's folder."""
-        from .pipefiles import import_paths
+        from .protocol.pipefiles import import_paths
 
         return import_paths(self.dirpath, _abs([dir]), subdir, move, tree=True)
 
     def import_files(self, files: Paths, subdir: str | None = None, move: bool = False) -> list[str]:
-        from .pipefiles import import_paths
+        from .protocol.pipefiles import import_paths
 
         return import_paths(self.dirpath, _abs(files), subdir, move)
 

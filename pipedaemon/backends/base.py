@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from pipedaemon_sdk.errors import DaemonError, StorageError
+from pipedaemon_sdk.protocol.errors import DaemonError, StorageError
 
 
 class TransientError(StorageError):
@@ -209,7 +209,7 @@ ErrorMapper = Callable[[BaseException], DaemonError | None]
 
 def missing_root(root: str) -> DaemonError:
     """A remote's root that is not there: writes never make it (an unmounted share, a typo)."""
-    from pipedaemon_sdk.errors import NotFoundError
+    from pipedaemon_sdk.protocol.errors import NotFoundError
 
     return NotFoundError(f"the remote's folder {root} does not exist (not mounted?); create it, "
                          "or set the option create_root=true to have it made",

@@ -44,7 +44,7 @@ from pipedaemon.backends.base import (
     source_errors,
 )
 from pipedaemon.backends.ftpdata import SYNC_TIMEOUT_S, UNIT, DataStream, timed
-from pipedaemon_sdk.errors import (
+from pipedaemon_sdk.protocol.errors import (
     AuthFailedError,
     DaemonError,
     InvalidSettingsError,

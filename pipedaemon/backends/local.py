@@ -27,7 +27,7 @@ from pipedaemon.backends.base import (
     source,
     source_errors,
 )
-from pipedaemon_sdk.errors import (
+from pipedaemon_sdk.protocol.errors import (
     DaemonError,
     InvalidSettingsError,
     NotFoundError,

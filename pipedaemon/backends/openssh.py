@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipedaemon_sdk.errors import AuthFailedError, DaemonError, InvalidSettingsError, StorageError
+from pipedaemon_sdk.protocol.errors import AuthFailedError, DaemonError, InvalidSettingsError, StorageError
 
 from .base import TransientError
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from pipedaemon_sdk import AsyncPipeClient
-from pipedaemon_sdk.errors import DaemonConnectionError, DaemonTimeoutError, StorageError
+from pipedaemon_sdk.protocol.errors import DaemonConnectionError, DaemonTimeoutError, StorageError
 from pipedaemon_sdk.streams import async_open_read, parse_header, request_line
 
 from .base import Backend, Capabilities, Entry, TransientError

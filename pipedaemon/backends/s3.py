@@ -28,7 +28,7 @@ from aiobotocore.session import AioSession
 from pipedaemon.backends.base import Backend, Capabilities, Entry, Hints, TransientError, error_edge
 from pipedaemon.retry import retry
 from pipedaemon.window import Window
-from pipedaemon_sdk.errors import (
+from pipedaemon_sdk.protocol.errors import (
     AlreadyExistsError,
     AuthFailedError,
     ChecksumMismatchError,

@@ -14,7 +14,7 @@ import contextlib
 import urllib.parse
 from typing import Any
 
-from pipedaemon_sdk.errors import ConflictError, StorageError
+from pipedaemon_sdk.protocol.errors import ConflictError, StorageError
 
 from .base import Entry, error_edge
 from .native_meta import Native, NativeMetadata

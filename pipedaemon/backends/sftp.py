@@ -32,7 +32,7 @@ from pipedaemon.backends.base import (
 )
 from pipedaemon.backends.sftpcommon import PooledRangeWriter, check_root, scan_entries, walk, with_parents
 from pipedaemon.window import Window, read_range
-from pipedaemon_sdk.errors import (
+from pipedaemon_sdk.protocol.errors import (
     AuthFailedError,
     DaemonError,
     InvalidSettingsError,

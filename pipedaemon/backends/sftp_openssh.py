@@ -18,7 +18,7 @@ import posixpath
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from pipedaemon_sdk.errors import (
+from pipedaemon_sdk.protocol.errors import (
     DaemonError,
     InvalidSettingsError,
     NotFoundError,

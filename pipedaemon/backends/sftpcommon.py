@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from pipedaemon_sdk.errors import StorageError
+from pipedaemon_sdk.protocol.errors import StorageError
 
 from .base import Entry, RangeWriter, error_edge, missing_root
 

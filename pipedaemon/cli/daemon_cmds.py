@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from pipedaemon_sdk import JobInfo
-from pipedaemon_sdk.paths import default_socket_path, home_dir
+from pipedaemon_sdk.protocol.paths import default_socket_path, home_dir
 
 from .common import SizeType, client, complete_job, complete_live_job, emit, handle_errors, main_group
 from .follow import run_job

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from pipedaemon_sdk import DaemonConnectionError, DaemonError, DaemonTimeoutError, PipeClient
-from pipedaemon_sdk.paths import default_socket_path, home_dir, home_holder
+from pipedaemon_sdk.protocol.paths import default_socket_path, home_dir, home_holder
 
 from .common import emit, handle_errors, main_group
 

@@ -20,7 +20,7 @@ import click
 import msgspec
 
 from pipedaemon_sdk import PipeClient
-from pipedaemon_sdk.wire import DownloadResult, UploadResult
+from pipedaemon_sdk.protocol.wire import DownloadResult, UploadResult
 
 from .common import client, complete_operand, complete_remote, emit, handle_errors, main_group
 from .follow import detach_option, run_job

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from .. import safepath
 from ..backends.base import Backend

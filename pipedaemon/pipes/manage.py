@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.pipefiles import import_paths
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.pipefiles import import_paths
 
 from .. import safepath
 from ..retry import retry

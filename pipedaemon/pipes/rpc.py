@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from ..jobs import JobContext, job_kind
 from ..rpc import Context, ProfileParams, rpc

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from ..rpc import validation_error
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.pipefiles import LocalFile, name_filter, scan_dir
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.pipefiles import LocalFile, name_filter, scan_dir
 
 from .. import safepath
 from ..remotes import Remotes
@@ -243,7 +243,7 @@ def _md5(path: Path) -> str | None:
 
 
 def rows_sorted(rows: list[dict[str, Any]], sortby: str | None) -> list[dict[str, Any]]:
-    from pipedaemon_sdk.pipefiles import sort_rows
+    from pipedaemon_sdk.protocol.pipefiles import sort_rows
 
     return sort_rows(rows, sortby)
 

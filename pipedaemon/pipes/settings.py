@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.pipefiles import split_pattern
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.pipefiles import split_pattern
 
 from .. import safepath
 from ..settings import NAME_RE

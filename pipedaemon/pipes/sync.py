@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pipedaemon_sdk import errors as E
-from pipedaemon_sdk.wire import RunningFile
+from pipedaemon_sdk.protocol import errors as E
+from pipedaemon_sdk.protocol.wire import RunningFile
 
 from .. import safepath, transfer
 from ..backends.base import Backend, Entry

@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from ..backends.base import Backend, Entry, TransientError
 from ..hashing import hash_path

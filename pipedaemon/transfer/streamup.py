@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 
-from pipedaemon_sdk import errors as E
+from pipedaemon_sdk.protocol import errors as E
 
 from ..backends.base import Backend, Entry
 from ..hashing import S3ETag, multipart_etag

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import PipeClient
-from ..errors import DaemonError, MethodNotFoundError, NotFoundError
+from ..protocol.errors import DaemonError, MethodNotFoundError, NotFoundError
 from . import exceptions as X
 from ._out import ask, say
 from .utils import loadjson

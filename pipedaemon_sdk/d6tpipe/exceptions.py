@@ -8,7 +8,7 @@ errors raised here are those too.
 
 from __future__ import annotations
 
-from ..errors import (
+from ..protocol.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidParamsError,

@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import pipefiles
-from ..errors import ConflictError, NotFoundError
 from ..pipe import MODES
 from ..pipe import PipeLocal as _NativeLocal
+from ..protocol import pipefiles
+from ..protocol.errors import ConflictError, NotFoundError
 from . import exceptions as X
 from ._out import ask, say
 from .api import DEFAULT_FILECFG, ConfigManager, Response, _APIBase

@@ -1,47 +1,46 @@
-"""Metadata, identity and provenance methods of both clients (mixed into ``Api``).
+"""Metadata, identity and provenance methods of both clients (the base of ``AsyncApi``).
 
-Like every method in ``_api.py`` each is written once: ``PipeClient`` returns the
-value, ``AsyncPipeClient`` an awaitable of it.
+Like every method in ``api.py`` each is written once, as a coroutine; the blocking twin of
+``PipeClient`` is generated from it (tools/unasync.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .._common import ClientSettings
 
-class MetaApi:
+
+class AsyncMetaApi(ClientSettings):
     """get_metadata / set_metadata, auth_status, create_relationship / relationships / lineage."""
 
-    def _call(self, method: str, params: dict[str, Any], convert: Any = None) -> Any:
-        raise NotImplementedError
-
-    def _p(self, **kw: Any) -> dict[str, Any]:
+    async def _call(self, method: str, params: dict[str, Any], convert: Any = None) -> Any:
         raise NotImplementedError
 
     # -- metadata -------------------------------------------------------------------
-    def get_metadata(self, remote: str, key: str, *, bucket: str | None = None) -> Any:
+    async def get_metadata(self, remote: str, key: str, *, bucket: str | None = None) -> Any:
         """An object's metadata: title, description, alias, tags, metadata, stored_in, object."""
-        return self._call("object.get_metadata", self._p(remote=remote, key=key, bucket=bucket))
+        return await self._call("object.get_metadata", self._p(remote=remote, key=key, bucket=bucket))
 
-    def set_metadata(self, remote: str, key: str, *, bucket: str | None = None, **fields: Any) -> Any:
+    async def set_metadata(self, remote: str, key: str, *, bucket: str | None = None, **fields: Any) -> Any:
         """Change fields (title, description, alias, tags, metadata); the merged record.
 
         A field left out is kept, ``None`` clears it; ``metadata`` merges key by key (a
         ``None`` value removes a key); ``tags`` replaces the list. On S3 the record is the
         object's own user metadata and tags, so other tools see it.
         """
-        return self._call(
+        return await self._call(
             "object.set_metadata", self._p(remote=remote, key=key, bucket=bucket, fields=dict(fields))
         )
 
     # -- identity ---------------------------------------------------------------------
-    def auth_status(self, remote: str | None = None, write_probe: bool = True) -> Any:
+    async def auth_status(self, remote: str | None = None, write_probe: bool = True) -> Any:
         """Who the daemon acts as per remote (a list; a dict for one ``remote``): identity,
         can_read, can_write, temporary, expires_at, expired, error."""
-        return self._call("remote.auth_status", self._p(remote=remote, write_probe=write_probe))
+        return await self._call("remote.auth_status", self._p(remote=remote, write_probe=write_probe))
 
     # -- provenance -------------------------------------------------------------------
-    def create_relationship(
+    async def create_relationship(
         self,
         from_ref: str,
         to_ref: str,
@@ -55,7 +54,7 @@ class MetaApi:
     ) -> Any:
         """Link the current version of ``from_ref`` (the dependent) to that of ``to_ref`` (its
         origin). Refs are ``"remote:key"`` or ``"pipe:name/file"``, optionally ``@version``."""
-        return self._call(
+        return await self._call(
             "provenance.link",
             self._p(
                 from_ref=from_ref,
@@ -69,12 +68,12 @@ class MetaApi:
             ),
         )
 
-    def relationships(self, ref: str, direction: str = "both") -> Any:
+    async def relationships(self, ref: str, direction: str = "both") -> Any:
         """Links at the version ``ref`` names now (``relationships``) and at its other versions
         (``other_versions``); direction "out" (what it came from), "in" or "both"."""
-        return self._call("provenance.relationships", self._p(ref=ref, direction=direction))
+        return await self._call("provenance.relationships", self._p(ref=ref, direction=direction))
 
-    def lineage(self, ref: str, depth: int = 3, direction: str = "out") -> Any:
+    async def lineage(self, ref: str, depth: int = 3, direction: str = "out") -> Any:
         """The graph around a version, walked up to ``depth`` links: nodes, edges (``cycle``
         marks an edge on a cycle), cycles, truncated."""
-        return self._call("provenance.lineage", self._p(ref=ref, depth=depth, direction=direction))
+        return await self._call("provenance.lineage", self._p(ref=ref, depth=depth, direction=direction))
