@@ -1,8 +1,9 @@
-"""Single-file jobs: upload, download, copy, and fetching a URL into storage.
+"""Single-file jobs: upload, download, copy, fetching a URL into storage, hashing a local file.
 
 ``client.upload``/``download`` address keys under the remote's root; the bucket
 API's ``fput``/``fget``/``fcopy_to``/``put_request`` add a bucket. All of them run
-as jobs (progress, cancel, survive the client) through the transfer engine.
+as jobs (progress, cancel, survive the client) through the transfer engine. ``hash.file``
+hashes a local file (md5, sha256 or the S3 ETag), to compare it with a remote object.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -22,16 +24,17 @@ from pipedaemon_sdk import errors as E
 from . import safepath, transfer
 from .backends.base import Backend
 from .datastore import KeyTarget, base_path, entry_dict, object_key
-from .hashing import check_local_file
+from .hashing import MAX_PARTS, hash_path
 from .jobs import JobContext, job_kind
 from .metadata import rpc as meta
 from .remotes import Mode, Remotes
 from .retry import retry
-from .rpc import Context, rpc
+from .rpc import Context, Params, rpc
 from .transfer.limits import MAX_BPS
 
 MiB = 1 << 20
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")  # an HTTP method or header name
+Algorithm = Literal["md5", "sha256", "s3etag"]
 
 
 class UploadParams(KeyTarget):
@@ -65,8 +68,45 @@ class UrlParams(KeyTarget):
     data: str | None = None
 
 
+class HashParams(Params):
+    path: str
+    algorithm: Algorithm = "sha256"
+    part_size: int = 8 << 20
+    profile: str = "default"
+
+
+
 def _remotes(ctx: Context | JobContext) -> Remotes:
     return ctx.daemon.services["remotes"]
+
+
+def check_local_file(path: str) -> int:
+    """The size of a readable local file, or a clear error naming it."""
+    if not os.path.isabs(path):
+        raise E.InvalidParamsError(f"path must be absolute: {path!r}", {"field": "path", "path": path})
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise E.NotFoundError(f"no such file: {path}", {"path": path}) from None
+    except PermissionError:
+        raise E.PermissionDeniedError(f"cannot read {path}", {"path": path}) from None
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a symlink loop
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise E.InvalidParamsError(f"bad path {path!r}: {why}", {"field": "path", "path": path}) from None
+    if not os.path.isfile(path):
+        raise E.InvalidParamsError(f"not a regular file: {path}", {"field": "path", "path": path})
+    if not os.access(path, os.R_OK):
+        raise E.PermissionDeniedError(f"cannot read {path}", {"path": path})
+    return st.st_size
+
+
+def check_part_size(size: int, part_size: int) -> None:
+    if part_size < 1 or part_size > 5 << 30:
+        raise E.InvalidParamsError("part_size must be between 1 byte and 5 GiB", {"field": "part_size"})
+    if size > part_size * MAX_PARTS:
+        raise E.InvalidParamsError(
+            f"part_size {part_size} makes more than {MAX_PARTS} parts for {size} bytes",
+            {"field": "part_size"})
 
 
 def _check_tuning(p: UploadParams | DownloadParams) -> None:
@@ -272,3 +312,31 @@ async def _fetch_into(ctx: JobContext, p: UrlParams, backend: Backend, path: str
                 yield piece
 
         return await transfer.upload_stream(backend, chunks(), path, size)
+
+
+@rpc("hash.file", HashParams)
+async def hash_file(ctx: Context, p: HashParams) -> object:
+    """Start a job hashing a local file (md5, sha256 or s3etag)."""
+    size = check_local_file(p.path)
+    if p.algorithm == "s3etag":
+        check_part_size(size, p.part_size)
+    return await ctx.daemon.jobs.submit("hash.file", msgspec.to_builtins(p), p.profile, ctx.conn)
+
+
+@job_kind("hash.file")
+async def run_hash(ctx: JobContext) -> dict[str, str]:
+    p = msgspec.convert(ctx.params, HashParams)
+    size = check_local_file(p.path)
+    name = os.path.basename(p.path)
+    ctx.progress(0, size, file_name=name, file_count=1)
+    cancelled = threading.Event()
+    report = lambda done: ctx.progress_threadsafe(done, size)  # noqa: E731
+    try:
+        digest = await asyncio.to_thread(hash_path, p.path, p.algorithm, p.part_size, report, cancelled)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    except OSError as exc:
+        raise E.StorageError(f"reading {p.path} failed: {exc.strerror or exc}", {"path": p.path}) from exc
+    ctx.progress(size, size)
+    return {p.algorithm: digest}

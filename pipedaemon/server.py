@@ -35,7 +35,7 @@ log = logging.getLogger("pipedaemon.server")
 # Modules whose import registers RPC methods and job kinds.
 # A module may also define ``async def start_service(daemon)``, called before serving.
 METHOD_MODULES = [
-    "pipedaemon.jobs", "pipedaemon.hashing", "pipedaemon.remotes", "pipedaemon.datastore",
+    "pipedaemon.jobs", "pipedaemon.remotes", "pipedaemon.datastore",
     "pipedaemon.filejobs", "pipedaemon.transfer.limits",
     "pipedaemon.transfer.janitor", "pipedaemon.pipes",
     "pipedaemon.metadata", "pipedaemon.provenance", "pipedaemon.authstatus",
