@@ -22,7 +22,7 @@ import msgspec
 
 from pipedaemon_sdk.wire import Message, encode_line
 
-from .rpc import Context, Params, rpc
+from .rpc import Context, Methods, Params
 
 if TYPE_CHECKING:
     from .server import Connection, Daemon
@@ -131,13 +131,6 @@ def notification(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def events_of(ctx: Any) -> Events:
-    return ctx.daemon.services["events"]
-
-
-async def start_service(daemon: Daemon) -> None:
-    daemon.services["events"] = Events(daemon)
-
 
 # -- RPC ---------------------------------------------------------------------------------------
 class Watch(Params):
@@ -147,11 +140,14 @@ class Watch(Params):
     limit: int = 1000
 
 
-@rpc("daemon.watch", Watch)
+METHODS = Methods()
+
+
+@METHODS.rpc("daemon.watch", Watch)
 async def daemon_watch(ctx: Context, p: Watch) -> dict[str, Any]:
     """Send this connection pipe.changed, scheduled job.finished and schedule.failed events from now on;
     with since, also answer the events after that id."""
-    bus = events_of(ctx)
+    bus = ctx.daemon.events
     pipes = set(p.pipes) if p.pipes is not None else None
     if ctx.conn is not None:
         bus.subscribe(ctx.conn, p.profile, pipes)
@@ -170,9 +166,9 @@ class EventsSince(Params):
     limit: int = 1000
 
 
-@rpc("daemon.events", EventsSince)
+@METHODS.rpc("daemon.events", EventsSince)
 async def daemon_events(ctx: Context, p: EventsSince) -> dict[str, Any]:
     """Events after an id (oldest first): what a watcher missed; complete=false if some were pruned."""
     pipes = set(p.pipes) if p.pipes is not None else None
     since = min(max(p.since, 0), MAX_ID)  # (a larger int does not fit SQLite's)
-    return await events_of(ctx).since(p.profile, since, pipes, max(1, min(p.limit, 10_000)))
+    return await ctx.daemon.events.since(p.profile, since, pipes, max(1, min(p.limit, 10_000)))

@@ -134,7 +134,7 @@ class MetaService:
                 )
                 if before.etag and entry.etag and entry.etag != before.etag:
                     await self._same_content(profile, remote, path, entry, before)
-                self.daemon.services["remotes"].changed(profile, remote, path, entry)  # scan caches
+                self.daemon.remotes.changed(profile, remote, path, entry)  # scan caches
             await self.save(profile, remote, path, new, native is not None, entry)
         return new, entry, where
 
@@ -144,12 +144,12 @@ class MetaService:
         from ..provenance.graph import Link
         from ..provenance.refs import entry_node
 
-        root = (await self.daemon.services["remotes"].get(profile, remote)).root
+        root = (await self.daemon.remotes.get(profile, remote)).root
         if not path.startswith(root):
             return
         ref = f"{remote}:{path[len(root):]}"
         link = Link(rel_type=SAME_CONTENT, qualifiers={"via": "set_metadata"})
-        graph = self.daemon.services["provenance"]
+        graph = self.daemon.provenance
         await graph.add(profile, entry_node(ref, now), entry_node(ref, was), link)
         log.info("%s: the metadata copy changed its ETag %s -> %s (linked)", path, was.etag, now.etag)
 
@@ -182,6 +182,3 @@ class MetaService:
             if not entry.etag or now.etag == entry.etag:
                 await self.save(profile, remote, path, rec, True, entry)
 
-
-def service_of(daemon: Daemon) -> MetaService:
-    return daemon.services["metadata"]
