@@ -29,6 +29,7 @@ daemon's internals (save the listed entry points that start the daemon itself).
 from __future__ import annotations
 
 import ast
+import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,7 +69,8 @@ CONTRACTS = (
     Contract("the engine (transfer/) depends only on backends.base, hashing, retry, window, state",
              ("pipedaemon.transfer*",),
              (*PROTOCOL, "pipedaemon.transfer*", "pipedaemon.backends.base", *HELPERS, "pipedaemon.state")),
-    Contract("pure helpers stay below the engine", HELPERS, (*PROTOCOL, *HELPERS, "pipedaemon.backends.base")),
+    Contract("pure helpers stay below the engine", HELPERS,
+             (*PROTOCOL, *HELPERS, "pipedaemon.backends.base")),
     Contract("the CLI stands on the SDK only", ("pipedaemon.cli*",),
              ("pipedaemon_sdk", "pipedaemon_sdk.*", "pipedaemon.cli*", "pipedaemon"),
              {("pipedaemon.cli.daemon_cmds", "pipedaemon.server"): "`daemon run` is the daemon",
@@ -228,7 +230,7 @@ def check(root: Path) -> list[str]:
             where.setdefault((imp.importer, imp.target), imp)
     for cycle in find_cycles(edges):
         steps = []
-        for a, b in zip(cycle, cycle[1:]):
+        for a, b in itertools.pairwise(cycle):
             imp = where[(a, b)]
             steps.append(f"    {a} imports {b}  ({modules[a].relative_to(root)}:{imp.line})")
         problems.append("import cycle: " + " -> ".join(cycle) + "\n" + "\n".join(steps)
