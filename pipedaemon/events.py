@@ -25,7 +25,8 @@ from pipedaemon_sdk.wire import Message, encode_line
 from .rpc import Context, Methods, Params
 
 if TYPE_CHECKING:
-    from .server import Connection, Daemon
+    from .server import Connection
+    from .state import State
 
 log = logging.getLogger("pipedaemon.events")
 MAX_ID = 2**63 - 1  # the largest id SQLite holds
@@ -45,8 +46,8 @@ class Subscriber:
 
 
 class Events:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, state: State) -> None:
+        self.state = state
         self.subs: dict[int, Subscriber] = {}
         self._lock = asyncio.Lock()  # ids go out in the order they were given
         self._since_prune = 0
@@ -57,7 +58,7 @@ class Events:
         """Store an event and send it to the subscribers that want it; the event."""
         async with self._lock:
             now = time.time()
-            rows = await self.daemon.state.fetchall(
+            rows = await self.state.fetchall(
                 "INSERT INTO events(kind, profile, pipe, time, data) VALUES (?,?,?,?,?) RETURNING id",
                 (kind, profile, pipe, now, msgspec.json.encode(data)),
             )
@@ -66,7 +67,7 @@ class Events:
             self._since_prune += 1
             if self._since_prune >= PRUNE_EVERY:
                 self._since_prune = 0
-                await self.daemon.state.execute(
+                await self.state.execute(
                     "DELETE FROM events WHERE id <= ?", (event["id"] - RETENTION,)
                 )
         return event
@@ -94,12 +95,12 @@ class Events:
         self.subs[id(conn)] = Subscriber(conn, profile, pipes)
 
     async def since(self, profile: str, since: int, pipes: set[str] | None, limit: int) -> dict[str, Any]:
-        rows = await self.daemon.state.fetchall(
+        rows = await self.state.fetchall(
             "SELECT id, kind, profile, pipe, time, data FROM events WHERE profile=? AND id > ? "
             "ORDER BY id LIMIT ?",
             (profile, since, limit + 1 if pipes is None else 1_000_000),
         )
-        first = await self.daemon.state.fetchone("SELECT MIN(id), MAX(id) FROM events")
+        first = await self.state.fetchone("SELECT MIN(id), MAX(id) FROM events")
         events = [
             {"id": i, "kind": k, "profile": p, "pipe": n, "time": t, **msgspec.json.decode(d)}
             for i, k, p, n, t, d in rows

@@ -27,7 +27,9 @@ from .rpc import Context, Methods, ProfileParams
 from .secrets import Vault, mask
 
 if TYPE_CHECKING:
-    from .server import Daemon
+    from pathlib import Path
+
+    from .state import State
 
 log = logging.getLogger("pipedaemon.remotes")
 Mode = Literal["read", "write"]
@@ -64,9 +66,11 @@ class Remote:
 
 
 class Remotes:
-    def __init__(self, daemon: Daemon, max_streams: int = DEFAULT_STREAMS) -> None:
-        self.daemon = daemon
-        self.vault = Vault(daemon.home)
+    """The remotes in ``state``, their credentials sealed with the key under ``home``."""
+
+    def __init__(self, state: State, home: Path, max_streams: int = DEFAULT_STREAMS) -> None:
+        self.state = state
+        self.vault = Vault(home)
         self.max_streams = max_streams
         self._open: dict[tuple[str, str, str], Backend] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -76,10 +80,6 @@ class Remotes:
     def changed(self, profile: str, remote: str, path: str, entry: Entry | None) -> None:
         for listener in self.listeners:
             listener(profile, remote, path, entry)
-
-    @property
-    def state(self) -> Any:
-        return self.daemon.state
 
     async def get(self, profile: str, name: str) -> Remote:
         row = await self.state.fetchone(

@@ -232,14 +232,14 @@ class Daemon:
         self.state = State(home / "state.db")
         self.methods = method_table()
         self.limits = Limits()  # stream slots and bandwidth, shared by every transfer
-        self.remotes = Remotes(self)
+        self.remotes = Remotes(self.state, home)
         self.janitor = Janitor(self.state, self.remotes)
         self.jobs = JobManager(self, job_kinds(), self.limits, self.janitor.remember)
         self.provenance = Graph(self.state)
         self.pipes = Pipes(self, self.remotes)  # (its scan cache listens to the remotes' writes)
-        self.metadata = MetaService(self)
+        self.metadata = MetaService(self.state, self.remotes, self.provenance)
         self.remotes.listeners.append(self.metadata.forget)
-        self.events = Events(self)
+        self.events = Events(self.state)
         self.scheduler = Scheduler(self, self.pipes, self.events)
         # On a shared daemon the guard checks every request's user (access.py).
         self.guard = Guard(self, RULES) if shared is not None else None
