@@ -73,13 +73,13 @@ CONTRACTS = (
              (*PROTOCOL, *HELPERS, "pipedaemon.backends.base")),
     Contract("the CLI stands on the SDK only", ("pipedaemon.cli*",),
              ("pipedaemon_sdk", "pipedaemon_sdk.*", "pipedaemon.cli*", "pipedaemon"),
-             {("pipedaemon.cli.daemon_cmds", "pipedaemon.server"): "`daemon run` is the daemon",
-              ("pipedaemon.cli.daemon_cmds", "pipedaemon.startup"): "`daemon run` checks the home first",
-              ("pipedaemon.cli.daemon_cmds", "pipedaemon.log"): "`daemon run` sets up the daemon's log",
-              ("pipedaemon.cli.daemon_cmds", "pipedaemon.access"): "`daemon run --shared` options",
-              ("pipedaemon.cli.daemon_cmds", "pipedaemon.systemd"): "`daemon install` writes the units",
+             {("pipedaemon.cli.daemon_cmds", "pipedaemon.server"): "`pipedaemon serve` runs the daemon",
+              ("pipedaemon.cli.daemon_cmds", "pipedaemon.startup"): "`serve` checks the home first",
+              ("pipedaemon.cli.daemon_cmds", "pipedaemon.log"): "`serve` sets up the daemon's log",
+              ("pipedaemon.cli.daemon_cmds", "pipedaemon.access"): "`serve --shared` options",
+              ("pipedaemon.cli.daemon_cmds", "pipedaemon.systemd"): "`install-service` writes the units",
               ("pipedaemon.cli.storage_cmds", "pipedaemon.settings"):
-                  "`remote schema` prints the settings schemas without a daemon"}),
+                  "`remote add` converts option values to the types of the settings schemas"}),
 )
 
 
