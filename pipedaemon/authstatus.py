@@ -19,8 +19,8 @@ from pipedaemon_sdk.protocol import errors as E
 
 from . import settings as S
 from .backends.base import Backend
-from .remotes import Remote, Remotes, remotes_of
-from .rpc import Context, ProfileParams, rpc
+from .remotes import Remote, Remotes
+from .rpc import Context, Methods, ProfileParams
 
 
 class AuthStatus(ProfileParams):
@@ -100,10 +100,13 @@ async def one(remotes: Remotes, profile: str, name: str, write_probe: bool) -> d
     return out
 
 
-@rpc("remote.auth_status", AuthStatus)
+METHODS = Methods()
+
+
+@METHODS.rpc("remote.auth_status", AuthStatus)
 async def remote_auth_status(ctx: Context, p: AuthStatus) -> Any:
     """Per remote (or the one named): who the daemon acts as, can it read and write, expiry."""
-    remotes = remotes_of(ctx)
+    remotes = ctx.daemon.remotes
     if p.remote is not None:
         return await one(remotes, p.profile, p.remote, p.write_probe)
     out = []

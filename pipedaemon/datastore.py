@@ -17,9 +17,9 @@ from pipedaemon_sdk.protocol import errors as E
 
 from . import safepath, transfer
 from .backends.base import Backend, Entry
-from .remotes import Mode, Remote, remotes_of
+from .remotes import Mode, Remote
 from .retry import Attempts, retry
-from .rpc import Context, ProfileParams, RawReply, rpc
+from .rpc import Context, Methods, ProfileParams, RawReply
 
 log = logging.getLogger("pipedaemon.datastore")
 # Take whatever the connection has buffered (up to this): reading small pieces off the
@@ -75,12 +75,12 @@ async def where(ctx: Context, p: Target | Where, mode: Mode = "read") -> tuple[B
     if isinstance(p, Where) and p.pipe:
         if p.remote or p.bucket is not None:
             raise E.InvalidParamsError("name a pipe, or a remote (and bucket), not both", {"field": "pipe"})
-        rp = await ctx.daemon.services["pipes"].store.resolve(p.profile, p.pipe)
-        backend, _ = await remotes_of(ctx).backend(*rp.remote_key, mode)
+        rp = await ctx.daemon.pipes.store.resolve(p.profile, p.pipe)
+        backend, _ = await ctx.daemon.remotes.backend(*rp.remote_key, mode)
         return backend, rp.folder, rp.remote_key
     if not p.remote:
         raise E.InvalidParamsError("name a remote (or a pipe)", {"field": "remote"})
-    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, mode)
+    backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote, mode)
     return backend, base_path(remote, backend, p.bucket), (p.profile, p.remote)
 
 
@@ -115,17 +115,20 @@ class BucketParams(ProfileParams):
     bucket: str
 
 
-@rpc("bucket.list", RemoteOnly)
+METHODS = Methods()
+
+
+@METHODS.rpc("bucket.list", RemoteOnly)
 async def bucket_list(ctx: Context, p: RemoteOnly) -> list[str]:
     """Names of the buckets (S3) or of the folders under the remote's root."""
-    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote)
+    backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote)
     if backend.caps.buckets:
         return sorted(await retry(backend.list_buckets, what="list buckets"))
     return sorted([e.name.rstrip("/") async for e in backend.list(remote.root, recursive=False) if e.is_dir])
 
 
 async def _bucket_exists(ctx: Context, p: BucketParams) -> bool:
-    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote)
+    backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote)
     path = base_path(remote, backend, p.bucket)
     try:
         entry = await retry(lambda: backend.stat(path.rstrip("/")), what=f"stat {path}")
@@ -134,18 +137,18 @@ async def _bucket_exists(ctx: Context, p: BucketParams) -> bool:
     return entry.is_dir or backend.caps.buckets
 
 
-@rpc("bucket.exists", BucketParams)
+@METHODS.rpc("bucket.exists", BucketParams)
 async def bucket_exists(ctx: Context, p: BucketParams) -> bool:
     """Whether the bucket exists."""
     return await _bucket_exists(ctx, p)
 
 
-@rpc("bucket.create", BucketParams)
+@METHODS.rpc("bucket.create", BucketParams)
 async def bucket_create(ctx: Context, p: BucketParams) -> bool:
     """Create a bucket; AlreadyExists (1002) if it is there."""
     if await _bucket_exists(ctx, p):
         raise E.AlreadyExistsError(f"bucket {p.bucket} exists", {"bucket": p.bucket, "remote": p.remote})
-    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, "write")
+    backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote, "write")
     path = base_path(remote, backend, p.bucket).rstrip("/")
     if backend.caps.buckets:
         await retry(lambda: backend.create_bucket(path), what=f"create bucket {path}")
@@ -154,10 +157,10 @@ async def bucket_create(ctx: Context, p: BucketParams) -> bool:
     return True
 
 
-@rpc("bucket.remove", BucketParams)
+@METHODS.rpc("bucket.remove", BucketParams)
 async def bucket_remove(ctx: Context, p: BucketParams) -> bool:
     """Remove an empty bucket; a bucket with objects is refused and left as it is."""
-    backend, remote = await remotes_of(ctx).backend(p.profile, p.remote, "write")
+    backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote, "write")
     path = base_path(remote, backend, p.bucket)
     if not await _bucket_exists(ctx, p):
         raise E.NotFoundError(f"no such bucket: {p.bucket}", {"bucket": p.bucket, "remote": p.remote})
@@ -189,7 +192,7 @@ class ListObjects(Where):
     contains: str = ""
 
 
-@rpc("object.list", ListObjects)
+@METHODS.rpc("object.list", ListObjects)
 async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
     """Objects under a bucket (or the remote's root, or a pipe's folder), names relative to it."""
     if p.pipe:
@@ -210,7 +213,7 @@ async def object_list(ctx: Context, p: ListObjects) -> list[Any]:
 async def _pipe_list(ctx: Context, p: ListObjects) -> list[Any]:
     """A pipe's files from its scan cache: on a shared daemon, the one listing every user shares
     (a folder's flat listing too, so no reader's request lists the storage afresh)."""
-    svc = ctx.daemon.services["pipes"]
+    svc = ctx.daemon.pipes
     files, _ = await svc.remote_files(await svc.store.resolve(p.profile, p.pipe), cached=True)
     prefix = safepath.clean_key(p.prefix, allow_empty=True)
     rows = {n: {"name": f.name, "size": f.size, "modified_at": f.mtime, "etag": f.etag, "is_dir": False}
@@ -235,7 +238,7 @@ class StatObjects(Where):
     key: str | list[str]
 
 
-@rpc("object.stat", StatObjects)
+@METHODS.rpc("object.stat", StatObjects)
 async def object_stat(ctx: Context, p: StatObjects) -> Any:
     """Size, modified time and etag of one object (or a list of them)."""
     backend, base = await open_target(ctx, p)
@@ -252,7 +255,7 @@ class DeleteObjects(Where):
     key: str | list[str]
 
 
-@rpc("object.delete", DeleteObjects)
+@METHODS.rpc("object.delete", DeleteObjects)
 async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
     """Delete objects; if any is missing nothing is deleted (1001 names them)."""
     backend, base, rkey = await where(ctx, p, "write")
@@ -274,7 +277,7 @@ async def object_delete(ctx: Context, p: DeleteObjects) -> dict[str, Any]:
                               {"keys": missing + folders, "remote": p.remote})
     for path in paths:
         await retry(lambda path=path: backend.delete(path), what=f"delete {path}")
-        remotes_of(ctx).changed(*rkey, path, None)
+        ctx.daemon.remotes.changed(*rkey, path, None)
     return {"deleted": [safepath.clean_key(k) for k in keys]}
 
 
@@ -284,7 +287,7 @@ class ReadObject(KeyWhere):
     length: int | None = None
 
 
-@rpc("object.read", ReadObject, raw=True)
+@METHODS.rpc("object.read", ReadObject, raw=True)
 async def object_read(ctx: Context, p: ReadObject) -> RawReply:
     """Stream an object's bytes on this connection after the response line."""
     backend, path = await resolve(ctx, p)
@@ -333,7 +336,7 @@ class WriteObject(KeyWhere):
     size: int
 
 
-@rpc("object.write", WriteObject, raw=True)
+@METHODS.rpc("object.write", WriteObject, raw=True)
 async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
     """Take ``size`` raw bytes following the request line and store them as an object."""
     if p.size < 0:
@@ -355,5 +358,5 @@ async def object_write(ctx: Context, p: WriteObject) -> dict[str, Any]:
             yield piece
 
     entry = await transfer.upload_stream(backend, body(), path, p.size)
-    remotes_of(ctx).changed(*rkey, path, entry)
+    ctx.daemon.remotes.changed(*rkey, path, entry)
     return entry_dict(entry, safepath.clean_key(p.key))

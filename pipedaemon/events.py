@@ -22,10 +22,11 @@ import msgspec
 
 from pipedaemon_sdk.protocol.wire import Message, encode_line
 
-from .rpc import Context, Params, rpc
+from .rpc import Context, Methods, Params
 
 if TYPE_CHECKING:
-    from .server import Connection, Daemon
+    from .server import Connection
+    from .state import State
 
 log = logging.getLogger("pipedaemon.events")
 MAX_ID = 2**63 - 1  # the largest id SQLite holds
@@ -45,8 +46,8 @@ class Subscriber:
 
 
 class Events:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, state: State) -> None:
+        self.state = state
         self.subs: dict[int, Subscriber] = {}
         self._lock = asyncio.Lock()  # ids go out in the order they were given
         self._since_prune = 0
@@ -57,7 +58,7 @@ class Events:
         """Store an event and send it to the subscribers that want it; the event."""
         async with self._lock:
             now = time.time()
-            rows = await self.daemon.state.fetchall(
+            rows = await self.state.fetchall(
                 "INSERT INTO events(kind, profile, pipe, time, data) VALUES (?,?,?,?,?) RETURNING id",
                 (kind, profile, pipe, now, msgspec.json.encode(data)),
             )
@@ -66,7 +67,7 @@ class Events:
             self._since_prune += 1
             if self._since_prune >= PRUNE_EVERY:
                 self._since_prune = 0
-                await self.daemon.state.execute(
+                await self.state.execute(
                     "DELETE FROM events WHERE id <= ?", (event["id"] - RETENTION,)
                 )
         return event
@@ -94,12 +95,12 @@ class Events:
         self.subs[id(conn)] = Subscriber(conn, profile, pipes)
 
     async def since(self, profile: str, since: int, pipes: set[str] | None, limit: int) -> dict[str, Any]:
-        rows = await self.daemon.state.fetchall(
+        rows = await self.state.fetchall(
             "SELECT id, kind, profile, pipe, time, data FROM events WHERE profile=? AND id > ? "
             "ORDER BY id LIMIT ?",
             (profile, since, limit + 1 if pipes is None else 1_000_000),
         )
-        first = await self.daemon.state.fetchone("SELECT MIN(id), MAX(id) FROM events")
+        first = await self.state.fetchone("SELECT MIN(id), MAX(id) FROM events")
         events = [
             {"id": i, "kind": k, "profile": p, "pipe": n, "time": t, **msgspec.json.decode(d)}
             for i, k, p, n, t, d in rows
@@ -131,13 +132,6 @@ def notification(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def events_of(ctx: Any) -> Events:
-    return ctx.daemon.services["events"]
-
-
-async def start_service(daemon: Daemon) -> None:
-    daemon.services["events"] = Events(daemon)
-
 
 # -- RPC ---------------------------------------------------------------------------------------
 class Watch(Params):
@@ -147,11 +141,14 @@ class Watch(Params):
     limit: int = 1000
 
 
-@rpc("daemon.watch", Watch)
+METHODS = Methods()
+
+
+@METHODS.rpc("daemon.watch", Watch)
 async def daemon_watch(ctx: Context, p: Watch) -> dict[str, Any]:
     """Send this connection pipe.changed, scheduled job.finished and schedule.failed events from now on;
     with since, also answer the events after that id."""
-    bus = events_of(ctx)
+    bus = ctx.daemon.events
     pipes = set(p.pipes) if p.pipes is not None else None
     if ctx.conn is not None:
         bus.subscribe(ctx.conn, p.profile, pipes)
@@ -170,9 +167,9 @@ class EventsSince(Params):
     limit: int = 1000
 
 
-@rpc("daemon.events", EventsSince)
+@METHODS.rpc("daemon.events", EventsSince)
 async def daemon_events(ctx: Context, p: EventsSince) -> dict[str, Any]:
     """Events after an id (oldest first): what a watcher missed; complete=false if some were pruned."""
     pipes = set(p.pipes) if p.pipes is not None else None
     since = min(max(p.since, 0), MAX_ID)  # (a larger int does not fit SQLite's)
-    return await events_of(ctx).since(p.profile, since, pipes, max(1, min(p.limit, 10_000)))
+    return await ctx.daemon.events.since(p.profile, since, pipes, max(1, min(p.limit, 10_000)))

@@ -1,8 +1,9 @@
-"""Single-file jobs: upload, download, copy, and fetching a URL into storage.
+"""Single-file jobs: upload, download, copy, fetching a URL into storage, hashing a local file.
 
 ``client.upload``/``download`` address keys under the remote's root; the bucket
 API's ``fput``/``fget``/``fcopy_to``/``put_request`` add a bucket. All of them run
-as jobs (progress, cancel, survive the client) through the transfer engine.
+as jobs (progress, cancel, survive the client) through the transfer engine. ``hash.file``
+hashes a local file (md5, sha256 or the S3 ETag), to compare it with a remote object.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -22,16 +24,17 @@ from pipedaemon_sdk.protocol import errors as E
 from . import safepath, transfer
 from .backends.base import Backend
 from .datastore import KeyTarget, base_path, entry_dict, object_key
-from .hashing import check_local_file
-from .jobs import JobContext, job_kind
+from .hashing import MAX_PARTS, hash_path
+from .jobs import JobContext, JobKinds
 from .metadata import rpc as meta
-from .remotes import Mode, Remotes
+from .remotes import Mode
 from .retry import retry
-from .rpc import Context, rpc
+from .rpc import Context, Methods, Params
 from .transfer.limits import MAX_BPS
 
 MiB = 1 << 20
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")  # an HTTP method or header name
+Algorithm = Literal["md5", "sha256", "s3etag"]
 
 
 class UploadParams(KeyTarget):
@@ -65,8 +68,40 @@ class UrlParams(KeyTarget):
     data: str | None = None
 
 
-def _remotes(ctx: Context | JobContext) -> Remotes:
-    return ctx.daemon.services["remotes"]
+class HashParams(Params):
+    path: str
+    algorithm: Algorithm = "sha256"
+    part_size: int = 8 << 20
+    profile: str = "default"
+
+
+def check_local_file(path: str) -> int:
+    """The size of a readable local file, or a clear error naming it."""
+    if not os.path.isabs(path):
+        raise E.InvalidParamsError(f"path must be absolute: {path!r}", {"field": "path", "path": path})
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise E.NotFoundError(f"no such file: {path}", {"path": path}) from None
+    except PermissionError:
+        raise E.PermissionDeniedError(f"cannot read {path}", {"path": path}) from None
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a symlink loop
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise E.InvalidParamsError(f"bad path {path!r}: {why}", {"field": "path", "path": path}) from None
+    if not os.path.isfile(path):
+        raise E.InvalidParamsError(f"not a regular file: {path}", {"field": "path", "path": path})
+    if not os.access(path, os.R_OK):
+        raise E.PermissionDeniedError(f"cannot read {path}", {"path": path})
+    return st.st_size
+
+
+def check_part_size(size: int, part_size: int) -> None:
+    if part_size < 1 or part_size > 5 << 30:
+        raise E.InvalidParamsError("part_size must be between 1 byte and 5 GiB", {"field": "part_size"})
+    if size > part_size * MAX_PARTS:
+        raise E.InvalidParamsError(
+            f"part_size {part_size} makes more than {MAX_PARTS} parts for {size} bytes",
+            {"field": "part_size"})
 
 
 def _check_tuning(p: UploadParams | DownloadParams) -> None:
@@ -96,13 +131,16 @@ async def _submit(ctx: Context, kind: str, p: msgspec.Struct) -> Any:
     return await ctx.daemon.jobs.submit(kind, msgspec.to_builtins(p), p.profile, ctx.conn)  # type: ignore[attr-defined]
 
 
-@rpc("transfer.upload", UploadParams)
+METHODS = Methods()
+
+
+@METHODS.rpc("transfer.upload", UploadParams)
 async def rpc_upload(ctx: Context, p: UploadParams) -> Any:
     """Start a job uploading a local file to ``key`` (under the remote's root or a bucket)."""
     check_local_file(p.path)
     object_key(p.key)
     _check_tuning(p)
-    remote = await _remotes(ctx).get(p.profile, p.remote)
+    remote = await ctx.daemon.remotes.get(p.profile, p.remote)
     meta.check_upload(_upload_record(p), remote.protocol)
     return await _submit(ctx, "transfer.upload", p)
 
@@ -111,25 +149,25 @@ def _upload_record(p: UploadParams) -> meta.Record | None:
     return meta.record_of(p.title, p.description, p.alias, p.tags, p.metadata)
 
 
-@rpc("transfer.download", DownloadParams)
+@METHODS.rpc("transfer.download", DownloadParams)
 async def rpc_download(ctx: Context, p: DownloadParams) -> Any:
     """Start a job downloading ``key`` to ``dest`` (a file path, or a folder ending in '/')."""
     download_target(p.dest, p.key)
     _check_tuning(p)
-    await _remotes(ctx).get(p.profile, p.remote)
+    await ctx.daemon.remotes.get(p.profile, p.remote)
     return await _submit(ctx, "transfer.download", p)
 
 
-@rpc("transfer.copy", CopyParams)
+@METHODS.rpc("transfer.copy", CopyParams)
 async def rpc_copy(ctx: Context, p: CopyParams) -> Any:
     """Start a job copying an object (server-side where the storage can)."""
     safepath.clean_key(p.key)
     object_key(p.dst_key, "dst_key")
-    await _remotes(ctx).get(p.profile, p.dst_remote or p.remote)
+    await ctx.daemon.remotes.get(p.profile, p.dst_remote or p.remote)
     return await _submit(ctx, "transfer.copy", p)
 
 
-@rpc("object.put_request", UrlParams)
+@METHODS.rpc("object.put_request", UrlParams)
 async def rpc_put_request(ctx: Context, p: UrlParams) -> Any:
     """Start a job in which the daemon fetches a URL and stores the body as an object."""
     if not p.url.startswith(("http://", "https://")):
@@ -146,11 +184,14 @@ async def rpc_put_request(ctx: Context, p: UrlParams) -> Any:
 async def _open(ctx: JobContext, profile: str, remote_name: str, bucket: str | None, key: str,
                 mode: Mode) -> tuple[Backend, str, str]:
     """The backend, the backend path of ``key`` and the remote's name."""
-    backend, remote = await _remotes(ctx).backend(profile, remote_name, mode)
+    backend, remote = await ctx.daemon.remotes.backend(profile, remote_name, mode)
     return backend, safepath.join(base_path(remote, backend, bucket), key), remote.name
 
 
-@job_kind("transfer.upload")
+JOB_KINDS = JobKinds()
+
+
+@JOB_KINDS.kind("transfer.upload")
 async def job_upload(ctx: JobContext) -> dict[str, Any]:
     p = msgspec.convert(ctx.params, UploadParams)
     size = check_local_file(p.path)
@@ -164,16 +205,16 @@ async def job_upload(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(done, size)
 
     ctx.progress(0, size, file_name=p.key)
-    service, rec = meta.service_of(ctx.daemon), _upload_record(p)
+    service, rec = ctx.daemon.metadata, _upload_record(p)
     entry = await transfer.upload(backend, Path(p.path), path, on_bytes, tuning=_tuning(ctx, p, remote),
                                   resume=ctx.resume_slot(path), extra=service.upload_args(backend, rec))
     await service.uploaded(p.profile, remote, backend, path, rec, entry)
-    _remotes(ctx).changed(p.profile, remote, path, entry)
+    ctx.daemon.remotes.changed(p.profile, remote, path, entry)
     return {"key": safepath.clean_key(p.key), "size": entry.size, "etag": entry.etag,
             "checksum": entry.etag, "elapsed_s": round(time.monotonic() - started, 3), "remote": remote}
 
 
-@job_kind("transfer.download")
+@JOB_KINDS.kind("transfer.download")
 async def job_download(ctx: JobContext) -> dict[str, Any]:
     p = msgspec.convert(ctx.params, DownloadParams)
     backend, path, remote = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "read")
@@ -197,7 +238,7 @@ async def job_download(ctx: JobContext) -> dict[str, Any]:
             "stat": entry_dict(entry, safepath.clean_key(p.key))}
 
 
-@job_kind("transfer.copy")
+@JOB_KINDS.kind("transfer.copy")
 async def job_copy(ctx: JobContext) -> dict[str, Any]:
     p = msgspec.convert(ctx.params, CopyParams)
     src_backend, src, _ = await _open(ctx, p.profile, p.remote, p.bucket, p.key, "read")
@@ -228,12 +269,12 @@ async def job_copy(ctx: JobContext) -> dict[str, Any]:
 
         out = await transfer.upload_stream(dst_backend, chunks(), dst, entry.size,
                                            tuning=ctx.tuning(f"{p.profile}/{dst_remote}"))
-    _remotes(ctx).changed(p.profile, dst_remote, dst, out)
+    ctx.daemon.remotes.changed(p.profile, dst_remote, dst, out)
     ctx.progress(entry.size, entry.size)
     return entry_dict(out, safepath.clean_key(p.dst_key))
 
 
-@job_kind("object.put_request")
+@JOB_KINDS.kind("object.put_request")
 async def job_put_request(ctx: JobContext) -> dict[str, Any]:
     import aiohttp
 
@@ -245,7 +286,7 @@ async def job_put_request(ctx: JobContext) -> dict[str, Any]:
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # (yarl: ValueError for a bad URL)
         raise E.StorageError(f"{p.method} {p.url} failed: {exc or type(exc).__name__}",
                              {"url": p.url}) from None
-    _remotes(ctx).changed(p.profile, remote, path, entry)
+    ctx.daemon.remotes.changed(p.profile, remote, path, entry)
     return entry_dict(entry, safepath.clean_key(p.key))
 
 
@@ -272,3 +313,31 @@ async def _fetch_into(ctx: JobContext, p: UrlParams, backend: Backend, path: str
                 yield piece
 
         return await transfer.upload_stream(backend, chunks(), path, size)
+
+
+@METHODS.rpc("hash.file", HashParams)
+async def hash_file(ctx: Context, p: HashParams) -> object:
+    """Start a job hashing a local file (md5, sha256 or s3etag)."""
+    size = check_local_file(p.path)
+    if p.algorithm == "s3etag":
+        check_part_size(size, p.part_size)
+    return await ctx.daemon.jobs.submit("hash.file", msgspec.to_builtins(p), p.profile, ctx.conn)
+
+
+@JOB_KINDS.kind("hash.file")
+async def run_hash(ctx: JobContext) -> dict[str, str]:
+    p = msgspec.convert(ctx.params, HashParams)
+    size = check_local_file(p.path)
+    name = os.path.basename(p.path)
+    ctx.progress(0, size, file_name=name, file_count=1)
+    cancelled = threading.Event()
+    report = lambda done: ctx.progress_threadsafe(done, size)  # noqa: E731
+    try:
+        digest = await asyncio.to_thread(hash_path, p.path, p.algorithm, p.part_size, report, cancelled)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    except OSError as exc:
+        raise E.StorageError(f"reading {p.path} failed: {exc.strerror or exc}", {"path": p.path}) from exc
+    ctx.progress(size, size)
+    return {p.algorithm: digest}

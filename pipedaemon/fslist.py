@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import safepath
-from .remotes import remotes_of
-from .rpc import Context, ProfileParams, rpc
+from .rpc import Context, Methods, ProfileParams
 
 
 class ListFolder(ProfileParams):
@@ -22,13 +21,16 @@ class ListFolder(ProfileParams):
     ttl_s: float | None = None
 
 
-@rpc("fs.list", ListFolder)
+METHODS = Methods()
+
+
+@METHODS.rpc("fs.list", ListFolder)
 async def fs_list(ctx: Context, p: ListFolder) -> dict[str, Any]:
     """Every file under ``path`` (recursively), names relative to it, and when it was listed."""
-    remote = await remotes_of(ctx).get(p.profile, p.remote)
+    remote = await ctx.daemon.remotes.get(p.profile, p.remote)
     sub = safepath.clean_key(p.path, allow_empty=True).rstrip("/")
     folder = remote.root + (f"{sub}/" if sub else "")
-    pipes = ctx.daemon.services["pipes"]
+    pipes = ctx.daemon.pipes
     ttl = p.ttl_s if p.ttl_s is not None else float((await pipes.config(p.profile))["scan_ttl_s"])
     files, listed_at = await pipes.scan.files((p.profile, p.remote), folder, folder, ttl, p.cached)
     rows = [{"name": f.name, "size": f.size, "modified_at": f.mtime, "etag": f.etag} for f in files]

@@ -1,28 +1,18 @@
 """File hashing: md5, sha256 and the ETag S3 gives a file uploaded in parts.
 
-``hash.file`` is a job kind of its own (users compare local files with remote
-objects) and the transfer engine reuses ``S3ETag`` and ``hash_path`` to verify.
+Pure: no job, no RPC. The transfer engine verifies with ``S3ETag``, ``multipart_etag``
+and ``hash_path``; the ``hash.file`` job (filejobs.py) runs ``hash_path`` for users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import threading
 from collections.abc import Callable
-from typing import Literal
-
-import msgspec
-
-from pipedaemon_sdk.protocol import errors as E
-
-from .jobs import JobContext, job_kind
-from .rpc import Context, Params, rpc
 
 CHUNK = 1 << 20
 MAX_PARTS = 10_000
-Algorithm = Literal["md5", "sha256", "s3etag"]
 
 
 class S3ETag:
@@ -82,67 +72,3 @@ def hash_path(path: str, algorithm: str, part_size: int = 8 << 20,
             if on_bytes is not None:
                 on_bytes(done)
     return h.hexdigest()
-
-
-class HashParams(Params):
-    path: str
-    algorithm: Algorithm = "sha256"
-    part_size: int = 8 << 20
-    profile: str = "default"
-
-
-def check_local_file(path: str) -> int:
-    """The size of a readable local file, or a clear error naming it."""
-    if not os.path.isabs(path):
-        raise E.InvalidParamsError(f"path must be absolute: {path!r}", {"field": "path", "path": path})
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise E.NotFoundError(f"no such file: {path}", {"path": path}) from None
-    except PermissionError:
-        raise E.PermissionDeniedError(f"cannot read {path}", {"path": path}) from None
-    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a symlink loop
-        why = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise E.InvalidParamsError(f"bad path {path!r}: {why}", {"field": "path", "path": path}) from None
-    if not os.path.isfile(path):
-        raise E.InvalidParamsError(f"not a regular file: {path}", {"field": "path", "path": path})
-    if not os.access(path, os.R_OK):
-        raise E.PermissionDeniedError(f"cannot read {path}", {"path": path})
-    return st.st_size
-
-
-def check_part_size(size: int, part_size: int) -> None:
-    if part_size < 1 or part_size > 5 << 30:
-        raise E.InvalidParamsError("part_size must be between 1 byte and 5 GiB", {"field": "part_size"})
-    if size > part_size * MAX_PARTS:
-        raise E.InvalidParamsError(
-            f"part_size {part_size} makes more than {MAX_PARTS} parts for {size} bytes",
-            {"field": "part_size"})
-
-
-@rpc("hash.file", HashParams)
-async def hash_file(ctx: Context, p: HashParams) -> object:
-    """Start a job hashing a local file (md5, sha256 or s3etag)."""
-    size = check_local_file(p.path)
-    if p.algorithm == "s3etag":
-        check_part_size(size, p.part_size)
-    return await ctx.daemon.jobs.submit("hash.file", msgspec.to_builtins(p), p.profile, ctx.conn)
-
-
-@job_kind("hash.file")
-async def run_hash(ctx: JobContext) -> dict[str, str]:
-    p = msgspec.convert(ctx.params, HashParams)
-    size = check_local_file(p.path)
-    name = os.path.basename(p.path)
-    ctx.progress(0, size, file_name=name, file_count=1)
-    cancelled = threading.Event()
-    report = lambda done: ctx.progress_threadsafe(done, size)  # noqa: E731
-    try:
-        digest = await asyncio.to_thread(hash_path, p.path, p.algorithm, p.part_size, report, cancelled)
-    except asyncio.CancelledError:
-        cancelled.set()
-        raise
-    except OSError as exc:
-        raise E.StorageError(f"reading {p.path} failed: {exc.strerror or exc}", {"path": p.path}) from exc
-    ctx.progress(size, size)
-    return {p.algorithm: digest}

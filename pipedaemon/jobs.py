@@ -1,9 +1,10 @@
 """Jobs: long operations that outlive the request (and the client) that started them.
 
-A job kind is a coroutine registered with ``@job_kind``. The manager persists every
-job in SQLite, runs at most ``max_running`` at once, pushes throttled progress to
-the connections that asked, and on start resumes the jobs a previous daemon left
-unfinished (their ``checkpoint`` tells the runner where to pick up).
+A job kind is a coroutine in a module's table of kinds (``JOB_KINDS = JobKinds()``,
+``@JOB_KINDS.kind("name")``); the daemon gives the manager the tables it runs. The
+manager persists every job in SQLite, runs at most ``max_running`` at once, pushes
+throttled progress to the connections that asked, and on start resumes the jobs a
+previous daemon left unfinished (their ``checkpoint`` tells the runner where to pick up).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from pipedaemon_sdk.protocol.wire import (
     encode_line,
 )
 
-from .rpc import Context, Params, rpc
+from .rpc import Context, Methods, Params
+from .transfer.common import Orphan, Tuning, streams_for
+from .transfer.limits import Limits, TokenBucket, env_int
+from .transfer.resume import ResumeSlot, forget_job
 
 if TYPE_CHECKING:
     from .server import Connection, Daemon
@@ -37,15 +41,32 @@ PROGRESS_INTERVAL = 0.1  # at most ~10 job.progress notifications per second per
 MAX_QUEUED = 10_000
 
 Runner = Callable[["JobContext"], Awaitable[Any]]
-KINDS: dict[str, Runner] = {}
 
 
-def job_kind(name: str) -> Callable[[Runner], Runner]:
-    def register(fn: Runner) -> Runner:
-        KINDS[name] = fn
-        return fn
+class JobKinds:
+    """Job kinds by name: one module's (filled by ``@table.kind``), or the union of several."""
 
-    return register
+    def __init__(self, *tables: JobKinds) -> None:
+        self.runners: dict[str, Runner] = {}
+        for table in tables:
+            for name, fn in table.runners.items():
+                self.add(name, fn)
+
+    def add(self, name: str, fn: Runner) -> None:
+        if name in self.runners:
+            raise RuntimeError(f"job kind {name} registered twice")
+        self.runners[name] = fn
+
+    def kind(self, name: str) -> Callable[[Runner], Runner]:
+        """Decorator: ``fn`` runs the jobs of kind ``name``."""
+        def register(fn: Runner) -> Runner:
+            self.add(name, fn)
+            return fn
+
+        return register
+
+    def get(self, name: str) -> Runner | None:
+        return self.runners.get(name)
 
 
 class Interrupted(Exception):
@@ -91,22 +112,16 @@ class JobContext:
     def progress_threadsafe(self, bytes_done: int, bytes_total: int | None = None, **fields: Any) -> None:
         self.loop.call_soon_threadsafe(lambda: self.progress(bytes_done, bytes_total, **fields))
 
-    def resume_slot(self, target: str) -> Any:
+    def resume_slot(self, target: str) -> ResumeSlot:
         """Durable notes for one file of this job, so a restarted daemon resumes it mid-file."""
-        from .transfer.resume import ResumeSlot
+        return ResumeSlot(self.manager.state, self.id, target, lambda: self.manager.stopping)
 
-        return ResumeSlot(self.daemon.state, self.id, target, lambda: self.manager.stopping)
-
-    def tuning(self, remote_key: str, chunk_size: int | None = None, bwlimit_bps: int = 0) -> Any:
+    def tuning(self, remote_key: str, chunk_size: int | None = None, bwlimit_bps: int = 0) -> Tuning:
         """How this job's transfers may move: the daemon's limits plus the job's own."""
-        from .transfer import TokenBucket, Tuning
-        from .transfer.common import streams_for
-
-        janitor = self.daemon.services.get("janitor")
+        m = self.manager
         return Tuning(streams=streams_for(bwlimit_bps, Tuning.streams), chunk_size=chunk_size,
-                      limits=self.daemon.services.get("limits"),
-                      remote_key=remote_key, bucket=TokenBucket(bwlimit_bps),
-                      orphan=janitor.remember if janitor is not None else None, on_chunk=self.chunk)
+                      limits=m.limits, remote_key=remote_key, bucket=TokenBucket(bwlimit_bps),
+                      orphan=m.orphan, on_chunk=self.chunk)
 
     def chunk(self, index: int, count: int) -> None:
         """The chunk of the current file now moving, for ProgressEvent.chunk_index/chunk_count
@@ -116,7 +131,7 @@ class JobContext:
     async def checkpoint(self, data: Any) -> None:
         """Persist where the job stands, so a restarted daemon resumes from here."""
         self.checkpoint_data = data
-        await self.daemon.state.execute(
+        await self.manager.state.execute(
             "UPDATE jobs SET checkpoint=?, progress=?, updated_at=? WHERE id=?",
             (msgspec.json.encode(data), msgspec.json.encode(self.event), time.time(), self.id))
 
@@ -125,11 +140,17 @@ DEFAULT_MAX_JOBS = 4  # jobs running at once; the others wait queued
 
 
 class JobManager:
-    def __init__(self, daemon: Daemon, max_running: int | None = None) -> None:
-        self.daemon = daemon
-        if max_running is None:
-            from .transfer.limits import env_int
+    """Runs the jobs of ``kinds``; their transfers take ``limits``' stream slots and bandwidth, and
+    tell ``orphan`` (the janitor) what they could not clean up."""
 
+    def __init__(self, daemon: Daemon, kinds: JobKinds, limits: Limits, orphan: Orphan | None,
+                 max_running: int | None = None) -> None:
+        self.daemon = daemon
+        self.state = daemon.state
+        self.kinds = kinds
+        self.limits = limits
+        self.orphan = orphan
+        if max_running is None:
             max_running = env_int("PIPEDAEMON_MAX_JOBS", DEFAULT_MAX_JOBS, 1, 1024)
         self.live: dict[str, JobInfo] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -141,7 +162,7 @@ class JobManager:
 
     # -- lifecycle ---------------------------------------------------------------
     async def resume_unfinished(self) -> int:
-        rows = await self.daemon.state.fetchall(
+        rows = await self.state.fetchall(
             "SELECT id, kind, profile, params, checkpoint, created_at FROM jobs "
             "WHERE state IN ('queued','running') ORDER BY created_at")
         for jid, kind, profile, params, checkpoint, created in rows:
@@ -175,7 +196,7 @@ class JobManager:
         now = time.time()
         info = JobInfo(id=uuid.uuid4().hex[:16], kind=kind, state="queued", created_at=now,
                        updated_at=now, params=params)
-        await self.daemon.state.execute(
+        await self.state.execute(
             "INSERT INTO jobs(id, kind, profile, state, params, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?)",
             (info.id, kind, profile, "queued", msgspec.json.encode(params), now, now))
@@ -189,7 +210,7 @@ class JobManager:
         self.tasks[info.id] = asyncio.get_running_loop().create_task(self._run(info, profile, checkpoint))
 
     async def _run(self, info: JobInfo, profile: str, checkpoint: Any) -> None:
-        runner = KINDS.get(info.kind)
+        runner = self.kinds.get(info.kind)
         try:
             async with self.slots:
                 if runner is None:
@@ -221,7 +242,7 @@ class JobManager:
     async def _set_state(self, info: JobInfo, state: str) -> None:
         info.state = state
         info.updated_at = time.time()
-        await self.daemon.state.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?",
+        await self.state.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?",
                                         (state, info.updated_at, info.id))
 
     async def _finish(self, info: JobInfo, state: str, result: Any = None,
@@ -234,13 +255,11 @@ class JobManager:
             self.publish_progress(ctx)  # the exact, final event
         info.state, info.result, info.updated_at = state, result, time.time()
         info.error = ErrorObject(error.code, error.message, error.data or None) if error else None
-        await self.daemon.state.execute(
+        await self.state.execute(
             "UPDATE jobs SET state=?, result=?, error=?, progress=?, updated_at=? WHERE id=?",
             (state, msgspec.json.encode(result), msgspec.json.encode(info.error),
              msgspec.json.encode(info.progress), info.updated_at, info.id))
-        from .transfer.resume import forget_job
-
-        await forget_job(self.daemon.state, info.id)
+        await forget_job(self.state, info.id)
         self._log_end(info, error)
         line = encode_line(Message(method="job.finished", params=info))
         for conn in self.watchers.pop(info.id, set()):
@@ -285,7 +304,7 @@ class JobManager:
         live = self._live(job_id)
         if live is not None:
             return live
-        row = await self.daemon.state.fetchone(
+        row = await self.state.fetchone(
             "SELECT id, kind, state, params, result, error, progress, created_at, updated_at "
             "FROM jobs WHERE id=?", (job_id,))
         if row is None:
@@ -299,7 +318,7 @@ class JobManager:
             sql += " WHERE state=?"
             args.append(state)
         sql += " ORDER BY created_at DESC LIMIT ?"
-        rows = await self.daemon.state.fetchall(sql, [*args, limit])
+        rows = await self.state.fetchall(sql, [*args, limit])
         return [self._live(r[0]) or _row_info(r) for r in rows]
 
     def _live(self, job_id: str) -> JobInfo | None:
@@ -359,7 +378,10 @@ class JobList(Params):
     limit: int = 100
 
 
-@rpc("job.list", JobList)
+METHODS = Methods()
+
+
+@METHODS.rpc("job.list", JobList)
 async def job_list(ctx: Context, p: JobList) -> list[JobInfo]:
     """Jobs, newest first, optionally of one state."""
     if p.state is not None and p.state not in ("queued", "running", *FINAL_STATES):
@@ -367,13 +389,13 @@ async def job_list(ctx: Context, p: JobList) -> list[JobInfo]:
     return await ctx.daemon.jobs.list(p.state, max(1, min(p.limit, 10_000)))
 
 
-@rpc("job.get", JobId)
+@METHODS.rpc("job.get", JobId)
 async def job_get(ctx: Context, p: JobId) -> JobInfo:
     """One job, live or from the state database."""
     return await ctx.daemon.jobs.get(p.job_id)
 
 
-@rpc("job.watch", JobId)
+@METHODS.rpc("job.watch", JobId)
 async def job_watch(ctx: Context, p: JobId) -> JobInfo:
     """Send this connection the job's progress and its job.finished notification."""
     info = await ctx.daemon.jobs.get(p.job_id)
@@ -382,7 +404,7 @@ async def job_watch(ctx: Context, p: JobId) -> JobInfo:
     return info
 
 
-@rpc("job.cancel", JobId)
+@METHODS.rpc("job.cancel", JobId)
 async def job_cancel(ctx: Context, p: JobId) -> JobInfo:
     """Cancel a job (any client may); its temporary files and uploads are cleaned up."""
     return await ctx.daemon.jobs.cancel(p.job_id)

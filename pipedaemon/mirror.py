@@ -32,12 +32,12 @@ from pipedaemon_sdk.protocol.pipefiles import name_filter
 
 from . import transfer
 from .backends.base import Backend, Entry
-from .jobs import JobContext, job_kind
+from .jobs import JobContext, JobKinds
 from .pipes.schedspec import MirrorSetting, parse_mirror, split_endpoint
 from .pipes.service import clean
 from .remotes import Remote, Remotes
 from .retry import retry
-from .rpc import Context, ProfileParams, rpc
+from .rpc import Context, Methods, ProfileParams
 from .transfer.common import TMP_MARK, run_bounded
 
 log = logging.getLogger("pipedaemon.mirror")
@@ -99,7 +99,7 @@ def mirror_id(spec: MirrorSetting) -> str:
 
 
 async def pipe_spec(ctx: Context | JobContext, profile: str, name: str) -> MirrorSetting:
-    own = (await ctx.daemon.services["pipes"].store.own_all(profile)).get(name)
+    own = (await ctx.daemon.pipes.store.own_all(profile)).get(name)
     if own is None:
         raise E.NotFoundError(f"no such pipe: {name}", {"pipe": name})
     if not own.get("mirror"):
@@ -199,7 +199,7 @@ class MirrorRun:
         self.ctx, self.spec, self.src, self.dst = ctx, spec, src, dst
         self.server_side = server_side
         self.db = ctx.daemon.state
-        self.remotes: Remotes = ctx.daemon.services["remotes"]
+        self.remotes: Remotes = ctx.daemon.remotes
         self.profile = ctx.profile
         self.mid = mirror_id(spec)
         self.bytes_done = 0
@@ -377,7 +377,7 @@ async def run_mirror(ctx: JobContext, spec: MirrorSetting) -> dict[str, Any]:
 
 async def _run_mirror(ctx: JobContext, spec: MirrorSetting) -> dict[str, Any]:
     started = time.monotonic()
-    remotes: Remotes = ctx.daemon.services["remotes"]
+    remotes: Remotes = ctx.daemon.remotes
     src = await open_side(remotes, ctx.profile, spec.src, "from", "read")
     dst = await open_side(remotes, ctx.profile, spec.dst, "to", "write")
     if src.remote.name == dst.remote.name and (
@@ -392,7 +392,7 @@ async def _run_mirror(ctx: JobContext, spec: MirrorSetting) -> dict[str, Any]:
     dst_files, temps = await list_files(dst)
     plan = make_plan(spec, src_files, dst_files, await run.state())  # (inflight files are not in state)
     cleaned = await run.clean_inflight(temps, {name for name, _, _ in plan.copy})
-    parallel = (await ctx.daemon.services["pipes"].config(ctx.profile))["parallel_files"]
+    parallel = (await ctx.daemon.pipes.config(ctx.profile))["parallel_files"]
     result = await run.run(plan, parallel)
     result["summary"]["elapsed_s"] = round(time.monotonic() - started, 3)
     result["summary"]["cleaned"] = cleaned
@@ -401,7 +401,7 @@ async def _run_mirror(ctx: JobContext, spec: MirrorSetting) -> dict[str, Any]:
 
 async def _source_files(ctx: JobContext, src: Side) -> dict[str, Entry]:
     """The source listing, through the scan cache (so watchers hear what it found changed)."""
-    scan = ctx.daemon.services["pipes"].scan
+    scan = ctx.daemon.pipes.scan
     files, _ = await scan.files(
         (src.remote.profile, src.remote.name), src.folder, src.folder, 0.0, cached=False
     )
@@ -421,19 +421,25 @@ async def _source_files(ctx: JobContext, src: Side) -> dict[str, Entry]:
     return out
 
 
-@job_kind("mirror")
+JOB_KINDS = JobKinds()
+
+
+@JOB_KINDS.kind("mirror")
 async def job_mirror(ctx: JobContext) -> dict[str, Any]:
     p = msgspec.convert(ctx.params, MirrorParams)
     spec = await pipe_spec(ctx, p.profile, p.pipe) if p.pipe else spec_of(p)
     return await run_mirror(ctx, spec)
 
 
-@rpc("mirror.run", MirrorParams)
+METHODS = Methods()
+
+
+@METHODS.rpc("mirror.run", MirrorParams)
 async def rpc_mirror(ctx: Context, p: MirrorParams) -> Any:
     """Start a job copying new and changed files from one remote folder to another (delete: also remove
     destination files the source no longer has)."""
     spec = await pipe_spec(ctx, p.profile, p.pipe) if p.pipe else spec_of(p)
-    remotes: Remotes = ctx.daemon.services["remotes"]
+    remotes: Remotes = ctx.daemon.remotes
     (a, af), (b, bf) = split_endpoint(spec.src, "src"), split_endpoint(spec.dst, "dst")
     if a == b and (af.startswith(bf) or bf.startswith(af)):
         raise E.InvalidParamsError("a mirror's source and destination folders overlap", {"field": "dst"})

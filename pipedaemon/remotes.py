@@ -23,11 +23,13 @@ from pipedaemon_sdk.protocol import errors as E
 from . import settings as S
 from .backends.base import Backend, Entry, backend_class
 from .retry import retry
-from .rpc import Context, ProfileParams, rpc
+from .rpc import Context, Methods, ProfileParams
 from .secrets import Vault, mask
 
 if TYPE_CHECKING:
-    from .server import Daemon
+    from pathlib import Path
+
+    from .state import State
 
 log = logging.getLogger("pipedaemon.remotes")
 Mode = Literal["read", "write"]
@@ -64,9 +66,11 @@ class Remote:
 
 
 class Remotes:
-    def __init__(self, daemon: Daemon, max_streams: int = DEFAULT_STREAMS) -> None:
-        self.daemon = daemon
-        self.vault = Vault(daemon.home)
+    """The remotes in ``state``, their credentials sealed with the key under ``home``."""
+
+    def __init__(self, state: State, home: Path, max_streams: int = DEFAULT_STREAMS) -> None:
+        self.state = state
+        self.vault = Vault(home)
         self.max_streams = max_streams
         self._open: dict[tuple[str, str, str], Backend] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -76,10 +80,6 @@ class Remotes:
     def changed(self, profile: str, remote: str, path: str, entry: Entry | None) -> None:
         for listener in self.listeners:
             listener(profile, remote, path, entry)
-
-    @property
-    def state(self) -> Any:
-        return self.daemon.state
 
     async def get(self, profile: str, name: str) -> Remote:
         row = await self.state.fetchone(
@@ -212,16 +212,6 @@ class Remotes:
         return out
 
 
-async def start_service(daemon: Daemon) -> None:
-    from .backends.openssh import sweep_once
-
-    sweep_once()  # folders of OpenSSH backends whose daemon was killed (kill -9) before closing
-    daemon.services["remotes"] = Remotes(daemon)
-
-
-def remotes_of(ctx: Context) -> Remotes:
-    return ctx.daemon.services["remotes"]
-
 
 # -- RPC ---------------------------------------------------------------------------
 class UpsertRemote(ProfileParams):
@@ -241,37 +231,40 @@ class CheckRemote(ProfileParams):
     write_probe: bool = True
 
 
-@rpc("remote.upsert", UpsertRemote)
+METHODS = Methods()
+
+
+@METHODS.rpc("remote.upsert", UpsertRemote)
 async def remote_upsert(ctx: Context, p: UpsertRemote) -> dict[str, Any]:
     """Create or replace a remote; credentials omitted keep the stored ones."""
-    return await remotes_of(ctx).upsert(p.profile, p.settings)
+    return await ctx.daemon.remotes.upsert(p.profile, p.settings)
 
 
-@rpc("remote.get", RemoteName)
+@METHODS.rpc("remote.get", RemoteName)
 async def remote_get(ctx: Context, p: RemoteName) -> dict[str, Any]:
     """A remote's settings, secrets shown as ***."""
-    r = remotes_of(ctx)
+    r = ctx.daemon.remotes
     return (await r.get(p.profile, p.name)).public(r.vault)
 
 
-@rpc("remote.list", ListRemotes)
+@METHODS.rpc("remote.list", ListRemotes)
 async def remote_list(ctx: Context, p: ListRemotes) -> list[Any]:
     """Remote names (or settings with names_only=false)."""
-    r = remotes_of(ctx)
+    r = ctx.daemon.remotes
     names = await r.names(p.profile)
     if p.names_only:
         return names
     return [(await r.get(p.profile, n)).public(r.vault) for n in names]
 
 
-@rpc("remote.delete", RemoteName)
+@METHODS.rpc("remote.delete", RemoteName)
 async def remote_delete(ctx: Context, p: RemoteName) -> dict[str, Any]:
     """Forget a remote and its credentials (nothing on the storage is touched)."""
-    await remotes_of(ctx).delete(p.profile, p.name)
+    await ctx.daemon.remotes.delete(p.profile, p.name)
     return {"name": p.name, "deleted": True}
 
 
-@rpc("remote.check", CheckRemote)
+@METHODS.rpc("remote.check", CheckRemote)
 async def remote_check(ctx: Context, p: CheckRemote) -> dict[str, Any]:
     """Connect, list the root, and (write_probe) write and delete a probe file."""
-    return await remotes_of(ctx).check(p.profile, p.name, p.write_probe)
+    return await ctx.daemon.remotes.check(p.profile, p.name, p.write_probe)

@@ -1,6 +1,9 @@
-"""JSON-RPC 2.0 dispatch: method registry, envelope-first decoding, error mapping.
+"""JSON-RPC 2.0 dispatch: method tables, envelope-first decoding, error mapping.
 
-Methods are registered beside the code they expose with ``@rpc("ns.verb", Params)``.
+Each RPC module keeps its methods in a table of its own, filled beside the code they
+expose: ``METHODS = Methods()`` and ``@METHODS.rpc("ns.verb", Params)``. The server joins
+the tables of the modules it serves (``server.method_table``); nothing is global.
+
 A line is decoded into the envelope first (params left raw), then ``params`` with
 the method's own Struct, so a request with bad params still gets an answer with
 its id.
@@ -75,18 +78,44 @@ class Method:
     decoder: msgspec.json.Decoder[Any]
 
 
-METHODS: dict[str, Method] = {}
+class Methods:
+    """A table of RPC methods by name: one module's (filled by ``@table.rpc``), or the
+    union of several (``Methods(a, b, ...)``: a name in two of them is a bug, refused)."""
 
+    def __init__(self, *tables: Methods) -> None:
+        self.by_name: dict[str, Method] = {}
+        self._described: list[dict[str, Any]] | None = None
+        for table in tables:
+            for method in table.by_name.values():
+                self.add(method)
 
-def rpc(name: str, params: type[Params] = NoParams, *, raw: bool = False) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        if name in METHODS:
-            raise RuntimeError(f"RPC method {name} registered twice")
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METHODS[name] = Method(name, params, fn, doc, raw, msgspec.json.Decoder(params))
-        return fn
+    def add(self, method: Method) -> None:
+        if method.name in self.by_name:
+            raise RuntimeError(f"RPC method {method.name} registered twice")
+        self.by_name[method.name] = method
+        self._described = None
 
-    return register
+    def rpc(self, name: str, params: type[Params] = NoParams, *,
+            raw: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator: ``fn`` answers ``name``, its params decoded with ``params``."""
+        def register(fn: Handler) -> Handler:
+            doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+            self.add(Method(name, params, fn, doc, raw, msgspec.json.Decoder(params)))
+            return fn
+
+        return register
+
+    def get(self, name: str) -> Method | None:
+        return self.by_name.get(name)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every method with its params' JSON schema, by name (built once)."""
+        if self._described is None:
+            self._described = [
+                {"name": m.name, "doc": m.doc, "params": msgspec.json.schema(m.params), "stream": m.raw}
+                for m in sorted(self.by_name.values(), key=lambda m: m.name)
+            ]
+        return self._described
 
 
 PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # settings.NAME_RE, without its imports
@@ -184,8 +213,8 @@ def _refusal(line: bytes) -> Message:
     return error_message(rid, E.InvalidRequestError("invalid request"))
 
 
-def lookup(req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:
-    method = METHODS.get(req.method)
+def lookup(methods: Methods, req: Request) -> tuple[Method | None, Any, E.DaemonError | None]:
+    method = methods.get(req.method)
     if method is None:
         return None, None, E.MethodNotFoundError(f"unknown method: {req.method}", {"method": req.method})
     try:
@@ -213,7 +242,7 @@ async def invoke(method: Method, params: Any, ctx: Context) -> tuple[Any, E.Daem
     (access.py) checks the acting user's role first, for every method in one place."""
     # Requests at debug, by name only: params may hold credentials.
     log.debug("request %s", method.name)
-    guard = getattr(ctx.daemon, "guard", None)
+    guard = ctx.daemon.guard
     try:
         if guard is not None:
             return await guard.run(method, params, ctx), None
@@ -235,17 +264,3 @@ def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | None
     if err is not None:
         return encode_line(error_message(req.id, err))
     return encode_line(Message(id=req.id, result=result))
-
-
-_METHOD_LIST: tuple[int, list[dict[str, Any]]] = (-1, [])
-
-
-def method_list() -> list[dict[str, Any]]:
-    """Every method with its params' JSON schema (built once: methods register at import)."""
-    global _METHOD_LIST
-    if _METHOD_LIST[0] != len(METHODS):
-        _METHOD_LIST = (len(METHODS), [
-            {"name": m.name, "doc": m.doc, "params": msgspec.json.schema(m.params), "stream": m.raw}
-            for m in sorted(METHODS.values(), key=lambda m: m.name)
-        ])
-    return _METHOD_LIST[1]

@@ -40,7 +40,7 @@ from .pipes.schedspec import (
     parse_schedule,
     split_endpoint,
 )
-from .rpc import Context, ProfileParams, rpc
+from .rpc import Context, Methods, ProfileParams
 
 if TYPE_CHECKING:
     from .pipes.service import Pipes
@@ -52,10 +52,10 @@ Key = tuple[str, str]
 
 
 class Scheduler:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, pipes: Pipes, events: Events) -> None:
         self.daemon = daemon
-        self.pipes: Pipes = daemon.services["pipes"]
-        self.events: Events = daemon.services["events"]
+        self.pipes = pipes
+        self.events = events
         self.running: dict[Key, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -354,15 +354,6 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"code": E.INTERNAL_ERROR, "message": f"internal error: {type(exc).__name__}"}
 
 
-def scheduler_of(ctx: Context) -> Scheduler:
-    return ctx.daemon.services["scheduler"]
-
-
-async def start_service(daemon: Daemon) -> None:
-    sched = Scheduler(daemon)
-    await sched.open()
-    daemon.services["scheduler"] = sched
-
 
 # -- RPC ---------------------------------------------------------------------------------------
 class SchedulePipe(ProfileParams):
@@ -389,10 +380,13 @@ def _row(name: str, own: dict[str, Any], state: dict[str, Any] | None, running: 
     }
 
 
-@rpc("schedule.list", ProfileParams)
+METHODS = Methods()
+
+
+@METHODS.rpc("schedule.list", ProfileParams)
 async def schedule_list(ctx: Context, p: ProfileParams) -> list[dict[str, Any]]:
     """Scheduled pipes with their next and last run, last error and failures in a row."""
-    sched = scheduler_of(ctx)
+    sched = ctx.daemon.scheduler
     rows = await sched.rows(p.profile)
     pipes = await sched.pipes.store.own_all(p.profile)
     return [
@@ -409,10 +403,10 @@ async def _own(sched: Scheduler, profile: str, name: str) -> dict[str, Any]:
     return own
 
 
-@rpc("schedule.set", ScheduleSet)
+@METHODS.rpc("schedule.set", ScheduleSet)
 async def schedule_set(ctx: Context, p: ScheduleSet) -> dict[str, Any]:
     """Give a pipe a schedule (replacing its old one): every/at, action, jitter."""
-    sched = scheduler_of(ctx)
+    sched = ctx.daemon.scheduler
     own = await _own(sched, p.profile, p.name)
     _action(own, parse_schedule(p.schedule))
     await sched.pipes.store.upsert(p.profile, {**own, "schedule": p.schedule})
@@ -420,10 +414,10 @@ async def schedule_set(ctx: Context, p: ScheduleSet) -> dict[str, Any]:
     return {"pipe": p.name, "schedule": p.schedule}
 
 
-@rpc("schedule.rm", SchedulePipe)
+@METHODS.rpc("schedule.rm", SchedulePipe)
 async def schedule_rm(ctx: Context, p: SchedulePipe) -> dict[str, Any]:
     """Remove a pipe's schedule (a run in progress finishes)."""
-    sched = scheduler_of(ctx)
+    sched = ctx.daemon.scheduler
     own = await _own(sched, p.profile, p.name)
     removed = own.pop("schedule", None) is not None
     if removed:
@@ -434,7 +428,7 @@ async def schedule_rm(ctx: Context, p: SchedulePipe) -> dict[str, Any]:
     return {"pipe": p.name, "removed": removed}
 
 
-@rpc("schedule.run_now", SchedulePipe)
+@METHODS.rpc("schedule.run_now", SchedulePipe)
 async def schedule_run_now(ctx: Context, p: SchedulePipe) -> dict[str, Any]:
     """Run a pipe's schedule now (not while its previous run is still going)."""
-    return await scheduler_of(ctx).run_now(p.profile, p.name)
+    return await ctx.daemon.scheduler.run_now(p.profile, p.name)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import importlib
 import logging
 import os
 import resource
@@ -23,25 +22,55 @@ from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.paths import ensure_socket_dir, try_lock
 from pipedaemon_sdk.protocol.wire import MAX_LINE, Message, Status, encode_line
 
-from . import __version__, rpc, systemd
-from .jobs import JobManager
-from .rpc import Context, Params
-from .rpc import rpc as register
+from . import (
+    __version__,
+    authstatus,
+    daemon_rpc,
+    datastore,
+    events,
+    filejobs,
+    fslist,
+    jobs,
+    mirror,
+    remotes,
+    rpc,
+    schedules,
+    share,
+    systemd,
+)
+from .access import Guard, SharedOptions
+from .access_rules import RULES
+from .backends.openssh import sweep_once
+from .events import Events
+from .jobs import JobKinds, JobManager
+from .metadata import rpc as metadata_rpc
+from .metadata.service import MetaService
+from .pipes import rpc as pipes_rpc
+from .pipes.service import Pipes
+from .provenance import rpc as provenance_rpc
+from .provenance.graph import Graph
+from .remotes import Remotes
+from .rpc import Context
+from .schedules import Scheduler
 from .startup import StartupError, check_home, check_state, record_socket, take_home_lock
 from .state import State
+from .transfer.janitor import Janitor
+from .transfer.limits import Limits
 
 log = logging.getLogger("pipedaemon.server")
 
-# Modules whose import registers RPC methods and job kinds.
-# A module may also define ``async def start_service(daemon)``, called before serving.
-METHOD_MODULES = [
-    "pipedaemon.jobs", "pipedaemon.hashing", "pipedaemon.remotes", "pipedaemon.datastore",
-    "pipedaemon.filejobs", "pipedaemon.transfer.limits",
-    "pipedaemon.transfer.janitor", "pipedaemon.pipes",
-    "pipedaemon.metadata", "pipedaemon.provenance", "pipedaemon.authstatus",
-    "pipedaemon.events", "pipedaemon.mirror", "pipedaemon.schedules", "pipedaemon.fslist",
-    "pipedaemon.access", "pipedaemon.share",
-]
+
+def method_table() -> rpc.Methods:
+    """Every method the daemon serves: the tables of its RPC modules, each named here."""
+    return rpc.Methods(
+        daemon_rpc.METHODS, jobs.METHODS, remotes.METHODS, datastore.METHODS, filejobs.METHODS,
+        pipes_rpc.METHODS, metadata_rpc.METHODS, provenance_rpc.METHODS, authstatus.METHODS,
+        events.METHODS, mirror.METHODS, schedules.METHODS, fslist.METHODS, share.METHODS)
+
+
+def job_kinds() -> JobKinds:
+    """Every job kind the daemon runs, from the modules that define them."""
+    return JobKinds(filejobs.JOB_KINDS, pipes_rpc.JOB_KINDS, mirror.JOB_KINDS)
 
 MAX_INFLIGHT = 128  # concurrent requests per connection before Busy
 MAX_CONNECTIONS = 8192  # clients at once before Busy (bounded by the open-files limit too)
@@ -118,7 +147,7 @@ class Connection:
         if req is None:
             self.send(encode_line(error_msg))
             return
-        method, params, err = rpc.lookup(req)
+        method, params, err = rpc.lookup(self.daemon.methods, req)
         if err is not None or method is None:
             out = rpc.answer(req, None, err)
             if out:
@@ -183,8 +212,13 @@ def peer_uid(writer: asyncio.StreamWriter) -> int | None:
 
 
 class Daemon:
+    """The daemon and its parts, built here, each given what it needs (nothing is found by
+    name at run time): the state, the method table, the engine's limits and janitor, the
+    jobs, remotes, pipes, metadata, provenance, events and the scheduler, and on a shared
+    daemon the guard."""
+
     def __init__(self, socket_path: Path, home: Path, idle_timeout: float = 0.0,
-                 reset_state: bool = False, shared: Any = None) -> None:
+                 reset_state: bool = False, shared: SharedOptions | None = None) -> None:
         self.socket_path = socket_path
         self.served_path = str(socket_path)  # under socket activation: the socket systemd gave us
         self.reset_state = reset_state
@@ -192,12 +226,23 @@ class Daemon:
         self._home_lock: int | None = None
         # A shared daemon (access.SharedOptions): other users connect, each request is theirs.
         self.shared = shared
-        self.guard: Any = None  # access.Guard on a shared daemon, set by its start_service
         self.home = home
         self.idle_timeout = idle_timeout
         self.started = time.time()
         self.state = State(home / "state.db")
-        self.jobs = JobManager(self)
+        self.methods = method_table()
+        self.limits = Limits()  # stream slots and bandwidth, shared by every transfer
+        self.remotes = Remotes(self.state, home)
+        self.janitor = Janitor(self.state, self.remotes)
+        self.jobs = JobManager(self, job_kinds(), self.limits, self.janitor.remember)
+        self.provenance = Graph(self.state)
+        self.pipes = Pipes(self, self.remotes)  # (its scan cache listens to the remotes' writes)
+        self.metadata = MetaService(self.state, self.remotes, self.provenance)
+        self.remotes.listeners.append(self.metadata.forget)
+        self.events = Events(self.state)
+        self.scheduler = Scheduler(self, self.pipes, self.events)
+        # On a shared daemon the guard checks every request's user (access.py).
+        self.guard = Guard(self, RULES) if shared is not None else None
         self.connections: set[Connection] = set()
         # Keep descriptors for streams, files and the database beyond the clients.
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -207,8 +252,6 @@ class Daemon:
         self._lock_fd: int | None = None
         self._own_socket = True
         self._last_busy = time.monotonic()
-        self.services: dict[str, Any] = {}  # shared objects of later layers (remotes, pipes)
-        self._modules = [importlib.import_module(name) for name in METHOD_MODULES]
 
     def stop(self) -> None:
         """Stop accepting at once (a client connecting now starts or waits for the next
@@ -337,10 +380,14 @@ class Daemon:
                     self.socket_path.unlink()
 
     async def start_services(self) -> None:
-        for module in self._modules:
-            start = getattr(module, "start_service", None)
-            if start is not None:
-                await start(self)
+        """Start the parts that run on their own, once the state is open."""
+        sweep_once()  # folders of OpenSSH backends whose daemon was killed (kill -9) before closing
+        self.janitor.start()
+        await self.pipes.open()
+        await self.scheduler.open()
+        if self.guard is not None and self.shared is not None:
+            log.info("shared daemon: members of group %s may connect; audit log %s",
+                     self.shared.group, self.guard.audit.path)
 
     async def _shutdown(self) -> None:
         log.info("shutting down")
@@ -361,11 +408,9 @@ class Daemon:
         log.info("stopped")
 
     async def stop_services(self) -> None:
-        for svc in self.services.values():
-            close = getattr(svc, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
+        for close in (self.remotes.close, self.janitor.close, self.pipes.close, self.scheduler.close):
+            with contextlib.suppress(Exception):
+                await close()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.stop_event.is_set():  # accepted just before we stopped listening
@@ -399,8 +444,8 @@ class Daemon:
             return
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout))
-            # A service may keep the daemon up (the scheduler, while a pipe has a schedule).
-            kept = any(getattr(svc, "keeps_alive", lambda: False)() for svc in self.services.values())
+            # The scheduler keeps the daemon up while a pipe has a schedule.
+            kept = self.scheduler.keeps_alive()
             if self.connections or self.jobs.live or kept:
                 self._last_busy = time.monotonic()
             elif time.monotonic() - self._last_busy >= self.idle_timeout:
@@ -429,7 +474,7 @@ def raise_open_files_limit() -> int:
 
 
 def serve(socket_path: Path, home: Path, idle_timeout: float, reset_state: bool = False,
-          shared: Any = None) -> int:
+          shared: SharedOptions | None = None) -> int:
     """Run a daemon until it is stopped; the exit status."""
     try:
         import uvloop
@@ -444,29 +489,3 @@ def serve(socket_path: Path, home: Path, idle_timeout: float, reset_state: bool 
     raise_open_files_limit()
 
     return runner(main())
-
-
-# -- daemon.* methods ---------------------------------------------------------------
-@register("daemon.ping")
-async def daemon_ping(ctx: Context, p: Params) -> dict[str, Any]:
-    """Answer at once: is the daemon alive."""
-    return {"pong": True, "time": time.time()}
-
-
-@register("daemon.status")
-async def daemon_status(ctx: Context, p: Params) -> Status:
-    """Version, pid, uptime, socket, home and job counts."""
-    return ctx.daemon.status()
-
-
-@register("daemon.methods")
-async def daemon_methods(ctx: Context, p: Params) -> list[dict[str, Any]]:
-    """Every method with its parameter schema."""
-    return rpc.method_list()
-
-
-@register("daemon.shutdown")
-async def daemon_shutdown(ctx: Context, p: Params) -> dict[str, Any]:
-    """Stop: running jobs finish or are checkpointed, then the daemon exits 0."""
-    ctx.daemon.stop()  # the answer is queued before the connections close
-    return {"stopping": True, "pid": os.getpid()}

@@ -17,7 +17,7 @@ from pipedaemon_sdk import AsyncPipeClient
 from pipedaemon_sdk.protocol import errors as E
 
 from .acl import PUBLIC, ROLES, Target
-from .rpc import Context, ProfileParams, rpc
+from .rpc import Context, Methods, ProfileParams
 
 REVOKE = (None, "", "none", "revoke")
 
@@ -96,11 +96,11 @@ async def _list(ctx: Context, t: Target) -> dict[str, Any]:
 async def _shared_pipe(ctx: Context, profile: str, name: str) -> dict[str, Any] | None:
     """On a user's own daemon, a pipe over a shared pipe (a remote of protocol pipedaemon with
     ``options.pipe``): that remote's options, so its permissions are asked of the shared daemon."""
-    if ctx.daemon.guard is not None or "pipes" not in ctx.daemon.services:
+    if ctx.daemon.guard is not None:
         return None
     try:
-        rp = await ctx.daemon.services["pipes"].store.resolve(profile, name)
-        remote = await ctx.daemon.services["remotes"].get(rp.remote_profile, rp.remote)
+        rp = await ctx.daemon.pipes.store.resolve(profile, name)
+        remote = await ctx.daemon.remotes.get(rp.remote_profile, rp.remote)
     except E.NotFoundError:
         return None  # the refusal below says permissions are a shared daemon's
     if remote.protocol != "pipedaemon" or not remote.options.get("pipe"):
@@ -121,7 +121,10 @@ async def _forward(options: dict[str, Any], method: str, params: dict[str, Any])
         await client.close()
 
 
-@rpc("pipe.upsert_permissions", UpsertPermissions)
+METHODS = Methods()
+
+
+@METHODS.rpc("pipe.upsert_permissions", UpsertPermissions)
 async def pipe_upsert_permissions(ctx: Context, p: UpsertPermissions) -> dict[str, Any]:
     """Grant a user (or public) read, write or admin on a pipe of a shared daemon; role None revokes.
     On a user's own daemon, a pipe over a shared pipe asks the shared daemon (as this user)."""
@@ -131,7 +134,7 @@ async def pipe_upsert_permissions(ctx: Context, p: UpsertPermissions) -> dict[st
     return await _upsert(ctx, ("pipe", p.profile, p.name), p.settings)
 
 
-@rpc("pipe.list_permissions", ListPermissions)
+@METHODS.rpc("pipe.list_permissions", ListPermissions)
 async def pipe_list_permissions(ctx: Context, p: ListPermissions) -> dict[str, Any]:
     """A shared pipe's owner and grants (its owner and admins only); a user's own daemon asks the
     shared daemon for a pipe over a shared pipe."""
@@ -141,13 +144,13 @@ async def pipe_list_permissions(ctx: Context, p: ListPermissions) -> dict[str, A
     return await _list(ctx, ("pipe", p.profile, p.name))
 
 
-@rpc("remote.upsert_permissions", UpsertPermissions)
+@METHODS.rpc("remote.upsert_permissions", UpsertPermissions)
 async def remote_upsert_permissions(ctx: Context, p: UpsertPermissions) -> dict[str, Any]:
     """Grant a user (or public) read, write or admin on a remote of a shared daemon; role None revokes."""
     return await _upsert(ctx, ("remote", p.profile, p.name), p.settings)
 
 
-@rpc("remote.list_permissions", ListPermissions)
+@METHODS.rpc("remote.list_permissions", ListPermissions)
 async def remote_list_permissions(ctx: Context, p: ListPermissions) -> dict[str, Any]:
     """A shared remote's owner and grants (its owner and admins only)."""
     return await _list(ctx, ("remote", p.profile, p.name))

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
@@ -386,6 +386,17 @@ class PipedaemonFileSystem(_DaemonFileSystem):
         return top, rel
 
 
-from .fsspec_pipe import PipeFileSystem  # noqa: E402  (it builds on the classes above)
+def __getattr__(name: str) -> Any:
+    # pipe:// builds on the classes above: imported when first asked for, so the two modules
+    # import each other in one direction only (the fsspec entry point asks for it by name).
+    if name == "PipeFileSystem":
+        from .fsspec_pipe import PipeFileSystem
+
+        return PipeFileSystem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .fsspec_pipe import PipeFileSystem
 
 __all__ = ["DaemonReadFile", "DaemonWriteFile", "PipeFileSystem", "PipedaemonFileSystem", "client_for"]

@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipedaemon import server
-from pipedaemon.rpc import method_list
+from pipedaemon.server import method_table
 from tests.hostile_helpers import NEVER, RAW, Conn, Counter, Sandbox, decode, examples, sandbox
 from tests.spine_helpers import Raw, reaper
 
@@ -35,11 +34,7 @@ COUNTER = Counter("fuzz_params")
 
 
 def load_methods() -> dict[str, dict[str, Any]]:
-    import importlib
-
-    for name in server.METHOD_MODULES:
-        importlib.import_module(name)
-    return {m["name"]: m for m in method_list()}
+    return {m["name"]: m for m in method_table().describe()}
 
 
 METHODS = load_methods()

@@ -11,10 +11,10 @@ from pipedaemon_sdk.protocol import errors as E
 from .. import safepath
 from ..backends.base import Backend
 from ..datastore import KeyTarget, resolve
-from ..remotes import Mode, remotes_of
-from ..rpc import Context, ProfileParams, rpc
+from ..remotes import Mode
+from ..rpc import Context, Methods, ProfileParams
 from .fields import Record, Update, check
-from .service import limits_for, public, service_of
+from .service import limits_for, public
 
 
 class GetMetadata(KeyTarget):
@@ -66,51 +66,54 @@ def check_upload(rec: Record | None, protocol: str) -> None:
 
 async def _object(ctx: Context, p: KeyTarget, mode: Mode) -> tuple[Backend, str, str]:
     backend, path = await resolve(ctx, p, mode)
-    remote = await remotes_of(ctx).get(p.profile, p.remote)
+    remote = await ctx.daemon.remotes.get(p.profile, p.remote)
     return backend, path, remote.protocol
 
 
-@rpc("object.get_metadata", GetMetadata)
+METHODS = Methods()
+
+
+@METHODS.rpc("object.get_metadata", GetMetadata)
 async def object_get_metadata(ctx: Context, p: GetMetadata) -> dict[str, Any]:
     """An object's metadata (title, description, alias, tags, metadata), from the storage if it holds it."""
     backend, path, _ = await _object(ctx, p, "read")
-    rec, entry, where = await service_of(ctx.daemon).read(p.profile, p.remote, backend, path)
+    rec, entry, where = await ctx.daemon.metadata.read(p.profile, p.remote, backend, path)
     return public(rec, p.remote, safepath.clean_key(p.key), entry, where)
 
 
-@rpc("object.set_metadata", SetMetadata)
+@METHODS.rpc("object.set_metadata", SetMetadata)
 async def object_set_metadata(ctx: Context, p: SetMetadata) -> dict[str, Any]:
     """Change fields of an object's metadata (written natively on S3); the merged record."""
     up = update_of(p.fields)
     backend, path, protocol = await _object(ctx, p, "write")
-    rec, entry, where = await service_of(ctx.daemon).update(p.profile, p.remote, protocol, backend, path, up)
+    rec, entry, where = await ctx.daemon.metadata.update(p.profile, p.remote, protocol, backend, path, up)
     return public(rec, p.remote, safepath.clean_key(p.key), entry, where)
 
 
 async def _pipe_object(ctx: Context, p: PipeFile, mode: Mode) -> tuple[Backend, str, str, str, str, str]:
     """A pipe file's object on the pipe's remote: backend, path, remote profile, remote, protocol, key."""
-    rp = await ctx.daemon.services["pipes"].store.resolve(p.profile, p.name)
+    rp = await ctx.daemon.pipes.store.resolve(p.profile, p.name)
     name = safepath.clean_key(p.file)
     if name.endswith("/"):
         raise E.InvalidParamsError(f"{p.file!r} names a folder, not a file", {"field": "file"})
-    backend, remote = await remotes_of(ctx).backend(*rp.remote_key, mode)
+    backend, remote = await ctx.daemon.remotes.backend(*rp.remote_key, mode)
     path = rp.folder + name
     key = path[len(remote.root) :] if path.startswith(remote.root) else path
     return backend, path, rp.remote_profile, rp.remote, remote.protocol, key
 
 
-@rpc("pipe.get_metadata", PipeFile)
+@METHODS.rpc("pipe.get_metadata", PipeFile)
 async def pipe_get_metadata(ctx: Context, p: PipeFile) -> dict[str, Any]:
     """A pipe file's metadata: that of its object on the pipe's remote."""
     backend, path, profile, remote, _, key = await _pipe_object(ctx, p, "read")
-    rec, entry, where = await service_of(ctx.daemon).read(profile, remote, backend, path)
+    rec, entry, where = await ctx.daemon.metadata.read(profile, remote, backend, path)
     return {**public(rec, remote, key, entry, where), "pipe": p.name, "file": safepath.clean_key(p.file)}
 
 
-@rpc("pipe.set_metadata", SetPipeMetadata)
+@METHODS.rpc("pipe.set_metadata", SetPipeMetadata)
 async def pipe_set_metadata(ctx: Context, p: SetPipeMetadata) -> dict[str, Any]:
     """Change fields of a pipe file's metadata (on its object on the pipe's remote)."""
     up = update_of(p.fields)
     backend, path, profile, remote, protocol, key = await _pipe_object(ctx, p, "write")
-    rec, entry, where = await service_of(ctx.daemon).update(profile, remote, protocol, backend, path, up)
+    rec, entry, where = await ctx.daemon.metadata.update(profile, remote, protocol, backend, path, up)
     return {**public(rec, remote, key, entry, where), "pipe": p.name, "file": safepath.clean_key(p.file)}

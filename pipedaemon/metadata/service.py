@@ -25,7 +25,9 @@ from ..retry import retry
 from .fields import S3_LIMITS, STORE_LIMITS, Limits, Record, Update, check, from_native, merged, to_native
 
 if TYPE_CHECKING:
-    from ..server import Daemon
+    from ..provenance.graph import Graph
+    from ..remotes import Remotes
+    from ..state import State
 
 log = logging.getLogger("pipedaemon.metadata")
 SAME_CONTENT = "same_content_as"  # a metadata rewrite that gave the same bytes a new version
@@ -51,14 +53,15 @@ def public(rec: Record, remote: str, key: str, entry: Entry | None, stored_in: s
 
 
 class MetaService:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """The metadata records in ``state``; writes are told to the remotes' listeners (scan
+    caches), and a metadata copy that changed an ETag is linked in ``provenance``."""
+
+    def __init__(self, state: State, remotes: Remotes, provenance: Graph) -> None:
+        self.state = state
+        self.remotes = remotes
+        self.provenance = provenance
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def state(self) -> Any:
-        return self.daemon.state
 
     async def stored(self, profile: str, remote: str, path: str) -> Record | None:
         row = await self.state.fetchone(
@@ -134,7 +137,7 @@ class MetaService:
                 )
                 if before.etag and entry.etag and entry.etag != before.etag:
                     await self._same_content(profile, remote, path, entry, before)
-                self.daemon.services["remotes"].changed(profile, remote, path, entry)  # scan caches
+                self.remotes.changed(profile, remote, path, entry)  # scan caches
             await self.save(profile, remote, path, new, native is not None, entry)
         return new, entry, where
 
@@ -144,12 +147,12 @@ class MetaService:
         from ..provenance.graph import Link
         from ..provenance.refs import entry_node
 
-        root = (await self.daemon.services["remotes"].get(profile, remote)).root
+        root = (await self.remotes.get(profile, remote)).root
         if not path.startswith(root):
             return
         ref = f"{remote}:{path[len(root):]}"
         link = Link(rel_type=SAME_CONTENT, qualifiers={"via": "set_metadata"})
-        graph = self.daemon.services["provenance"]
+        graph = self.provenance
         await graph.add(profile, entry_node(ref, now), entry_node(ref, was), link)
         log.info("%s: the metadata copy changed its ETag %s -> %s (linked)", path, was.etag, now.etag)
 
@@ -182,6 +185,3 @@ class MetaService:
             if not entry.etag or now.etag == entry.etag:
                 await self.save(profile, remote, path, rec, True, entry)
 
-
-def service_of(daemon: Daemon) -> MetaService:
-    return daemon.services["metadata"]

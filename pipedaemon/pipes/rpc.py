@@ -8,20 +8,16 @@ import msgspec
 
 from pipedaemon_sdk.protocol import errors as E
 
-from ..jobs import JobContext, job_kind
-from ..rpc import Context, ProfileParams, rpc
+from ..jobs import JobContext, JobKinds
+from ..rpc import Context, Methods, ProfileParams
 from . import manage
-from .service import Pipes, SyncOptions, clean, rows_sorted
+from .service import SyncOptions, clean, rows_sorted
 from .store import Resolved
 from .sync import run_sync
 
 
-def svc_of(ctx: Context | JobContext) -> Pipes:
-    return ctx.daemon.services["pipes"]
-
-
 async def _resolve(ctx: Context, p: Any) -> Resolved:
-    return await svc_of(ctx).store.resolve(p.profile, p.name)
+    return await ctx.daemon.pipes.store.resolve(p.profile, p.name)
 
 
 # -- params ----------------------------------------------------------------------------------
@@ -116,31 +112,36 @@ def _opts(p: Sync, direction: str) -> SyncOptions:
     return opts
 
 
+METHODS = Methods()
+
+
 # -- pipes -------------------------------------------------------------------------------------
-@rpc("pipe.upsert", Upsert)
+
+
+@METHODS.rpc("pipe.upsert", Upsert)
 async def pipe_upsert(ctx: Context, p: Upsert) -> dict[str, Any]:
     """Create or replace a pipe (remote, parent, or self-hosted protocol/location/credentials)."""
-    return await svc_of(ctx).store.upsert(p.profile, p.settings)
+    return await ctx.daemon.pipes.store.upsert(p.profile, p.settings)
 
 
-@rpc("pipe.update_settings", UpdateSettings)
+@METHODS.rpc("pipe.update_settings", UpdateSettings)
 async def pipe_update(ctx: Context, p: UpdateSettings) -> dict[str, Any]:
     """Merge settings into a pipe's own (nested dicts key by key); its effective settings."""
-    store = svc_of(ctx).store
+    store = ctx.daemon.pipes.store
     await store.update(p.profile, p.name, p.settings)
     return (await store.resolve(p.profile, p.name)).info()
 
 
-@rpc("pipe.get", PipeName)
+@METHODS.rpc("pipe.get", PipeName)
 async def pipe_get(ctx: Context, p: PipeName) -> dict[str, Any]:
     """A pipe's effective settings, schema and local folder (credentials shown as ***)."""
     return (await _resolve(ctx, p)).info()
 
 
-@rpc("pipe.list", ListPipes)
+@METHODS.rpc("pipe.list", ListPipes)
 async def pipe_list(ctx: Context, p: ListPipes) -> list[Any]:
     """Pipe names (or their settings with names_only=false)."""
-    store = svc_of(ctx).store
+    store = ctx.daemon.pipes.store
     names = await store.names(p.profile)
     if p.names_only:
         return names
@@ -153,26 +154,26 @@ async def pipe_list(ctx: Context, p: ListPipes) -> list[Any]:
     return out
 
 
-@rpc("pipe.delete", PipeName)
+@METHODS.rpc("pipe.delete", PipeName)
 async def pipe_delete(ctx: Context, p: PipeName) -> dict[str, Any]:
     """Forget a pipe and its sync state; files stay where they are on both sides."""
-    await svc_of(ctx).store.delete(p.profile, p.name)
+    await ctx.daemon.pipes.store.delete(p.profile, p.name)
     return {"name": p.name, "deleted": True}
 
 
 # -- scanning -----------------------------------------------------------------------------------
-@rpc("pipe.scan_remote", ScanRemote)
+@METHODS.rpc("pipe.scan_remote", ScanRemote)
 async def pipe_scan_remote(ctx: Context, p: ScanRemote) -> list[Any]:
     """The pipe's remote files (names, or rows with attributes), from the cache within its TTL."""
-    files, _ = await svc_of(ctx).remote_files(await _resolve(ctx, p), p.cached, p.include, p.exclude)
+    files, _ = await ctx.daemon.pipes.remote_files(await _resolve(ctx, p), p.cached, p.include, p.exclude)
     rows = rows_sorted([f.row() for f in files.values()], p.sortby)
     return rows if p.attributes else [r["filename"] for r in rows]
 
 
-@rpc("pipe.scan_local", ScanLocal)
+@METHODS.rpc("pipe.scan_local", ScanLocal)
 async def pipe_scan_local(ctx: Context, p: ScanLocal) -> list[Any]:
     """The pipe's local files (names, or rows with attributes); fromdb: only files synced before."""
-    svc = svc_of(ctx)
+    svc = ctx.daemon.pipes
     rp = await _resolve(ctx, p)
     local = await svc.local_files(rp, p.include, p.exclude, filtered=False)
     wanted = {clean(f) for f in p.files} if p.files is not None else None
@@ -183,10 +184,10 @@ async def pipe_scan_local(ctx: Context, p: ScanLocal) -> list[Any]:
 
 
 # -- pull and push ----------------------------------------------------------------------------------
-@rpc("pipe.preview", Preview)
+@METHODS.rpc("pipe.preview", Preview)
 async def pipe_preview(ctx: Context, p: Preview) -> dict[str, Any]:
     """What a pull or push would move, with sizes, and its conflicts; moves nothing."""
-    svc = svc_of(ctx)
+    svc = ctx.daemon.pipes
     rp = await _resolve(ctx, p)
     opts = _opts(p, p.direction)
     plan, _ = await svc.plan(rp, opts)  # read-only: no need to wait for a running pull or push
@@ -207,13 +208,13 @@ async def _submit(ctx: Context, kind: str, p: Sync) -> Any:
     return await ctx.daemon.jobs.submit(kind, msgspec.to_builtins(p), p.profile, ctx.conn)
 
 
-@rpc("pipe.pull", Sync)
+@METHODS.rpc("pipe.pull", Sync)
 async def pipe_pull(ctx: Context, p: Sync) -> Any:
     """Start a job pulling new and changed remote files (per mode); conflicts are never overwritten."""
     return await _submit(ctx, "pipe.pull", p)
 
 
-@rpc("pipe.push", Sync)
+@METHODS.rpc("pipe.push", Sync)
 async def pipe_push(ctx: Context, p: Sync) -> Any:
     """Start a job pushing new and changed local files (per mode); conflicts are never overwritten."""
     return await _submit(ctx, "pipe.push", p)
@@ -224,30 +225,33 @@ def _job_opts(ctx: JobContext, direction: str) -> SyncOptions:
     return SyncOptions(direction, p.mode, p.files, p.include, p.exclude, p.nrecent, p.merge_mode, p.cached)
 
 
-@job_kind("pipe.pull")
+JOB_KINDS = JobKinds()
+
+
+@JOB_KINDS.kind("pipe.pull")
 async def job_pull(ctx: JobContext) -> dict[str, Any]:
-    return await run_sync(svc_of(ctx), ctx, _job_opts(ctx, "pull"))
+    return await run_sync(ctx.daemon.pipes, ctx, _job_opts(ctx, "pull"))
 
 
-@job_kind("pipe.push")
+@JOB_KINDS.kind("pipe.push")
 async def job_push(ctx: JobContext) -> dict[str, Any]:
-    return await run_sync(svc_of(ctx), ctx, _job_opts(ctx, "push"))
+    return await run_sync(ctx.daemon.pipes, ctx, _job_opts(ctx, "push"))
 
 
-@rpc("pipe.is_synced", IsSynced)
+@METHODS.rpc("pipe.is_synced", IsSynced)
 async def pipe_is_synced(ctx: Context, p: IsSynced) -> dict[str, Any]:
     """Whether a default pull and push would move nothing (and nothing conflicts)."""
-    out = await manage.sync_check(svc_of(ctx), await _resolve(ctx, p), p.cached)
+    out = await manage.sync_check(ctx.daemon.pipes, await _resolve(ctx, p), p.cached)
     if p.israise and not out["synced"]:
         raise E.ConflictError(f"pipe {p.name} is not in sync: {len(out['pull'])} to pull, "
                               f"{len(out['push'])} to push, {len(out['conflicts'])} conflicts", out)
     return out
 
 
-@rpc("pipe.reset", Reset)
+@METHODS.rpc("pipe.reset", Reset)
 async def pipe_reset(ctx: Context, p: Reset) -> Any:
     """Pull every file again (delete=true: delete the local files first); a pull job."""
-    svc = svc_of(ctx)
+    svc = ctx.daemon.pipes
     rp = await _resolve(ctx, p)
     if p.delete:
         await manage.delete_files(svc, rp, "local", None, dryrun=False)
@@ -257,45 +261,47 @@ async def pipe_reset(ctx: Context, p: Reset) -> Any:
 
 
 # -- files --------------------------------------------------------------------------------------------
-@rpc("pipe.orphans", Orphans)
+@METHODS.rpc("pipe.orphans", Orphans)
 async def pipe_orphans(ctx: Context, p: Orphans) -> list[dict[str, Any]]:
     """Files on one side only (local: not on the remote); deleted unless dryrun."""
-    return await manage.orphans(svc_of(ctx), await _resolve(ctx, p), p.direction, p.files, p.dryrun, p.cached)
+    rp = await _resolve(ctx, p)
+    return await manage.orphans(ctx.daemon.pipes, rp, p.direction, p.files, p.dryrun, p.cached)
 
 
-@rpc("pipe.delete_files", DeleteFiles)
+@METHODS.rpc("pipe.delete_files", DeleteFiles)
 async def pipe_delete_files(ctx: Context, p: DeleteFiles) -> list[dict[str, Any]]:
     """Delete files (all the pipe's when none are named) locally, remotely or both."""
-    return await manage.delete_files(svc_of(ctx), await _resolve(ctx, p), p.side, p.files, p.dryrun)
+    return await manage.delete_files(ctx.daemon.pipes, await _resolve(ctx, p), p.side, p.files, p.dryrun)
 
 
-@rpc("pipe.import", Import)
+@METHODS.rpc("pipe.import", Import)
 async def pipe_import(ctx: Context, p: Import) -> list[dict[str, Any]]:
     """Copy (or move) local files or a folder tree into the pipe's local folder."""
-    return await manage.import_files(svc_of(ctx), await _resolve(ctx, p), p.paths, p.subdir, p.move, p.tree)
+    rp = await _resolve(ctx, p)
+    return await manage.import_files(ctx.daemon.pipes, rp, p.paths, p.subdir, p.move, p.tree)
 
 
 # -- profile config ---------------------------------------------------------------------------------
-@rpc("pipe.config_get", ProfileParams)
+@METHODS.rpc("pipe.config_get", ProfileParams)
 async def pipe_config_get(ctx: Context, p: ProfileParams) -> dict[str, Any]:
     """The profile's config: filerepo, scan_ttl_s, parallel_files, bwlimit_bps."""
-    return await svc_of(ctx).store.config(p.profile)
+    return await ctx.daemon.pipes.store.config(p.profile)
 
 
-@rpc("pipe.config_update", ConfigUpdate)
+@METHODS.rpc("pipe.config_update", ConfigUpdate)
 async def pipe_config_update(ctx: Context, p: ConfigUpdate) -> dict[str, Any]:
     """Change keys of the profile's config (filerepo here moves no files: see pipe.move_repo)."""
-    return await svc_of(ctx).store.update_config(p.profile, p.config)
+    return await ctx.daemon.pipes.store.update_config(p.profile, p.config)
 
 
-@rpc("pipe.move_repo", MoveRepo)
+@METHODS.rpc("pipe.move_repo", MoveRepo)
 async def pipe_move_repo(ctx: Context, p: MoveRepo) -> dict[str, Any]:
     """Move the profile's local pipe files to a new folder and make it the filerepo."""
-    return await svc_of(ctx).store.move_repo(p.profile, p.path)
+    return await ctx.daemon.pipes.store.move_repo(p.profile, p.path)
 
 
-@rpc("pipe.profiles", ProfileParams)
+@METHODS.rpc("pipe.profiles", ProfileParams)
 async def pipe_profiles(ctx: Context, p: ProfileParams) -> list[str]:
     """Profiles that have remotes, pipes or config."""
-    return await svc_of(ctx).store.profiles()
+    return await ctx.daemon.pipes.store.profiles()
 

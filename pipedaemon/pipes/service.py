@@ -78,9 +78,9 @@ class View:
 
 
 class Pipes:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, remotes: Remotes) -> None:
         self.daemon = daemon
-        self.remotes: Remotes = daemon.services["remotes"]
+        self.remotes = remotes
         self.db = PipeDB(daemon.state.path)
         self.store = PipeStore(daemon, self.db, self.remotes)
         self.scan = ScanCache(self.db, self.remotes)

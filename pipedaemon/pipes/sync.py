@@ -45,7 +45,7 @@ class Changed(Exception):
 
 class Runner:
     def __init__(self, svc: Pipes, ctx: JobContext, rp: Resolved, opts: SyncOptions, plan: Plan,
-                 view: View, backend: Backend, tuning: Any) -> None:
+                 view: View, backend: Backend, tuning: transfer.Tuning) -> None:
         self.svc, self.ctx, self.rp, self.opts, self.plan, self.view = svc, ctx, rp, opts, plan, view
         self.backend = backend
         self.tuning = tuning

@@ -27,8 +27,8 @@ async def record_sync(
     daemon: Daemon, rp: Resolved, direction: str, moved: list[dict[str, Any]], backend: Backend, job_id: str
 ) -> int:
     """Link each moved file to the version it was made from; how many links are new."""
-    graph = daemon.services["provenance"]
-    remote = await daemon.services["remotes"].get(*rp.remote_key)
+    graph = daemon.provenance
+    remote = await daemon.remotes.get(*rp.remote_key)
     link = Link(rel_type=REL_TYPE, qualifiers={"via": direction, "job_id": job_id})
     new = 0
     for row in moved:

@@ -107,10 +107,10 @@ async def current(daemon: Daemon, profile: str, text: str, field: str) -> Node:
     kind, owner, name, version = split(text, field)
     ref = canonical(kind, owner, name)
     if kind == "pipe":
-        rp = await daemon.services["pipes"].store.resolve(profile, owner)
+        rp = await daemon.pipes.store.resolve(profile, owner)
         node = await file_node(ref, safepath.local_target(rp.dirpath, name))
     else:
-        remotes = daemon.services["remotes"]
+        remotes = daemon.remotes
         backend, remote = await remotes.backend(profile, owner)
         path = safepath.join(remote.root, name)
         entry = await retry(lambda: backend.stat(path), what=f"stat {text}")

@@ -15,9 +15,9 @@ import msgspec
 
 from pipedaemon_sdk.protocol import errors as E
 
-from ..rpc import Context, ProfileParams, rpc
+from ..rpc import Context, Methods, ProfileParams
 from . import refs
-from .graph import Direction, Graph, Link
+from .graph import Direction, Link
 
 ANALYSIS_MODES = (
     "non_destructive",
@@ -93,11 +93,10 @@ def link_of(p: CreateRelationship) -> Link:
     )
 
 
-def graph_of(ctx: Context) -> Graph:
-    return ctx.daemon.services["provenance"]
+METHODS = Methods()
 
 
-@rpc("provenance.link", CreateRelationship)
+@METHODS.rpc("provenance.link", CreateRelationship)
 async def provenance_link(ctx: Context, p: CreateRelationship) -> dict[str, Any]:
     """Record a directed link from one object version (the dependent) to another (its origin)."""
     link = link_of(p)
@@ -105,15 +104,15 @@ async def provenance_link(ctx: Context, p: CreateRelationship) -> dict[str, Any]
     dst = await refs.current(ctx.daemon, p.profile, p.to_ref, "to_ref")
     if src.id == dst.id:
         raise _bad("to_ref", f"{p.to_ref} is the same version as from_ref: a link to itself")
-    edge, created = await graph_of(ctx).add(p.profile, src, dst, link)
+    edge, created = await ctx.daemon.provenance.add(p.profile, src, dst, link)
     return {**edge, "created": created}
 
 
-@rpc("provenance.relationships", Relationships)
+@METHODS.rpc("provenance.relationships", Relationships)
 async def provenance_relationships(ctx: Context, p: Relationships) -> dict[str, Any]:
     """Links at the version a ref names now (or the one given with @), and those at its other versions."""
     ref, version = await refs.named(ctx.daemon, p.profile, p.ref, "ref")
-    everything = await graph_of(ctx).edges(p.profile, ref, None, p.direction)
+    everything = await ctx.daemon.provenance.edges(p.profile, ref, None, p.direction)
 
     def at(e: dict[str, Any]) -> bool:
         return (e["from_ref"] == ref and e["from_version"] == version) or (
@@ -128,7 +127,7 @@ async def provenance_relationships(ctx: Context, p: Relationships) -> dict[str, 
     }
 
 
-@rpc("provenance.lineage", Lineage)
+@METHODS.rpc("provenance.lineage", Lineage)
 async def provenance_lineage(ctx: Context, p: Lineage) -> dict[str, Any]:
     """Walk the links from a version (out: what it came from; in: what came from it), cycles ended."""
     if not 0 <= p.depth <= MAX_DEPTH:
@@ -137,4 +136,4 @@ async def provenance_lineage(ctx: Context, p: Lineage) -> dict[str, Any]:
     if version is None:
         raise E.NotFoundError(f"{p.ref} does not exist now: name a version (ref@version)", {"ref": p.ref})
     direction: Direction = p.direction
-    return await graph_of(ctx).lineage(p.profile, ref, version, p.depth, direction)
+    return await ctx.daemon.provenance.lineage(p.profile, ref, version, p.depth, direction)

@@ -28,6 +28,10 @@ INLINE_IO = 128 << 10
 STREAM_RATE = 16 * MiB  # bytes/s one stream is counted on to carry (for limited jobs' stream counts)
 
 OnBytes = Callable[[int], None]  # new bytes moved (negative when a retry discards some)
+# Told of what could not be cleaned up, to retry later (the janitor's ``remember``): (remote_key,
+# path, upload_id) for a multipart upload whose abort failed, (remote_key, path, None) for a
+# temporary file.
+Orphan = Callable[[str, str, str | None], Awaitable[None]]
 
 
 @dataclass
@@ -47,9 +51,7 @@ class Tuning:
     limits: Limits | None = None  # the daemon's stream slots and bandwidth
     remote_key: str = ""  # which remote's stream slots to take
     bucket: TokenBucket = field(default_factory=TokenBucket)  # the job's own bandwidth limit
-    # Told of what could not be cleaned up, to retry later: (remote_key, path, upload_id) for a
-    # multipart upload whose abort failed, (remote_key, path, None) for a temporary file.
-    orphan: Callable[[str, str, str | None], Awaitable[None]] | None = None
+    orphan: Orphan | None = None  # told of what could not be cleaned up (the janitor)
     # Told which chunk of the file is moving (0-based index, count): ProgressEvent.chunk_*.
     on_chunk: Callable[[int, int], None] | None = None
 

@@ -13,15 +13,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
-
-from pipedaemon_sdk.protocol import errors as E
-
-from ..rpc import Context, Params, rpc
-
-if TYPE_CHECKING:
-    from ..server import Daemon
-
+from typing import Any
 
 log = logging.getLogger("pipedaemon.limits")
 MAX_BPS = 1 << 50  # a bandwidth limit above a petabyte per second is no limit: larger is refused
@@ -93,28 +85,3 @@ class Limits:
     def describe(self) -> dict[str, Any]:
         return {"max_streams": self.max_streams, "remote_streams": self.remote_streams,
                 "bwlimit_bps": int(self.bucket.rate)}
-
-
-async def start_service(daemon: Daemon) -> None:
-    daemon.services["limits"] = Limits()
-
-
-class LimitParams(Params):
-    max_streams: int | None = None
-    remote_streams: int | None = None
-    bwlimit_bps: int | None = None
-
-
-@rpc("daemon.limits", LimitParams)
-async def daemon_limits(ctx: Context, p: LimitParams) -> dict[str, Any]:
-    """Read, or change, the daemon's stream and bandwidth limits (until it restarts)."""
-    for field in ("max_streams", "remote_streams"):
-        v = getattr(p, field)
-        if v is not None and not 1 <= v <= 1024:
-            raise E.InvalidParamsError(f"{field} must be between 1 and 1024", {"field": field})
-    if p.bwlimit_bps is not None and not 0 <= p.bwlimit_bps <= MAX_BPS:  # (a float holds no 400-digit int)
-        raise E.InvalidParamsError(f"bwlimit_bps must be between 0 (unlimited) and {MAX_BPS}",
-                                   {"field": "bwlimit_bps"})
-    limits: Limits = ctx.daemon.services["limits"]
-    limits.update(p.max_streams, p.remote_streams, p.bwlimit_bps)
-    return limits.describe()
