@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import os
 import posixpath
@@ -22,9 +23,14 @@ import asyncssh.config
 
 from pipedaemon.backends.base import (
     Backend,
-    Capabilities,
     Entry,
+    HostKeys,
+    Identity,
     RangeWriter,
+    RangeWrites,
+    Rename,
+    SetMtime,
+    Traits,
     TransientError,
     error_edge,
     source,
@@ -134,9 +140,10 @@ class _Slot:
                 await asyncio.wait_for(conn.wait_closed(), 5)
 
 
-class SFTPBackend(Backend):
+class SFTPBackend(Backend, Rename, SetMtime, RangeWrites, HostKeys, Identity):
     protocol = "sftp"
-    caps = Capabilities(rename=True, set_mtime=True, ranged_read=True, offset_write=True, checksums=())
+    traits = Traits(ranged_read=True, checksums=())
+    seen_host_key: str | None = None  # HostKeys: accept-new without a pin, the key we accepted
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
@@ -144,7 +151,6 @@ class SFTPBackend(Backend):
         self.host = str(options.get("host") or "")
         self.port = int(options.get("port") or 22)
         self.username = options.get("username") or None
-        self.seen_host_key: str | None = None  # accept-new without a pin: the key we accepted
         self.offered_host_key: asyncssh.SSHKey | None = None  # an untrusted key the server offered
         self.offered_by: tuple[str, str, int] | None = None  # the host, address and port that offered it
         self._pinned: asyncssh.SSHKey | None = None
@@ -160,6 +166,9 @@ class SFTPBackend(Backend):
         """The user name this backend logs in as (the ssh config's User when not given)."""
         conn = self._slots[0].conn
         return self.username or (getattr(conn, "_username", None) if conn is not None else None)
+
+    async def identity(self) -> tuple[str | None, datetime.datetime | None]:
+        return self.login, None
 
     def describe(self) -> str:
         who = f"{self.username}@" if self.username else ""

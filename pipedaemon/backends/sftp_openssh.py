@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import itertools
 import os
@@ -28,7 +29,20 @@ from pipedaemon_sdk.errors import (
 
 from ..window import Window, read_range, run_window
 from . import sftpwire as W
-from .base import Backend, Entry, RangeWriter, TransientError, error_edge, source, source_errors
+from .base import (
+    Backend,
+    Entry,
+    HostKeys,
+    Identity,
+    RangeWriter,
+    RangeWrites,
+    Rename,
+    SetMtime,
+    TransientError,
+    error_edge,
+    source,
+    source_errors,
+)
 from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
 from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend
 from .sftpcommon import PooledRangeWriter, check_root, scan_entries, walk, with_parents
@@ -76,9 +90,10 @@ class _Slot:
             await ssh.stop()
 
 
-class OpenSSHSFTPBackend(Backend):
+class OpenSSHSFTPBackend(Backend, Rename, SetMtime, RangeWrites, HostKeys, Identity):
     protocol = "sftp"
-    caps = SFTPBackend.caps
+    traits = SFTPBackend.traits
+    seen_host_key: str | None = None  # HostKeys: accept-new without a pin, the key ssh accepted
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
@@ -86,7 +101,6 @@ class OpenSSHSFTPBackend(Backend):
         self.host = str(options.get("host") or "")
         self.port = int(options["port"]) if options.get("port") else None
         self.username = options.get("username") or None
-        self.seen_host_key: str | None = None
         self.resolved: dict[str, str] = {}  # what ssh -G made of host, port, user (config applied)
         self._client_keys: Any = None
         self._work: Workdir | None = None
@@ -103,6 +117,9 @@ class OpenSSHSFTPBackend(Backend):
     def login(self) -> str | None:
         """The user name ssh logs in as (the ssh config's User when not given)."""
         return self.username or self.resolved.get("user")
+
+    async def identity(self) -> tuple[str | None, datetime.datetime | None]:
+        return self.login, None
 
     def describe(self) -> str:
         host = self.resolved.get("hostname", self.host)

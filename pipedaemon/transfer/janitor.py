@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipedaemon_sdk import errors as E
 
+from ..backends.base import Multipart
 from ..rpc import Context, NoParams, rpc
 from .common import is_temp
 
@@ -28,7 +29,7 @@ MAX_ATTEMPTS = 100
 
 
 async def _abort(backend: Any, path: str, upload_id: str) -> None:
-    await backend.mp_abort(path, upload_id)
+    await backend.features.need(Multipart).mp_abort(path, upload_id)
 
 
 async def _delete_temp(backend: Any, path: str, _: str) -> None:
