@@ -10,7 +10,6 @@ credentials).
 from __future__ import annotations
 
 import datetime
-import inspect
 import os
 import pwd
 from typing import Any
@@ -51,16 +50,13 @@ def _when(value: Any) -> str | None:
     return None
 
 
-async def _s3_session(backend: Backend) -> tuple[str | None, str | None]:
-    """The access key id and expiry botocore holds (credentials from a profile or the environment)."""
-    client = getattr(backend, "_client", None)
-    creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
-    if creds is None:
+async def _session(backend: Backend) -> tuple[str | None, str | None]:
+    """Who the storage sees the backend as, and until when (its Identity capability)."""
+    who = backend.features.identity
+    if who is None:
         return None, None
-    frozen = creds.get_frozen_credentials()
-    if inspect.isawaitable(frozen):
-        frozen = await frozen
-    return getattr(frozen, "access_key", None), _when(getattr(creds, "_expiry_time", None))
+    login, expiry = await who.identity()
+    return login, _when(expiry)
 
 
 async def one(remotes: Remotes, profile: str, name: str, write_probe: bool) -> dict[str, Any]:
@@ -84,10 +80,10 @@ async def one(remotes: Remotes, profile: str, name: str, write_probe: bool) -> d
     out.update({k: check[k] for k in ("ok", "endpoint", "can_read", "can_write", "error")})
     if remote.protocol == "sftp" and not out["identity"] and check["ok"]:
         backend, _ = await remotes.backend(profile, name)
-        out["identity"] = getattr(backend, "login", None)  # as the ssh config resolved it
+        out["identity"] = (await _session(backend))[0]  # as the ssh config resolved it
     if remote.protocol == "s3" and check["can_read"]:
         backend, _ = await remotes.backend(profile, name)
-        key_id, expiry = await _s3_session(backend)
+        key_id, expiry = await _session(backend)
         out["identity"] = out["identity"] or key_id
         out["expires_at"] = out["expires_at"] or expiry
         out["temporary"] = out["temporary"] or expiry is not None

@@ -45,7 +45,7 @@ def base_path(remote: Remote, backend: Backend, bucket: str | None) -> str:
     if bucket is None:
         return remote.root
     name = bucket_name(bucket)
-    return f"{name}/" if backend.caps.buckets else f"{remote.root}{name}/"
+    return f"{name}/" if backend.features.buckets is not None else f"{remote.root}{name}/"
 
 
 class Target(ProfileParams):
@@ -122,8 +122,8 @@ METHODS = Methods()
 async def bucket_list(ctx: Context, p: RemoteOnly) -> list[str]:
     """Names of the buckets (S3) or of the folders under the remote's root."""
     backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote)
-    if backend.caps.buckets:
-        return sorted(await retry(backend.list_buckets, what="list buckets"))
+    if (buckets := backend.features.buckets) is not None:
+        return sorted(await retry(buckets.list_buckets, what="list buckets"))
     return sorted([e.name.rstrip("/") async for e in backend.list(remote.root, recursive=False) if e.is_dir])
 
 
@@ -134,7 +134,7 @@ async def _bucket_exists(ctx: Context, p: BucketParams) -> bool:
         entry = await retry(lambda: backend.stat(path.rstrip("/")), what=f"stat {path}")
     except E.NotFoundError:
         return False
-    return entry.is_dir or backend.caps.buckets
+    return entry.is_dir or backend.features.buckets is not None
 
 
 @METHODS.rpc("bucket.exists", BucketParams)
@@ -150,8 +150,8 @@ async def bucket_create(ctx: Context, p: BucketParams) -> bool:
         raise E.AlreadyExistsError(f"bucket {p.bucket} exists", {"bucket": p.bucket, "remote": p.remote})
     backend, remote = await ctx.daemon.remotes.backend(p.profile, p.remote, "write")
     path = base_path(remote, backend, p.bucket).rstrip("/")
-    if backend.caps.buckets:
-        await retry(lambda: backend.create_bucket(path), what=f"create bucket {path}")
+    if (buckets := backend.features.buckets) is not None:
+        await retry(lambda: buckets.create_bucket(path), what=f"create bucket {path}")
     else:
         await retry(lambda: backend.mkdir(path), what=f"mkdir {path}")
     return True
@@ -167,7 +167,7 @@ async def bucket_remove(ctx: Context, p: BucketParams) -> bool:
     async for e in backend.list(path, recursive=True):
         raise E.StorageError(f"bucket {p.bucket} is not empty (it holds {e.name!r}); nothing was removed",
                              {"bucket": p.bucket, "reason": "not empty"})
-    if not backend.caps.buckets:  # a folder bucket holding only empty folders holds no objects
+    if backend.features.buckets is None:  # a folder bucket holding only empty folders holds no objects
         for folder in await _subfolders(backend, path):
             await retry(lambda folder=folder: backend.rmdir(folder), what=f"remove folder {folder}")
     await retry(lambda: backend.rmdir(path.rstrip("/")), what=f"remove bucket {p.bucket}")

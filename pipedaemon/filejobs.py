@@ -250,11 +250,12 @@ async def job_copy(ctx: JobContext) -> dict[str, Any]:
     entry = await retry(lambda: src_backend.stat(src), what=f"stat {p.key}")
     ctx.progress(0, entry.size, file_name=p.key)
     out = None
-    if (p.dst_remote or p.remote) == p.remote and dst_backend.caps.server_copy:
+    copier = dst_backend.features.server_copy
+    if (p.dst_remote or p.remote) == p.remote and copier is not None:
         # Same storage: copy there. With separate read/write credentials the write set
         # does it, and a refusal falls back to streaming through the daemon.
         with contextlib.suppress(E.PermissionDeniedError):
-            out = await retry(lambda: dst_backend.copy(src, dst), what=f"copy {p.key}")
+            out = await retry(lambda: copier.copy(src, dst), what=f"copy {p.key}")
     if out is None:
         done = 0
 

@@ -31,7 +31,7 @@ from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.pipefiles import name_filter
 
 from . import transfer
-from .backends.base import Backend, Entry
+from .backends.base import Backend, Entry, ServerCopy
 from .jobs import JobContext, JobKinds
 from .pipes.schedspec import MirrorSetting, parse_mirror, split_endpoint
 from .pipes.service import clean
@@ -119,15 +119,15 @@ async def open_side(remotes: Remotes, profile: str, endpoint: str, field: str, m
     return Side(remote, backend, remote.root + rel)
 
 
-def same_s3_endpoint(remotes: Remotes, a: Remote, b: Remote) -> bool:
-    """Both ends are one S3 endpoint with one set of credentials: the storage can copy itself."""
-    if a.protocol != "s3" or b.protocol != "s3":
+def copies_itself(remotes: Remotes, src: Side, dst: Side) -> bool:
+    """The destination's storage copies the source's files itself (ServerCopy from the source's
+    backend: one S3 endpoint) with one set of credentials."""
+    copier = dst.backend.features.server_copy
+    if copier is None or not copier.copies_from(src.backend):
         return False
+    a, b = src.remote, dst.remote
     if a.profile == b.profile and a.name == b.name:
         return True
-    keys = ("endpoint_url", "region")
-    if any(a.options.get(k) != b.options.get(k) for k in keys):
-        return False
     try:
         return remotes.vault.open(a.sealed, a.name) == remotes.vault.open(b.sealed, b.name)
     except E.DaemonError:
@@ -228,7 +228,8 @@ class MirrorRun:
             if name in copying and (await slot.load())[0] is not None:
                 continue  # resumed by copy_one: its stored parts are not sent again
             await slot.clear()
-            removed += await self.dst.backend.abort_stale_uploads(path)
+            if (parts := self.dst.backend.features.multipart) is not None:
+                removed += await parts.abort_stale_uploads(path)
             head, _, base = name.rpartition("/")
             mark = f"{head + '/' if head else ''}.{base}{TMP_MARK}"
             for tmp in temps:
@@ -267,7 +268,8 @@ class MirrorRun:
         if s.size >= INFLIGHT_MIN:
             await self.record(name, s, None, inflight=True)
         if self.server_side:
-            entry = await retry(lambda: self.dst.backend.copy(src, dst), what=f"copy {name}")
+            copier = self.dst.backend.features.need(ServerCopy)
+            entry = await retry(lambda: copier.copy(src, dst), what=f"copy {name}")
             self._bytes(s.size)
         else:
             entry = await retry(lambda: self._stream(src, dst, s), what=f"mirror {name}")
@@ -384,7 +386,7 @@ async def _run_mirror(ctx: JobContext, spec: MirrorSetting) -> dict[str, Any]:
         src.folder.startswith(dst.folder) or dst.folder.startswith(src.folder)
     ):
         raise E.InvalidParamsError("a mirror's source and destination folders overlap", {"field": "dst"})
-    server_side = same_s3_endpoint(remotes, src.remote, dst.remote) and dst.backend.caps.server_copy
+    server_side = copies_itself(remotes, src, dst)
     if ctx.checkpoint_data is None:
         await ctx.checkpoint({"begun": True})
     run = MirrorRun(ctx, spec, src, dst, server_side)

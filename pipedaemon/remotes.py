@@ -156,7 +156,8 @@ class Remotes:
             with contextlib.suppress(Exception):
                 await backend.close()
             raise
-        seen = getattr(backend, "seen_host_key", None)
+        keys = backend.features.host_keys
+        seen = keys.seen_host_key if keys is not None else None
         if seen and not remote.host_key and options.get("known_hosts") == "accept-new":
             await self.state.execute("UPDATE remotes SET host_key=? WHERE profile=? AND name=?",
                                      (seen, remote.profile, remote.name))

@@ -212,7 +212,7 @@ async def test_legacy_server_without_mlsd(ftp_legacy_spec: dict[str, Any],
     root = ftp_legacy_spec["root"]
     async with opened(ftp_legacy_spec) as ftp:
         assert not ftp._use_mlsd
-        assert not ftp.caps.set_mtime  # no MFMT in its FEAT
+        assert ftp.features.set_mtime is None  # no MFMT in its FEAT
         await _tree(ftp, root)
         files = await listing(ftp, root)
         disk = ftp_legacy_server.root_dir / root.strip("/")
@@ -227,7 +227,7 @@ async def test_legacy_server_without_mlsd(ftp_legacy_spec: dict[str, Any],
 async def test_set_mtime(server: str, request: pytest.FixtureRequest) -> None:
     spec = request.getfixturevalue(server)
     async with opened(spec) as ftp:
-        assert ftp.caps.set_mtime
+        assert ftp.features.set_mtime is not None
         await ftp.write(spec["root"] + "m.txt", chunks(b"m"))
         await ftp.set_mtime(spec["root"] + "m.txt", 1_600_000_000.7)
         assert (await ftp.stat(spec["root"] + "m.txt")).mtime == 1_600_000_000.0

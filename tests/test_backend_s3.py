@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipedaemon.backends.base import Entry, TransientError, backend_class
+from pipedaemon.backends.base import Entry, Multipart, Rename, ServerCopy, TransientError, backend_class
 from pipedaemon.backends.s3 import READ_CHUNK, S3Backend, parse_timestamp
 from pipedaemon.transfer import upload_stream
 from pipedaemon_sdk.errors import (
@@ -69,7 +69,8 @@ def test_boto3_smoke(s3_client: Any, s3_spec: dict[str, Any]) -> None:
 
 def test_registry_names_s3() -> None:
     assert backend_class("s3") is S3Backend
-    assert S3Backend.caps.multipart and S3Backend.caps.server_copy and not S3Backend.caps.rename
+    assert issubclass(S3Backend, Multipart) and issubclass(S3Backend, ServerCopy)
+    assert not issubclass(S3Backend, Rename)
 
 
 async def test_list_1001_objects_in_small_pages(s3_client: Any, s3_spec: dict[str, Any],

@@ -2,8 +2,10 @@
 
 The engine (transfer, sync, datastore) owns policy: retries, temporary names,
 verification, resume. A backend only talks to its storage. It implements the
-required methods, declares what else it can do in ``caps``, and maps its native
-errors to the project's own at its edge (see ``error_edge``), so the engine never
+required methods of ``Backend``, states how they behave in ``traits``, derives from
+the optional capabilities it has (``Rename``, ``Multipart``...: small ABCs below, each
+found once in ``backend.features``), and maps its native errors to the project's own
+at its edge (one mapper per backend, given to ``error_edge``), so the engine never
 sees a botocore, asyncssh or aioftp exception.
 
 Paths given to a backend are POSIX strings. For S3 the first component is the
@@ -14,9 +16,11 @@ absolute (``"/srv/data/x"``) or relative to the login folder (``"data/x"``).
 from __future__ import annotations
 
 import contextlib
+import datetime
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -37,15 +41,11 @@ class Entry(msgspec.Struct, omit_defaults=True):
     is_dir: bool = False
 
 
-class Capabilities(msgspec.Struct, frozen=True):
+class Traits(msgspec.Struct, frozen=True):
+    """How a backend's required methods behave (facts, not methods): declared by its class."""
+
     atomic_write: bool = False  # write() publishes whole or not at all (S3 PUT)
-    rename: bool = False  # rename(src, dst) on the server
-    multipart: bool = False  # mp_create / mp_upload_part / mp_complete / mp_abort / mp_parts
-    server_copy: bool = False  # copy(src, dst) without the data passing through us
-    set_mtime: bool = False  # set_mtime(path, mtime)
-    ranged_read: bool = True  # read(path, offset, length) starts mid-file cheaply
-    offset_write: bool = False  # open_writer(): parallel writes at offsets
-    buckets: bool = False  # list_buckets / create_bucket / remove_bucket are native
+    ranged_read: bool = True  # read(path, offset, length) starts mid-file cheaply: parallel ranges
     # Folders are implied by the names under them (S3 prefixes, a shared daemon's keys): mkdir
     # and rmdir do nothing, an empty folder does not show, and a folder goes with its last file.
     implied_folders: bool = False
@@ -75,14 +75,19 @@ class RangeWriter(ABC):
 
 
 class Backend(ABC):
+    """What every backend does. Anything more is an optional capability (below): a small ABC
+    the backend's class also derives from, found once in ``features`` when it is built."""
+
     protocol: ClassVar[str]
-    caps: ClassVar[Capabilities]
+    traits: ClassVar[Traits]
+    features: Features  # what this backend can do beyond the required methods
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
         self.options = options
         self.credentials = credentials
         self.max_streams = max_streams
+        self.features = Features.of(self)
 
     # -- lifecycle -------------------------------------------------------------
     async def connect(self) -> None:
@@ -135,11 +140,11 @@ class Backend(ABC):
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
                     extra: dict[str, Any] | None = None) -> Entry:
         """Store the whole stream at ``path``, making parent folders; return its entry.
-        ``extra``: storage-specific arguments of this one write (S3: metadata, tags), as for
-        ``mp_create``; backends without any ignore it.
+        ``extra``: storage-specific arguments of this one write (NativeMetadata.upload_args),
+        also given to Multipart.mp_create; backends without any ignore it.
 
         One request where the storage has requests (S3: exactly one PUT, refused above
-        ``hints().max_write``): the engine, not the backend, decides when to use multipart."""
+        ``hints().max_write``): the engine, not the backend, decides when to use parts."""
 
     @abstractmethod
     async def delete(self, path: str) -> None:
@@ -151,57 +156,207 @@ class Backend(ABC):
 
     @abstractmethod
     async def rmdir(self, path: str) -> None:
-        """Remove the empty folder ``path`` (for S3: the empty bucket)."""
+        """Remove the empty folder ``path`` (where the storage's top level is buckets: the empty
+        bucket)."""
 
-    # -- optional, declared in caps -------------------------------------------
+
+# -- optional capabilities ---------------------------------------------------------------------
+# A backend declares one by deriving from it (``class S3Backend(Backend, Multipart, ...)``);
+# an ABC's abstract methods make a declared capability impossible to leave unimplemented.
+class Rename(ABC):
+    @abstractmethod
     async def rename(self, src: str, dst: str) -> None:
-        raise NotImplementedError
+        """Move ``src`` to ``dst`` on the server, replacing ``dst``, making its parent folders."""
 
+
+class ServerCopy(ABC):
+    @abstractmethod
     async def copy(self, src: str, dst: str) -> Entry:
-        raise NotImplementedError
+        """Copy ``src`` to ``dst`` without the bytes passing through the daemon."""
 
+    def copies_from(self, other: Backend) -> bool:
+        """``copy`` also takes the paths of ``other`` (another remote's backend): one endpoint
+        (the caller still checks that the credentials match). The default: never."""
+        return False
+
+
+class SetMtime(ABC):
+    @abstractmethod
     async def set_mtime(self, path: str, mtime: float) -> None:
-        raise NotImplementedError
+        """Set the modified time of the file ``path`` (seconds since the epoch, UTC)."""
 
+
+class RangeWrites(ABC):
+    @abstractmethod
     async def open_writer(self, path: str, size: int) -> RangeWriter:
-        raise NotImplementedError
+        """``path`` open for parallel writes at offsets, ``size`` bytes long (never truncating
+        below it: a resumed transfer keeps the chunks that landed)."""
 
-    async def stored_part_size(self, path: str) -> int | None:
-        """The size of part 1 of a multipart object (to recompute its ETag); None when unknown."""
-        return None
 
-    async def abort_stale_uploads(self, path: str) -> int:
-        """Abort multipart uploads of ``path`` not in flight here (a killed daemon's); how many."""
-        return 0
+class Multipart(ABC):
+    """Objects stored as numbered parts uploaded separately, then completed (S3)."""
 
+    @abstractmethod
     async def mp_create(self, path: str, extra: dict[str, Any] | None = None) -> str:
         """Start a multipart upload; ``extra``: storage-specific arguments (e.g. metadata)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def mp_upload_part(self, path: str, upload_id: str, part_number: int, data: bytes,
                              md5: bytes | None = None) -> str:
         """Upload one part (numbered from 1); return its ETag without quotes. With ``md5`` (the
         part's digest) the storage refuses a body that arrived different (ChecksumMismatch)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def mp_parts(self, path: str, upload_id: str) -> dict[int, tuple[str, int]]:
         """Parts already uploaded: part number -> (etag, size)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def mp_complete(self, path: str, upload_id: str, parts: list[tuple[int, str]],
                           size: int | None = None) -> Entry:
         """Complete; ``size`` (the bytes sent) lets the entry describe our object even when
         another writer replaced the key in between."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def mp_abort(self, path: str, upload_id: str) -> None:
-        raise NotImplementedError
+        """Abort the upload; one already gone is fine."""
 
-    async def list_buckets(self) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    async def stored_part_size(self, path: str) -> int | None:
+        """The size of part 1 of a multipart object (to recompute its ETag); None when unknown."""
 
-    async def create_bucket(self, name: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def abort_stale_uploads(self, path: str) -> int:
+        """Abort multipart uploads of ``path`` not in flight here (a killed daemon's); how many."""
+
+
+class Buckets(ABC):
+    """The storage's top level is buckets (the first component of a path), made and listed."""
+
+    @abstractmethod
+    async def list_buckets(self) -> list[str]: ...
+
+    @abstractmethod
+    async def create_bucket(self, name: str) -> None: ...
+
+
+class HostKeys(ABC):
+    """The server is trusted by its host key (SSH)."""
+
+    @property
+    @abstractmethod
+    def seen_host_key(self) -> str | None:
+        """The key accepted on first use (``known_hosts="accept-new"`` without a pin yet), for
+        the registry to pin; None otherwise."""
+
+
+class Identity(ABC):
+    @abstractmethod
+    async def identity(self) -> tuple[str | None, datetime.datetime | None]:
+        """Who the storage sees this backend as (the login an ssh config resolved, an access
+        key id) and when that identity expires (temporary credentials), where known."""
+
+
+class Native(msgspec.Struct):
+    """What the storage holds beside an object: user metadata (names without prefix), tags, and
+    the object."""
+
+    meta: dict[str, str]
+    tags: dict[str, str]
+    entry: Entry
+
+
+class NativeMetadata(ABC):
+    """Metadata the storage itself holds beside an object (S3's ``x-amz-meta-*`` and tags):
+    what the daemon writes there other tools see. Storages without keep theirs in the daemon."""
+
+    @abstractmethod
+    async def read(self, path: str) -> Native:
+        """The object's metadata and tags; NotFoundError if there is no object."""
+
+    @abstractmethod
+    async def write(
+        self, path: str, meta: dict[str, str], tags: dict[str, str], if_etag: str | None
+    ) -> Entry:
+        """Replace the object's metadata and tags, its bytes untouched; ConflictError when the
+        object is no longer ``if_etag``. The entry of the object afterwards."""
+
+    @abstractmethod
+    def upload_args(self, meta: dict[str, str], tags: dict[str, str]) -> dict[str, Any]:
+        """The backend's ``extra`` arguments of one upload's write (or mp_create) that carry the
+        metadata and tags: passed with that upload alone, so two uploads of one path at the
+        same moment never exchange their metadata."""
+
+
+class HasNativeMetadata(ABC):
+    """The backend's storage holds metadata; its NativeMetadata (a companion object, so the
+    backend's own file keeps only the ``extra`` hook of one write)."""
+
+    @abstractmethod
+    def native_metadata(self) -> NativeMetadata: ...
+
+
+class Unsupported(NotImplementedError):
+    """A capability asked of a backend that does not have it."""
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Features:
+    """What one backend can do: its class's traits, and each optional capability (the object to
+    call, typed as the capability) or None. Found once, when the backend is built; look a
+    capability up once per transfer, not per part."""
+
+    protocol: str
+    atomic_write: bool = False
+    ranged_read: bool = True
+    implied_folders: bool = False
+    checksums: tuple[str, ...] = ()
+    rename: Rename | None = None
+    server_copy: ServerCopy | None = None
+    set_mtime: SetMtime | None = None
+    range_writes: RangeWrites | None = None
+    multipart: Multipart | None = None
+    buckets: Buckets | None = None
+    host_keys: HostKeys | None = None
+    identity: Identity | None = None
+    native_metadata: NativeMetadata | None = None
+
+    @classmethod
+    def of(cls, backend: Backend, *, lacking: tuple[type, ...] = ()) -> Features:
+        """``backend``'s features; ``lacking``: capabilities its class has that this server
+        does not offer (an FTP server without MFMT)."""
+
+        def found(kind: type[C]) -> C | None:
+            return backend if isinstance(backend, kind) and kind not in lacking else None  # type: ignore[return-value]
+
+        meta = found(HasNativeMetadata)
+        t = backend.traits
+        return cls(protocol=backend.protocol, atomic_write=t.atomic_write, ranged_read=t.ranged_read,
+                   implied_folders=t.implied_folders, checksums=t.checksums, rename=found(Rename),
+                   server_copy=found(ServerCopy), set_mtime=found(SetMtime), range_writes=found(RangeWrites),
+                   multipart=found(Multipart), buckets=found(Buckets), host_keys=found(HostKeys),
+                   identity=found(Identity), native_metadata=meta.native_metadata() if meta else None)
+
+    def need(self, kind: type[C]) -> C:
+        """The capability ``kind`` (one of CAPABILITIES); Unsupported when the backend lacks it."""
+        found = getattr(self, CAPABILITIES[kind])
+        if found is None:
+            raise Unsupported(f"the {self.protocol} backend has no {kind.__name__}")
+        return found  # type: ignore[no-any-return]
+
+    def names(self) -> frozenset[str]:
+        """The capabilities this backend has, by their field names."""
+        return frozenset(name for name in CAPABILITIES.values() if getattr(self, name) is not None)
+
+
+# Each optional capability and its field in Features.
+CAPABILITIES: dict[type, str] = {
+    Rename: "rename", ServerCopy: "server_copy", SetMtime: "set_mtime", RangeWrites: "range_writes",
+    Multipart: "multipart", Buckets: "buckets", HostKeys: "host_keys", Identity: "identity",
+    NativeMetadata: "native_metadata",
+}
 
 
 ErrorMapper = Callable[[BaseException], DaemonError | None]

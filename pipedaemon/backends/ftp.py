@@ -13,7 +13,7 @@ or ``options.list_command = "LIST"``) unix ``ls -l`` lines from ``LIST -a`` are
 parsed; their times are local to the server and only to the minute, too rough for
 change detection, so each file's mtime then comes from one MDTM (UTC, seconds)
 unless ``options.list_mdtm`` is false. ``stat`` uses MLST, else SIZE + MDTM.
-After ``connect`` the instance's ``caps.set_mtime`` says whether FEAT lists MFMT.
+After ``connect`` the instance's ``features.set_mtime`` says whether FEAT lists MFMT.
 Mtimes are whole seconds.
 """
 
@@ -35,8 +35,11 @@ import msgspec
 
 from pipedaemon.backends.base import (
     Backend,
-    Capabilities,
     Entry,
+    Features,
+    Rename,
+    SetMtime,
+    Traits,
     TransientError,
     error_edge,
     missing_root,
@@ -299,10 +302,10 @@ class _Pool:
         await asyncio.gather(*(client.aclose() for client in idle))
 
 
-class FTPBackend(Backend):
+class FTPBackend(Backend, Rename, SetMtime):
     protocol = "ftp"
-    # What a full-featured server gives; connect() narrows set_mtime to what FEAT lists.
-    caps = Capabilities(rename=True, set_mtime=True, ranged_read=True, checksums=())
+    # SetMtime is what a full-featured server gives; connect() narrows it to what FEAT lists.
+    traits = Traits(ranged_read=True, checksums=())
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
@@ -364,7 +367,7 @@ class FTPBackend(Backend):
         await client.command("TYPE I", "200")  # some servers refuse SIZE in ASCII mode
 
     async def _discover(self, client: _Client) -> None:
-        """Read FEAT and the login folder; set this server's caps."""
+        """Read FEAT and the login folder; set this server's features."""
         try:
             lines = (await client.command("FEAT", "211"))[1]
             self._feats = {line.split()[0].upper() for line in lines[1:-1] if line.strip()}
@@ -374,7 +377,7 @@ class FTPBackend(Backend):
             self._use_mlsd = False
         with contextlib.suppress(aioftp.StatusCodeError, ValueError):
             self._home = str(await client.get_current_directory()) or "/"
-        self.caps = msgspec.structs.replace(type(self).caps, set_mtime="MFMT" in self._feats)
+        self.features = Features.of(self, lacking=() if "MFMT" in self._feats else (SetMtime,))
 
     async def connect(self) -> None:
         with error_edge(map_ftp_error):
@@ -565,7 +568,7 @@ class FTPBackend(Backend):
                 await client.command(f"RNTO {target}", "2xx")
 
     async def set_mtime(self, path: str, mtime: float) -> None:
-        if not self.caps.set_mtime:
+        if self.features.set_mtime is None:
             raise StorageError("this FTP server has no MFMT: mtimes cannot be set", {"path": path})
         stamp = datetime.fromtimestamp(int(mtime), timezone.utc).strftime("%Y%m%d%H%M%S")
         async with self._session(path) as client:

@@ -18,9 +18,13 @@ from typing import Any, BinaryIO
 
 from pipedaemon.backends.base import (
     Backend,
-    Capabilities,
     Entry,
     RangeWriter,
+    RangeWrites,
+    Rename,
+    ServerCopy,
+    SetMtime,
+    Traits,
     TransientError,
     error_edge,
     missing_root,
@@ -113,11 +117,9 @@ class LocalWriter(RangeWriter):
                 await asyncio.to_thread(os.close, fd)
 
 
-class LocalBackend(Backend):
+class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
     protocol = "local"
-    caps = Capabilities(
-        rename=True, server_copy=True, set_mtime=True, ranged_read=True, offset_write=True, checksums=(),
-    )
+    traits = Traits(ranged_read=True, checksums=())
 
     def _path(self, path: str) -> str:
         root = str(self.options.get("remotepath") or "/")

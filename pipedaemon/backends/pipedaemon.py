@@ -21,7 +21,7 @@ from pipedaemon_sdk import AsyncPipeClient
 from pipedaemon_sdk.protocol.errors import DaemonConnectionError, DaemonTimeoutError, StorageError
 from pipedaemon_sdk.streams import async_open_read, parse_header, request_line
 
-from .base import Backend, Capabilities, Entry, TransientError
+from .base import Backend, Entry, Traits, TransientError
 
 PIECE = 1 << 20
 
@@ -45,7 +45,7 @@ class PipedaemonBackend(Backend):
     # The shared daemon's object.write publishes whole (its engine's temporary names or PUT).
     # Its folders are implied by keys, as on S3: the object methods have no mkdir/rmdir, and a
     # user with write on a pipe gets no say over the storage's own folders.
-    caps: ClassVar[Capabilities] = Capabilities(atomic_write=True, ranged_read=True, implied_folders=True)
+    traits: ClassVar[Traits] = Traits(atomic_write=True, ranged_read=True, implied_folders=True)
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *, max_streams: int = 8) -> None:
         super().__init__(options, credentials, max_streams=max_streams)
@@ -144,10 +144,10 @@ class PipedaemonBackend(Backend):
         await self._call("object.delete", key=path)
 
     async def mkdir(self, path: str) -> None:
-        """Folders are implied (caps.implied_folders): they appear with their first file."""
+        """Folders are implied (traits.implied_folders): they appear with their first file."""
 
     async def rmdir(self, path: str) -> None:
-        """Folders are implied (caps.implied_folders): the shared daemon's storage keeps its own."""
+        """Folders are implied (traits.implied_folders): the shared daemon's storage keeps its own."""
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import email.utils
 import hashlib
+import inspect
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -25,7 +26,20 @@ import botocore.utils
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
-from pipedaemon.backends.base import Backend, Capabilities, Entry, Hints, TransientError, error_edge
+from pipedaemon.backends.base import (
+    Backend,
+    Buckets,
+    Entry,
+    HasNativeMetadata,
+    Hints,
+    Identity,
+    Multipart,
+    NativeMetadata,
+    ServerCopy,
+    Traits,
+    TransientError,
+    error_edge,
+)
 from pipedaemon.retry import retry
 from pipedaemon.window import Window
 from pipedaemon_sdk.protocol.errors import (
@@ -168,10 +182,9 @@ def _head_entry(name: str, head: dict[str, Any]) -> Entry:
                  mtime=head["LastModified"].timestamp() if head.get("LastModified") else None)
 
 
-class S3Backend(Backend):
+class S3Backend(Backend, Multipart, ServerCopy, Buckets, Identity, HasNativeMetadata):
     protocol = "s3"
-    caps = Capabilities(atomic_write=True, multipart=True, server_copy=True, ranged_read=True,
-                        buckets=True, implied_folders=True, checksums=("s3etag",))
+    traits = Traits(atomic_write=True, ranged_read=True, implied_folders=True, checksums=("s3etag",))
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
@@ -261,6 +274,22 @@ class S3Backend(Backend):
         root = f"s3://{self.bucket}/{self.prefix}" if self.bucket else "all buckets"
         profile = f" (profile {self.options['profile']})" if self.options.get("profile") else ""
         return f"s3 {where} {root}{profile}"
+
+    def native_metadata(self) -> NativeMetadata:
+        from .s3meta import S3Metadata  # user metadata and tags: their own file
+
+        return S3Metadata(self)
+
+    async def identity(self) -> tuple[str | None, datetime.datetime | None]:
+        """The access key id and expiry botocore holds (credentials from a profile or the
+        environment, resolved by the client)."""
+        creds = getattr(getattr(self._client, "_request_signer", None), "_credentials", None)
+        if creds is None:
+            return None, None
+        frozen = creds.get_frozen_credentials()
+        if inspect.isawaitable(frozen):
+            frozen = await frozen
+        return getattr(frozen, "access_key", None), getattr(creds, "_expiry_time", None)
 
     @property
     def client(self) -> Any:
@@ -440,6 +469,11 @@ class S3Backend(Backend):
             await self.client.delete_bucket(Bucket=bucket)
 
     # -- optional ----------------------------------------------------------------
+    def copies_from(self, other: Backend) -> bool:
+        """Another S3 remote on this endpoint and region: CopyObject reads its keys."""
+        keys = ("endpoint_url", "region")
+        return isinstance(other, S3Backend) and all(other.options.get(k) == self.options.get(k) for k in keys)
+
     async def copy(self, src: str, dst: str) -> Entry:
         sbucket, skey = split_path(src)
         dbucket, dkey = split_path(dst)

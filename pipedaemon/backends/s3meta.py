@@ -16,8 +16,7 @@ from typing import Any
 
 from pipedaemon_sdk.protocol.errors import ConflictError, StorageError
 
-from .base import Entry, error_edge
-from .native_meta import Native, NativeMetadata
+from .base import Entry, Native, NativeMetadata, error_edge
 from .s3 import MAX_SINGLE_COPY, S3Backend, _etag, _head_entry, map_s3_error, split_path
 
 # Headers of the object a REPLACE copy would otherwise drop.

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
-import posixpath
 import stat as statmod
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
@@ -20,17 +18,8 @@ from typing import Any
 import asyncssh
 import asyncssh.config
 
-from pipedaemon.backends.base import (
-    Backend,
-    Capabilities,
-    Entry,
-    RangeWriter,
-    TransientError,
-    error_edge,
-    source,
-    source_errors,
-)
-from pipedaemon.backends.sftpcommon import PooledRangeWriter, check_root, scan_entries, walk, with_parents
+from pipedaemon.backends.base import Entry, TransientError, error_edge, source, source_errors
+from pipedaemon.backends.sftpcommon import PooledRangeWriter, SFTPCommon, check_root
 from pipedaemon.window import Window, read_range
 from pipedaemon_sdk.protocol.errors import (
     AuthFailedError,
@@ -42,8 +31,6 @@ from pipedaemon_sdk.protocol.errors import (
 )
 
 ACCEPT_NEW = "accept-new"
-# sshd serves each connection in its own process: several connections use several cores.
-DEFAULT_CONNECTIONS = 4
 PREFERRED_CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
                      "aes128-ctr", "aes192-ctr", "aes256-ctr"]
 READ_CHUNK = 1 << 20  # one request to asyncssh, which splits it into pipelined SFTP reads
@@ -134,26 +121,25 @@ class _Slot:
                 await asyncio.wait_for(conn.wait_closed(), 5)
 
 
-class SFTPBackend(Backend):
-    protocol = "sftp"
-    caps = Capabilities(rename=True, set_mtime=True, ranged_read=True, offset_write=True, checksums=())
+class SFTPBackend(SFTPCommon[asyncssh.SFTPClient, asyncssh.SFTPClientFile]):
+    map_error = staticmethod(map_sftp_error)
+    _entry = staticmethod(_entry)
+    _is_link = staticmethod(_is_link)
+    dangling = asyncssh.SFTPError
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
         super().__init__(options, credentials, max_streams=max_streams)
-        self.host = str(options.get("host") or "")
         self.port = int(options.get("port") or 22)
-        self.username = options.get("username") or None
-        self.seen_host_key: str | None = None  # accept-new without a pin: the key we accepted
         self.offered_host_key: asyncssh.SSHKey | None = None  # an untrusted key the server offered
         self.offered_by: tuple[str, str, int] | None = None  # the host, address and port that offered it
         self._pinned: asyncssh.SSHKey | None = None
         self._known: Any = None
         self._client_keys: list[asyncssh.SSHKey] | None = None
         self._prepared = False  # host-key trust and client keys loaded (by connect())
-        self._slots = [_Slot() for _ in range(max(1, int(options.get("connections") or DEFAULT_CONNECTIONS)))]
-        self._rr = itertools.count()
-        self._ops = asyncio.Semaphore(max(1, max_streams))
+
+    def _new_slot(self) -> _Slot:
+        return _Slot()
 
     @property
     def login(self) -> str | None:
@@ -307,39 +293,18 @@ class SFTPBackend(Backend):
             assert slot.sftp is not None
             return slot.sftp
 
-    async def _client(self) -> asyncssh.SFTPClient:
-        """An SFTP client from the pool, round robin, reconnecting a dropped one."""
-        return await self._ensure(self._slots[next(self._rr) % len(self._slots)])
-
-    # -- required --------------------------------------------------------------
-    async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
-        with error_edge(map_sftp_error, path):
-            async for entry in walk(self._scan, path, recursive):
-                yield entry
-
-    async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
-        """One folder's entries (names relative to ``base``); a missing folder is empty."""
-        folder = posixpath.join(base, rel) if rel else base
-        async with self._ops:
-            sftp = await self._client()
-            try:
-                names = [n async for n in sftp.scandir(folder)]
-            except asyncssh.SFTPNoSuchFile:
-                return []
-            listing = ((n.filename if isinstance(n.filename, str) else n.filename.decode(), n.attrs)
-                       for n in names)
-            return await scan_entries(listing, folder, rel, is_link=_is_link, stat=sftp.stat,
-                                      entry=_entry, dangling=asyncssh.SFTPError)
-
-    async def stat(self, path: str) -> Entry:
-        with error_edge(map_sftp_error, path):
-            async with self._ops:
-                attrs = await (await self._client()).stat(path)
-            return _entry(path, attrs)
+    # -- required (the rest in SFTPCommon) -------------------------------------
+    async def _listdir(self, conn: asyncssh.SFTPClient,
+                       folder: str) -> list[tuple[str, asyncssh.SFTPAttrs]] | None:
+        try:
+            names = [n async for n in conn.scandir(folder)]
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        return [(n.filename if isinstance(n.filename, str) else n.filename.decode(), n.attrs) for n in names]
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         with error_edge(map_sftp_error, path):
-            sftp = await self._client()
+            sftp = await self._conn()
             async with self._ops:
                 f = await sftp.open(path, "rb")
             try:
@@ -363,7 +328,7 @@ class SFTPBackend(Backend):
                     extra: dict[str, Any] | None = None) -> Entry:
         # The caller's stream goes through the source pump: its failures are never SFTP's.
         with source_errors(), error_edge(map_sftp_error, path):
-            sftp = await self._client()
+            sftp = await self._conn()
             flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
             f = await self._open_making_parents(sftp, path, flags)
             try:
@@ -382,11 +347,8 @@ class SFTPBackend(Backend):
         async with self._ops:
             await f.write(data, offset)
 
-    async def _open_making_parents(self, sftp: asyncssh.SFTPClient, path: str,
-                                   flags: int) -> asyncssh.SFTPClientFile:
-        async with self._ops:
-            return await with_parents(lambda: sftp.open(path, flags, encoding=None), path,
-                                      **self._parents(sftp))
+    async def _open_file(self, conn: asyncssh.SFTPClient, path: str, flags: int) -> asyncssh.SFTPClientFile:
+        return await conn.open(path, flags, encoding=None)
 
     def _parents(self, sftp: asyncssh.SFTPClient) -> dict[str, Any]:
         """How ``with_parents`` makes the missing folders of a path, over asyncssh."""
@@ -397,37 +359,9 @@ class SFTPBackend(Backend):
         return {"missing": lambda exc: isinstance(exc, asyncssh.SFTPNoSuchFile),
                 "check_root": lambda: check_root(self.options, sftp.isdir), "makedirs": makedirs}
 
-    async def delete(self, path: str) -> None:
-        with error_edge(map_sftp_error, path):
-            async with self._ops:
-                await (await self._client()).remove(path)
-
-    async def mkdir(self, path: str) -> None:
-        folder = path.rstrip("/")
-        if not folder:
-            return
-        with error_edge(map_sftp_error, path):
-            async with self._ops:
-                sftp = await self._client()
-                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
-                    await self._parents(sftp)["check_root"]()  # a folder below the root never makes the root
-                await sftp.makedirs(folder, exist_ok=True)
-
-    async def rmdir(self, path: str) -> None:
-        with error_edge(map_sftp_error, path):
-            async with self._ops:
-                await (await self._client()).rmdir(path.rstrip("/") or path)
-
-    # -- optional --------------------------------------------------------------
-    async def rename(self, src: str, dst: str) -> None:
-        with error_edge(map_sftp_error, src):
-            async with self._ops:
-                sftp = await self._client()
-                await with_parents(lambda: self._replace(sftp, src, dst), dst, **self._parents(sftp))
-
+    # -- optional (the rest in SFTPCommon) -------------------------------------
     @staticmethod
     async def _replace(sftp: asyncssh.SFTPClient, src: str, dst: str) -> None:
-        """Rename over an existing ``dst``: atomically where the server offers posix-rename."""
         try:
             await sftp.posix_rename(src, dst)
         except asyncssh.SFTPOpUnsupported:
@@ -439,32 +373,17 @@ class SFTPBackend(Backend):
                 await sftp.remove(dst)  # plain SFTP refuses to overwrite: not atomic here
                 await sftp.rename(src, dst)
 
-    async def set_mtime(self, path: str, mtime: float) -> None:
-        with error_edge(map_sftp_error, path):
-            async with self._ops:
-                await (await self._client()).utime(path, (mtime, mtime))
+    async def _utime(self, conn: asyncssh.SFTPClient, path: str, mtime: float) -> None:
+        await conn.utime(path, (mtime, mtime))
 
-    async def open_writer(self, path: str, size: int) -> RangeWriter:
-        with error_edge(map_sftp_error, path):
-            writer = _SFTPRangeWriter(self, path)
-            await writer.start(size)
-            return writer
+    def _writer(self, path: str) -> _SFTPRangeWriter:
+        return _SFTPRangeWriter(self, path)
 
 
 class _SFTPRangeWriter(PooledRangeWriter[asyncssh.SFTPClient, asyncssh.SFTPClientFile]):
     """The pooled range writer (sftpcommon) over asyncssh's files."""
 
     FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
-
-    def __init__(self, backend: SFTPBackend, path: str) -> None:
-        super().__init__(path, len(backend._slots), map_sftp_error)
-        self._b = backend
-
-    async def _connection(self, index: int) -> asyncssh.SFTPClient:
-        return await self._b._ensure(self._b._slots[index])
-
-    async def _open(self, conn: asyncssh.SFTPClient) -> asyncssh.SFTPClientFile:
-        return await self._b._open_making_parents(conn, self._path, self.FLAGS)
 
     async def _write(self, conn: asyncssh.SFTPClient, handle: asyncssh.SFTPClientFile,
                      offset: int, data: bytes) -> None:

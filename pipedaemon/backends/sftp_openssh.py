@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import os
-import posixpath
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -28,10 +26,10 @@ from pipedaemon_sdk.protocol.errors import (
 
 from ..window import Window, read_range, run_window
 from . import sftpwire as W
-from .base import Backend, Entry, RangeWriter, TransientError, error_edge, source, source_errors
+from .base import Entry, TransientError, error_edge, source, source_errors
 from .openssh import PIN_ALIAS, Agent, Askpass, SSHProcess, Workdir, classify, have_openssh, ssh_argv
-from .sftp import ACCEPT_NEW, DEFAULT_CONNECTIONS, SFTPBackend
-from .sftpcommon import PooledRangeWriter, check_root, scan_entries, walk, with_parents
+from .sftp import ACCEPT_NEW, SFTPBackend
+from .sftpcommon import PooledRangeWriter, SFTPCommon, check_root
 from .sftpframes import FrameReceiver
 
 READ_WINDOW_BYTES = 4 << 20  # bytes requested ahead per read(): bounds memory per stream
@@ -76,17 +74,15 @@ class _Slot:
             await ssh.stop()
 
 
-class OpenSSHSFTPBackend(Backend):
-    protocol = "sftp"
-    caps = SFTPBackend.caps
+class OpenSSHSFTPBackend(SFTPCommon[W.SFTPSession, bytes]):
+    map_error = staticmethod(map_wire_error)
+    _entry = staticmethod(_entry)
+    dangling = W.SFTPStatusError
 
     def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
                  max_streams: int = 8) -> None:
         super().__init__(options, credentials, max_streams=max_streams)
-        self.host = str(options.get("host") or "")
         self.port = int(options["port"]) if options.get("port") else None
-        self.username = options.get("username") or None
-        self.seen_host_key: str | None = None
         self.resolved: dict[str, str] = {}  # what ssh -G made of host, port, user (config applied)
         self._client_keys: Any = None
         self._work: Workdir | None = None
@@ -95,9 +91,9 @@ class OpenSSHSFTPBackend(Backend):
         self._pin_file: str | None = None
         self._ssh_options: list[tuple[str, str]] = []
         self._env: dict[str, str] = {}
-        self._slots = [_Slot() for _ in range(max(1, int(options.get("connections") or DEFAULT_CONNECTIONS)))]
-        self._rr = itertools.count()
-        self._ops = asyncio.Semaphore(max(1, max_streams))
+
+    def _new_slot(self) -> _Slot:
+        return _Slot()
 
     @property
     def login(self) -> str | None:
@@ -266,37 +262,22 @@ class OpenSSHSFTPBackend(Backend):
                 slot.ssh, slot.session = await self._open()
             return slot.session
 
-    async def _session(self) -> W.SFTPSession:
-        """A session from the pool, round robin, reopening one whose ssh ended."""
-        return await self._ensure(self._slots[next(self._rr) % len(self._slots)])
+    # -- required (the rest in SFTPCommon) -------------------------------------------
+    async def _listdir(self, conn: W.SFTPSession, folder: str) -> list[tuple[str, W.Attrs]] | None:
+        try:
+            return [n async for n in conn.scandir(folder)]
+        except W.SFTPStatusError as exc:
+            if exc.code == W.NO_SUCH_FILE:
+                return None
+            raise
 
-    # -- required ---------------------------------------------------------------------
-    async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
-        with error_edge(map_wire_error, path):
-            async for entry in walk(self._scan, path, recursive):
-                yield entry
-
-    async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
-        folder = posixpath.join(base, rel) if rel else base
-        async with self._ops:
-            sess = await self._session()
-            try:
-                names = [n async for n in sess.scandir(folder)]
-            except W.SFTPStatusError as exc:
-                if exc.code == W.NO_SUCH_FILE:
-                    return []
-                raise
-            return await scan_entries(names, folder, rel, is_link=lambda a: a.is_link, stat=sess.stat,
-                                      entry=_entry, dangling=W.SFTPStatusError)
-
-    async def stat(self, path: str) -> Entry:
-        with error_edge(map_wire_error, path):
-            async with self._ops:
-                return _entry(path, await (await self._session()).stat(path))
+    @staticmethod
+    def _is_link(attrs: W.Attrs) -> bool:
+        return attrs.is_link
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         with error_edge(map_wire_error, path):
-            sess = await self._session()
+            sess = await self._conn()
             async with self._ops:
                 handle = await sess.open(path, W.FXF_READ)
             try:
@@ -318,7 +299,7 @@ class OpenSSHSFTPBackend(Backend):
                     extra: dict[str, Any] | None = None) -> Entry:
         # The caller's stream goes through the source pump: its failures are never SFTP's.
         with source_errors(), error_edge(map_wire_error, path):
-            sess = await self._session()
+            sess = await self._conn()
             handle = await self._open_making_parents(sess, path, W.FXF_WRITE | W.FXF_CREAT | W.FXF_TRUNC)
             closed = False
             try:
@@ -337,9 +318,8 @@ class OpenSSHSFTPBackend(Backend):
                         await sess.close_handle(handle)
         return await self.stat(path)
 
-    async def _open_making_parents(self, sess: W.SFTPSession, path: str, flags: int) -> bytes:
-        async with self._ops:
-            return await with_parents(lambda: sess.open(path, flags), path, **self._parents(sess))
+    async def _open_file(self, conn: W.SFTPSession, path: str, flags: int) -> bytes:
+        return await conn.open(path, flags)
 
     def _parents(self, sess: W.SFTPSession) -> dict[str, Any]:
         """How ``with_parents`` makes the missing folders of a path, over sftpwire."""
@@ -355,37 +335,9 @@ class OpenSSHSFTPBackend(Backend):
         return {"missing": lambda exc: isinstance(exc, W.SFTPStatusError) and exc.code == W.NO_SUCH_FILE,
                 "check_root": lambda: check_root(self.options, isdir), "makedirs": sess.makedirs}
 
-    async def delete(self, path: str) -> None:
-        with error_edge(map_wire_error, path):
-            async with self._ops:
-                await (await self._session()).remove(path)
-
-    async def mkdir(self, path: str) -> None:
-        folder = path.rstrip("/")
-        if not folder:
-            return
-        with error_edge(map_wire_error, path):
-            async with self._ops:
-                sess = await self._session()
-                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
-                    await self._parents(sess)["check_root"]()  # a folder below the root never makes the root
-                await sess.makedirs(folder)
-
-    async def rmdir(self, path: str) -> None:
-        with error_edge(map_wire_error, path):
-            async with self._ops:
-                await (await self._session()).rmdir(path.rstrip("/") or path)
-
-    # -- optional ---------------------------------------------------------------------
-    async def rename(self, src: str, dst: str) -> None:
-        with error_edge(map_wire_error, src):
-            async with self._ops:
-                sess = await self._session()
-                await with_parents(lambda: self._replace(sess, src, dst), dst, **self._parents(sess))
-
+    # -- optional (the rest in SFTPCommon) -------------------------------------------
     @staticmethod
     async def _replace(sess: W.SFTPSession, src: str, dst: str) -> None:
-        """Rename over an existing ``dst``: atomically where the server offers posix-rename."""
         if "posix-rename@openssh.com" in sess.extensions:
             await sess.posix_rename(src, dst)
             return
@@ -398,16 +350,11 @@ class OpenSSHSFTPBackend(Backend):
             await sess.remove(dst)
             await sess.rename(src, dst)
 
-    async def set_mtime(self, path: str, mtime: float) -> None:
-        with error_edge(map_wire_error, path):
-            async with self._ops:
-                await (await self._session()).setstat(path, mtime=int(mtime))
+    async def _utime(self, conn: W.SFTPSession, path: str, mtime: float) -> None:
+        await conn.setstat(path, mtime=int(mtime))
 
-    async def open_writer(self, path: str, size: int) -> RangeWriter:
-        with error_edge(map_wire_error, path):
-            writer = _RangeWriter(self, path)
-            await writer.start(size)
-            return writer
+    def _writer(self, path: str) -> _RangeWriter:
+        return _RangeWriter(self, path)
 
 
 def _pieces(data: bytes, step: int) -> list[memoryview]:
@@ -420,16 +367,6 @@ class _RangeWriter(PooledRangeWriter[W.SFTPSession, bytes]):
     """The pooled range writer (sftpcommon) over sftpwire's sessions and handles."""
 
     FLAGS = W.FXF_WRITE | W.FXF_CREAT
-
-    def __init__(self, backend: OpenSSHSFTPBackend, path: str) -> None:
-        super().__init__(path, len(backend._slots), map_wire_error)
-        self._b = backend
-
-    async def _connection(self, index: int) -> W.SFTPSession:
-        return await self._b._ensure(self._b._slots[index])
-
-    async def _open(self, conn: W.SFTPSession) -> bytes:
-        return await self._b._open_making_parents(conn, self._path, self.FLAGS)
 
     async def _write(self, conn: W.SFTPSession, handle: bytes, offset: int, data: bytes) -> None:
         step = conn.max_write

@@ -35,7 +35,7 @@ class SFTP(Backend):
     """The ``sftp`` protocol's entry in BACKENDS: builds the chosen transport's backend."""
 
     protocol = "sftp"
-    caps = SFTPBackend.caps
+    traits = SFTPBackend.traits
 
     def __new__(cls, options: dict[str, Any], credentials: dict[str, Any], *,  # type: ignore[misc]
                 max_streams: int = 8) -> Backend:

@@ -1,24 +1,43 @@
 """What both SFTP transports (asyncssh in ``sftp``, OpenSSH in ``sftp_openssh``) do alike.
 
-Each transport speaks to its own library; the logic over those calls is written once here:
-walking a tree, following links while scanning, making parents when an open or a rename
-finds none, the remote root rule, and the pooled range writer used by resumed uploads.
+Each transport speaks to its own library; the logic over those calls is written once here
+(``SFTPCommon``, the backend both derive from): the capabilities they share, the pool of
+connections, walking a tree, following links while scanning, making parents when an open
+or a rename finds none, the remote root rule, and the pooled range writer used by resumed
+uploads. A transport gives its connections, its error mapper and a few calls its library
+spells its own way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pipedaemon_sdk.protocol.errors import StorageError
 
-from .base import Entry, RangeWriter, error_edge, missing_root
+from .base import (
+    Backend,
+    Entry,
+    ErrorMapper,
+    HostKeys,
+    Identity,
+    RangeWriter,
+    RangeWrites,
+    Rename,
+    SetMtime,
+    Traits,
+    error_edge,
+    missing_root,
+)
 
 SCAN_BATCH = 16  # folders scanned at once while walking a tree
+# sshd serves each connection in its own process: several connections use several cores.
+DEFAULT_CONNECTIONS = 4
 
 A = TypeVar("A")  # a library's attributes type
 T = TypeVar("T")
@@ -89,26 +108,171 @@ async def check_root(options: dict[str, Any], isdir: Callable[[str], Awaitable[b
         raise missing_root(root)
 
 
+class SFTPCommon(Backend, Rename, SetMtime, RangeWrites, HostKeys, Identity, Generic[C, H]):
+    """An SFTP backend over one library's connections ``C`` (pooled, round robin) and their open
+    files ``H``; everything but the library's own calls is here."""
+
+    protocol = "sftp"
+    traits = Traits(ranged_read=True, checksums=())
+    seen_host_key: str | None = None  # HostKeys: accept-new without a pin, the key accepted
+    map_error: ClassVar[ErrorMapper]  # the transport's one mapper of its library's errors
+    host: str
+    username: str | None
+    _slots: list[Any]
+
+    def __init__(self, options: dict[str, Any], credentials: dict[str, Any], *,
+                 max_streams: int = 8) -> None:
+        super().__init__(options, credentials, max_streams=max_streams)
+        self.host = str(options.get("host") or "")
+        self.username = options.get("username") or None
+        self._slots = [self._new_slot() for _ in range(max(1, int(options.get("connections")
+                                                                   or DEFAULT_CONNECTIONS)))]
+        self._rr = itertools.count()
+        self._ops = asyncio.Semaphore(max(1, max_streams))
+
+    # -- the transport's part --------------------------------------------------------
+    @property
+    @abstractmethod
+    def login(self) -> str | None:
+        """The user name the server sees (the ssh config's User when not given)."""
+
+    @abstractmethod
+    def _new_slot(self) -> Any: ...
+
+    @abstractmethod
+    async def _ensure(self, slot: Any) -> C:
+        """The slot's connection, (re)opened when it is not alive."""
+
+    @abstractmethod
+    async def _listdir(self, conn: C, folder: str) -> list[tuple[str, Any]] | None:
+        """A folder's (name, attributes); None when there is no such folder."""
+
+    @staticmethod
+    @abstractmethod
+    def _entry(name: str, attrs: Any) -> Entry: ...
+
+    @staticmethod
+    @abstractmethod
+    def _is_link(attrs: Any) -> bool: ...
+
+    dangling: ClassVar[type[BaseException]]  # what stat of a dangling link raises
+
+    @abstractmethod
+    def _parents(self, conn: C) -> dict[str, Any]:
+        """How ``with_parents`` makes the missing folders of a path (missing, check_root,
+        makedirs) over this library."""
+
+    @abstractmethod
+    async def _open_file(self, conn: C, path: str, flags: int) -> H: ...
+
+    @staticmethod
+    @abstractmethod
+    async def _replace(conn: C, src: str, dst: str) -> None:
+        """Rename over an existing ``dst``: atomically where the server offers posix-rename."""
+
+    @abstractmethod
+    async def _utime(self, conn: C, path: str, mtime: float) -> None: ...
+
+    @abstractmethod
+    def _writer(self, path: str) -> PooledRangeWriter[C, H]: ...
+
+    # -- written once ----------------------------------------------------------------
+    async def identity(self) -> tuple[str | None, datetime.datetime | None]:
+        return self.login, None
+
+    async def _conn(self) -> C:
+        """A connection from the pool, round robin, reopening one that ended."""
+        return await self._ensure(self._slots[next(self._rr) % len(self._slots)])
+
+    async def _open_making_parents(self, conn: C, path: str, flags: int) -> H:
+        async with self._ops:
+            return await with_parents(lambda: self._open_file(conn, path, flags), path, **self._parents(conn))
+
+    async def list(self, path: str, recursive: bool = True) -> AsyncIterator[Entry]:
+        with error_edge(self.map_error, path):
+            async for entry in walk(self._scan, path, recursive):
+                yield entry
+
+    async def _scan(self, base: str, rel: str) -> list[tuple[Entry, bool]]:
+        """One folder's entries (names relative to ``base``); a missing folder is empty."""
+        folder = posixpath.join(base, rel) if rel else base
+        async with self._ops:
+            conn: Any = await self._conn()
+            listing = await self._listdir(conn, folder)
+            if listing is None:
+                return []
+            return await scan_entries(listing, folder, rel, is_link=self._is_link, stat=conn.stat,
+                                      entry=self._entry, dangling=self.dangling)
+
+    async def stat(self, path: str) -> Entry:
+        with error_edge(self.map_error, path):
+            async with self._ops:
+                conn: Any = await self._conn()
+                return self._entry(path, await conn.stat(path))
+
+    async def delete(self, path: str) -> None:
+        with error_edge(self.map_error, path):
+            async with self._ops:
+                conn: Any = await self._conn()
+                await conn.remove(path)
+
+    async def mkdir(self, path: str) -> None:
+        folder = path.rstrip("/")
+        if not folder:
+            return
+        with error_edge(self.map_error, path):
+            async with self._ops:
+                parents = self._parents(await self._conn())
+                if folder != str(self.options.get("remotepath") or "").rstrip("/"):
+                    await parents["check_root"]()  # a folder below the root never makes the root
+                await parents["makedirs"](folder)
+
+    async def rmdir(self, path: str) -> None:
+        with error_edge(self.map_error, path):
+            async with self._ops:
+                conn: Any = await self._conn()
+                await conn.rmdir(path.rstrip("/") or path)
+
+    async def rename(self, src: str, dst: str) -> None:
+        with error_edge(self.map_error, src):
+            async with self._ops:
+                conn = await self._conn()
+                await with_parents(lambda: self._replace(conn, src, dst), dst, **self._parents(conn))
+
+    async def set_mtime(self, path: str, mtime: float) -> None:
+        with error_edge(self.map_error, path):
+            async with self._ops:
+                await self._utime(await self._conn(), path, mtime)
+
+    async def open_writer(self, path: str, size: int) -> RangeWriter:
+        with error_edge(self.map_error, path):
+            writer = self._writer(path)
+            await writer.start(size)
+            return writer
+
+
 class PooledRangeWriter(RangeWriter, ABC, Generic[C, H]):
     """Writes at offsets into one remote file, through a handle on each pooled connection.
 
     The file is created if missing and never truncated below ``size``, so a resumed upload
     keeps the chunks already written; longer leftovers are cut to ``size``. A transport
-    says how to reach a slot, open, write, size, truncate and close over its library.
+    says how to write, size, truncate and close over its library.
     """
 
-    def __init__(self, path: str, slots: int, map_error: Callable[[BaseException], Any]) -> None:
-        self._path, self._slots, self._map = path, max(1, slots), map_error
+    FLAGS: ClassVar[int]  # the library's open flags: write, create, no truncation
+
+    def __init__(self, backend: SFTPCommon[C, H], path: str) -> None:
+        self._b, self._path, self._slots, self._map = backend, path, len(backend._slots), backend.map_error
         self._held: dict[int, tuple[C, H]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._rr = itertools.count()
         self._closed = False
 
-    @abstractmethod
-    async def _connection(self, index: int) -> C: ...
+    async def _connection(self, index: int) -> C:
+        return await self._b._ensure(self._b._slots[index])
 
-    @abstractmethod
-    async def _open(self, conn: C) -> H: ...
+    async def _open(self, conn: C) -> H:
+        return await self._b._open_making_parents(conn, self._path, self.FLAGS)
 
     @abstractmethod
     async def _write(self, conn: C, handle: H, offset: int, data: bytes) -> None: ...

@@ -20,7 +20,6 @@ import msgspec
 from pipedaemon_sdk.protocol import errors as E
 
 from ..backends.base import Backend, Entry
-from ..backends.native_meta import native_metadata
 from ..retry import retry
 from .fields import S3_LIMITS, STORE_LIMITS, Limits, Record, Update, check, from_native, merged, to_native
 
@@ -111,7 +110,7 @@ class MetaService:
     async def read(self, profile: str, remote: str, backend: Backend, path: str) -> tuple[Record, Entry, str]:
         """The record, the object's entry, and where the record lives ("storage" or "daemon")."""
         stored = await self.stored(profile, remote, path)
-        native = native_metadata(backend)
+        native = backend.features.native_metadata
         if native is not None:
             nat = await retry(lambda: native.read(path), what=f"read the metadata of {path}")
             return from_native(nat.meta, nat.tags, stored), nat.entry, "storage"
@@ -128,7 +127,7 @@ class MetaService:
             rec, entry, where = await self.read(profile, remote, backend, path)
             new = merged(rec, up)
             check(new, limits_for(protocol))
-            native = native_metadata(backend)
+            native = backend.features.native_metadata
             if native is not None:
                 meta, tags = to_native(new)
                 before = entry
@@ -159,7 +158,7 @@ class MetaService:
     def upload_args(self, backend: Backend, rec: Record | None) -> dict[str, Any] | None:
         """The storage's own place gets ``rec`` with the bytes: the backend's arguments of that
         one upload (S3: its PUT or CreateMultipartUpload), handed to the engine's call for it."""
-        native = native_metadata(backend) if rec is not None else None
+        native = backend.features.native_metadata if rec is not None else None
         if native is None or rec is None:
             return None
         return native.upload_args(*to_native(rec))
@@ -174,7 +173,7 @@ class MetaService:
         key race, the record kept is the one whose bytes the storage kept."""
         if rec is None:
             return
-        if native_metadata(backend) is None:
+        if backend.features.native_metadata is None:
             await self.save(profile, remote, path, rec, False, entry)
             return
         async with self._locks.setdefault((profile, remote, path), asyncio.Lock()):

@@ -65,8 +65,8 @@ class Tuning:
 
     def multipart(self, backend: Backend, size: int) -> bool:
         """``size`` bytes go to ``backend`` as parts (else as one write())."""
-        return backend.caps.multipart and size > (self.put_threshold if self.put_threshold is not None
-                                                  else self.part_size or MIN_CHUNK)
+        return backend.features.multipart is not None and size > (
+            self.put_threshold if self.put_threshold is not None else self.part_size or MIN_CHUNK)
 
     def part_for(self, size: int) -> int:
         """The part (or chunk) size for ``size`` bytes: the user's chunk size, else the remote's

@@ -51,7 +51,7 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise local_error(exc, dest) from exc
-    parallel = entry.size >= tuning.parallel_threshold and backend.caps.ranged_read
+    parallel = entry.size >= tuning.parallel_threshold and backend.features.ranged_read
     inline_part = _inline_part(entry, parallel)
     parts = download_ranges(entry.size, tuning, inline_part) if parallel else [(0, entry.size)]
     # The job's own temporary name, also for a small file: a re-run after kill -9 overwrites it.
@@ -87,13 +87,15 @@ async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tup
                           resume: ResumeSlot | None, ident: dict[str, object], inline_part: int | None
                           ) -> None:
     """Fetch the missing chunks and check the result; a mismatch is fetched again once."""
+    mp = backend.features.multipart
     for attempt in (1, 2):
         hasher = InlineETag(entry.size, entry.etag or "", inline_part) if inline_part else None
         await _fetch(backend, src, tmp, parts, done, on_bytes, tuning, resume, hasher)
         if hasher is not None and hasher.result() == entry.etag and tmp.stat().st_size == entry.size:
             return  # hashed on the way in: no second pass over the file
         recheck = lambda: retry(lambda: backend.stat(src), what=f"stat {src}")  # noqa: E731
-        part_size = lambda: retry(lambda: backend.stored_part_size(src), what=f"part size of {src}")  # noqa: E731
+        part_size = None if mp is None else lambda: retry(lambda: mp.stored_part_size(src),
+                                                          what=f"part size of {src}")
         mismatch = await verify_local(tmp, entry, recheck, part_size)
         if mismatch is None:
             return

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from pipedaemon_sdk.protocol import errors as E
 
-from ..backends.base import Backend
+from ..backends.base import Backend, Multipart
 from ..state import State
 from .common import is_temp
 
@@ -38,7 +38,7 @@ class BackendSource(Protocol):
 
 
 async def _abort(backend: Backend, path: str, upload_id: str) -> None:
-    await backend.mp_abort(path, upload_id)
+    await backend.features.need(Multipart).mp_abort(path, upload_id)
 
 
 async def _delete_temp(backend: Backend, path: str, _: str) -> None:

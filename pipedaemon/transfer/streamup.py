@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 from pipedaemon_sdk.protocol import errors as E
 
-from ..backends.base import Backend, Entry
+from ..backends.base import Backend, Entry, Multipart
 from ..hashing import S3ETag, multipart_etag
 from ..retry import retry
 from ..window import Window
@@ -50,7 +50,7 @@ async def upload_stream(backend: Backend, chunks: AsyncIterator[bytes], dst: str
             md5.update(piece)
             yield piece
 
-    if backend.caps.atomic_write:
+    if backend.features.atomic_write:
         async with tuning.slot():
             entry = await backend.write(dst, counted(), size)
         await _verified_or_removed(backend, entry, md5.hexdigest(), size, dst)
@@ -94,6 +94,7 @@ class _Parts:
     def __init__(self, backend: Backend, dst: str, upload_id: str, tuning: Tuning, count: int,
                  resume: ResumeSlot | None = None) -> None:
         self.backend, self.dst, self.upload_id, self.tuning = backend, dst, upload_id, tuning
+        self.mp = backend.features.need(Multipart)
         self.count, self.resume = count, resume
         self.md5s: dict[int, bytes] = {}
         self.etags: dict[int, str] = {}
@@ -105,7 +106,7 @@ class _Parts:
 
         async def attempt() -> str:
             async with self.tuning.slot():
-                etag = await self.backend.mp_upload_part(dst, self.upload_id, number, data, digest)
+                etag = await self.mp.mp_upload_part(dst, self.upload_id, number, data, digest)
                 if etag != digest.hex():
                     raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent",
                                         {"path": dst})
@@ -133,7 +134,8 @@ async def _multipart_stream(backend: Backend, chunks: AsyncIterator[bytes], dst:
     memory; at most write_concurrency parts are in flight (memory: that many parts plus the one
     being filled)."""
     part = tuning.part_for(size)
-    upload_id = await retry(lambda: backend.mp_create(dst), what=f"start upload {dst}")
+    mp = backend.features.need(Multipart)
+    upload_id = await retry(lambda: mp.mp_create(dst), what=f"start upload {dst}")
     parts = _Parts(backend, dst, upload_id, tuning, max(1, -(-size // part)))
     try:
         async with Window(tuning.write_concurrency) as window:

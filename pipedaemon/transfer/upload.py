@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pipedaemon_sdk.protocol import errors as E
 
-from ..backends.base import Backend, Entry
+from ..backends.base import Backend, Entry, Multipart, RangeWrites, Rename
 from ..hashing import S3ETag, multipart_etag
 from ..retry import retry
 from .common import (
@@ -53,9 +53,9 @@ async def upload(backend: Backend, src: Path, dst: str, on_bytes: OnBytes, *,
     unchanged = _Unchanged(src, before)
     if tuning.multipart(backend, before.st_size):  # the engine's one decision: one PUT or parts
         return await _multipart(backend, src, dst, ident, on_bytes, tuning, resume, unchanged, extra)
-    if backend.caps.atomic_write:
+    if backend.features.atomic_write:
         return await _single(backend, src, dst, before.st_size, on_bytes, tuning, unchanged, extra)
-    if backend.caps.offset_write and backend.caps.rename and big:
+    if backend.features.range_writes is not None and backend.features.rename is not None and big:
         return await _offset_chunks(backend, src, dst, ident, on_bytes, tuning, resume, unchanged)
     # With a job's resume slot the temporary name is the job's own: after a kill -9 the re-run
     # writes over what the killed daemon left instead of leaving it behind on the storage.
@@ -154,6 +154,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
                      extra: dict[str, Any] | None = None) -> Entry:
     size = int(ident["size"])  # type: ignore[call-overload]
     part = tuning.part_for(size)
+    mp = backend.features.need(Multipart)
     upload_id, done = await _resume_multipart(backend, dst, {**ident, "part": part}, resume, tuning, extra)
     digests: dict[int, str] = {n: info[1] for n, info in done.items()}
     etags: dict[int, str] = {n: info[0] for n, info in done.items()}
@@ -171,7 +172,7 @@ async def _multipart(backend: Backend, src: Path, dst: str, ident: dict[str, obj
                     # the daemon's streams x part size, however many jobs wait).
                     data, digest = await asyncio.to_thread(_read_part, src, offset, length)
                     await tuning.throttle(length)
-                    etag = await backend.mp_upload_part(dst, upload_id, number, data, bytes.fromhex(digest))
+                    etag = await mp.mp_upload_part(dst, upload_id, number, data, bytes.fromhex(digest))
                     if etag != digest:  # the part arrived damaged: sent again by retry, once more
                         raise _PartMismatch(f"part {number} of {dst} arrived different from what was sent")
                     if resume is not None:  # before the slot is free: a kill costs at most the slots
@@ -209,10 +210,11 @@ async def _complete(backend: Backend, dst: str, upload_id: str, parts: list[tupl
     """Complete, retrying transient failures. When the connection broke after the storage completed
     the upload, the retry (ours, or the S3 client's own) finds no upload (NotFound): then it is done
     if ``dst`` holds exactly our parts (their md5-of-md5s ETag)."""
+    mp = backend.features.need(Multipart)
 
     async def attempt() -> Entry:
         try:
-            return await backend.mp_complete(dst, upload_id, parts, size)
+            return await mp.mp_complete(dst, upload_id, parts, size)
         except E.NotFoundError:
             with contextlib.suppress(E.NotFoundError):
                 entry = await backend.stat(dst)
@@ -225,7 +227,8 @@ async def _complete(backend: Backend, dst: str, upload_id: str, parts: list[tupl
 
 async def _abort(backend: Backend, dst: str, upload_id: str, tuning: Tuning) -> None:
     """Abort a multipart upload; if the storage refuses, hand it to the janitor."""
-    await _tidy(lambda: backend.mp_abort(dst, upload_id), f"abort upload of {dst}", tuning, dst, upload_id)
+    mp = backend.features.need(Multipart)
+    await _tidy(lambda: mp.mp_abort(dst, upload_id), f"abort upload of {dst}", tuning, dst, upload_id)
 
 
 async def _discard(backend: Backend, tmp: str, tuning: Tuning) -> None:
@@ -261,12 +264,13 @@ async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object]
                             resume: ResumeSlot | None, tuning: Tuning,
                             extra: dict[str, Any] | None = None) -> tuple[str, dict[int, list[str]]]:
     """The upload id to use and the parts already stored under it."""
+    mp = backend.features.need(Multipart)
     if resume is not None:
         note, done = await resume.load()
         if note is not None and note.get("ident") == ident:
             upload_id = str(note["upload_id"])
             try:
-                stored = await retry(lambda: backend.mp_parts(dst, upload_id), what=f"list parts of {dst}")
+                stored = await retry(lambda: mp.mp_parts(dst, upload_id), what=f"list parts of {dst}")
             except E.NotFoundError:
                 stored = None  # the upload was aborted or expired: start again
             if stored is not None:
@@ -274,7 +278,7 @@ async def _resume_multipart(backend: Backend, dst: str, ident: dict[str, object]
                                    if n in stored and stored[n][0] == info[0]}
         elif note is not None:  # the source changed since: that upload is of no use
             await _abort(backend, dst, str(note["upload_id"]), Tuning())
-    upload_id = await retry(lambda: backend.mp_create(dst, extra), what=f"start upload {dst}")
+    upload_id = await retry(lambda: mp.mp_create(dst, extra), what=f"start upload {dst}")
     if resume is not None:
         try:
             await resume.start({"ident": ident, "upload_id": upload_id})
@@ -300,13 +304,13 @@ def _pread_exact(src: Path, offset: int, length: int) -> bytes:
 
 async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _Unchanged) -> Entry:
     unchanged()
-    if backend.caps.set_mtime:
+    if (stamp := backend.features.set_mtime) is not None:
         # The local file's mtime, set before the rename: the copy appears under its final name
         # already equal to the local file by size and mtime, so a push killed before it recorded
         # the file's sync state adopts it when it runs again (instead of calling it a conflict).
         mtime = unchanged.before.st_mtime
         with contextlib.suppress(E.DaemonError):  # a server refusing it still gets the file
-            await retry(lambda: backend.set_mtime(tmp, mtime), what=f"set mtime of {tmp}")
+            await retry(lambda: stamp.set_mtime(tmp, mtime), what=f"set mtime of {tmp}")
     await rename_retried(backend, tmp, dst)
     return await _published(backend, dst, size)
 
@@ -328,13 +332,14 @@ async def rename_retried(backend: Backend, tmp: str, dst: str) -> None:
     """Rename, retrying transient failures. A rename is not idempotent: when the connection broke
     after the server did it, the retry finds no ``tmp`` (NotFound). Then it is done if ``tmp`` is
     gone and ``dst`` is there (the caller checks its size)."""
+    mover = backend.features.need(Rename)
     tries = 0
 
     async def attempt() -> None:
         nonlocal tries
         tries += 1
         try:
-            await backend.rename(tmp, dst)
+            await mover.rename(tmp, dst)
         except E.NotFoundError:
             if tries == 1 or await _exists(backend, tmp) or not await _exists(backend, dst):
                 raise
@@ -386,7 +391,8 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
     parts = ranges(size, chunk)
     if done:
         on_bytes(sum(parts[i][1] for i in done))
-    writer = await retry(lambda: backend.open_writer(tmp, size), what=f"open {tmp}")
+    opener = backend.features.need(RangeWrites)
+    writer = await retry(lambda: opener.open_writer(tmp, size), what=f"open {tmp}")
 
     def sender(idx: int) -> Callable[[], Awaitable[None]]:
         offset, length = parts[idx]

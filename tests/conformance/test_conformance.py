@@ -2,8 +2,9 @@
 
 Each test runs once per backend, inside the empty scratch folder its server fixture
 hands out (``spec["root"]``). Optional capabilities are tested where a backend
-declares them; where it does not, the test asserts the method raises
-NotImplementedError, so every test checks something for every backend.
+declares them (``backend.features``); where it does not, the test asserts that asking
+for it raises NotImplementedError and that none of its methods is there, so every test
+checks something for every backend.
 """
 
 from __future__ import annotations
@@ -13,12 +14,26 @@ import hashlib
 import random
 import resource
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
 
-from pipedaemon.backends.base import Backend, Entry, backend_class
+from pipedaemon.backends.base import (
+    CAPABILITIES,
+    Backend,
+    Buckets,
+    Entry,
+    HasNativeMetadata,
+    Multipart,
+    NativeMetadata,
+    RangeWrites,
+    Rename,
+    ServerCopy,
+    SetMtime,
+    Unsupported,
+    backend_class,
+)
 from pipedaemon.transfer import upload_stream
 from pipedaemon_sdk.errors import NotFoundError, StorageError
 
@@ -69,10 +84,13 @@ async def listing(b: Backend, path: str, recursive: bool = True) -> dict[str, En
     return by_name
 
 
-async def not_implemented(call: Awaitable[Any]) -> None:
-    """An undeclared capability must refuse loudly, never half-work."""
+def not_implemented(b: Backend, kind: type) -> None:
+    """An undeclared capability must refuse loudly, never half-work: asking for it raises, and
+    none of its methods is there to call."""
     with pytest.raises(NotImplementedError):
-        await call
+        b.features.need(kind)
+    if not isinstance(b, kind):  # (else its class has it and this server not: FTP without MFMT)
+        assert not [m for m in kind.__abstractmethods__ if hasattr(b, m)]
 
 
 def blob(seed: int, size: int) -> bytes:
@@ -92,7 +110,7 @@ async def test_write_stat_read_round_trip(backend: Case) -> None:
     # whole seconds); that it is in the right zone is test_set_mtime's exact check.
     listed = (await listing(b, root))["round.bin"].mtime
     assert st.mtime is not None and listed is not None and abs(st.mtime - listed) < 1
-    if "s3etag" in b.caps.checksums:
+    if "s3etag" in b.features.checksums:
         assert st.etag == hashlib.md5(data).hexdigest()
     assert await get(b, path) == data
     # Overwriting with something shorter must not leave the old tail behind.
@@ -258,7 +276,7 @@ async def test_mkdir_is_idempotent(backend: Case) -> None:
     await b.mkdir(root + "made/inner")
     await b.mkdir(root + "made/inner")
     await b.mkdir(root + "made")
-    if not b.caps.implied_folders:  # object stores have no real folders to show
+    if not b.features.implied_folders:  # object stores have no real folders to show
         flat = await listing(b, root + "made", recursive=False)
         assert {n: e.is_dir for n, e in flat.items()} == {"inner": True}
     await put(b, root + "made/inner/f.txt", b"f")
@@ -269,7 +287,7 @@ async def test_rmdir_of_empty_folder(backend: Case) -> None:
     b, root = backend
     await b.mkdir(root + "emptydir")
     await put(b, root + "other.txt", b"o")
-    if not b.caps.implied_folders:
+    if not b.features.implied_folders:
         assert (await listing(b, root, recursive=False))["emptydir"].is_dir
     await b.rmdir(root + "emptydir")
     assert set(await listing(b, root, recursive=False)) == {"other.txt"}
@@ -278,7 +296,7 @@ async def test_rmdir_of_empty_folder(backend: Case) -> None:
 async def test_rmdir_of_full_folder_deletes_nothing(backend: Case) -> None:
     b, root = backend
     await put(b, root + "full/x.txt", b"x")
-    if b.caps.implied_folders:
+    if b.features.implied_folders:
         # A prefix in an object store may ignore rmdir; it must still delete nothing.
         try:
             await b.rmdir(root + "full")
@@ -291,15 +309,59 @@ async def test_rmdir_of_full_folder_deletes_nothing(backend: Case) -> None:
 
 
 # -- optional capabilities -----------------------------------------------------
+# What each backend of BACKENDS can do beyond the required methods (Features field names).
+_SFTP = {"rename", "set_mtime", "range_writes", "host_keys", "identity"}
+CAPABILITIES_OF: dict[str, set[str]] = {
+    "local": {"rename", "server_copy", "set_mtime", "range_writes"},
+    "s3": {"multipart", "server_copy", "buckets", "identity", "native_metadata"},
+    "sftp": _SFTP, "sftp_asyncssh": _SFTP,
+    "ftp": {"rename", "set_mtime"}, "ftps": {"rename", "set_mtime"}, "pureftpd": {"rename", "set_mtime"},
+    "pipedaemon": set(),
+}
+
+
+def _implements(b: Backend, kind: type) -> bool:
+    """The backend has every method of the capability (the metadata one: its companion's maker)."""
+    methods = HasNativeMetadata.__abstractmethods__ if kind is NativeMetadata else kind.__abstractmethods__
+    assert methods, kind
+    return all(hasattr(b, m) for m in methods)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+async def test_features_are_exactly_the_capabilities_it_implements(name: str,
+                                                                   request: pytest.FixtureRequest) -> None:
+    spec = request.getfixturevalue(f"{name}_spec")
+    b = backend_class(spec["protocol"])(spec["options"], spec["credentials"], max_streams=4)
+    await b.connect()  # (an FTP server's FEAT narrows what its class can do)
+    try:
+        assert b.features.names() == CAPABILITIES_OF[name]
+        assert b.features.protocol == b.protocol
+        assert set(CAPABILITIES.values()) >= CAPABILITIES_OF[name]
+        for kind, field in CAPABILITIES.items():
+            found = getattr(b.features, field)
+            # Declared (derived from) exactly when implemented: no capability method on a backend
+            # that does not say so, none said and missing (an ABC refuses to be built then).
+            declared = isinstance(b, HasNativeMetadata if kind is NativeMetadata else kind)
+            assert declared == _implements(b, kind), (name, kind.__name__)
+            if found is None:
+                with pytest.raises(Unsupported, match=f"the {b.protocol} backend has no {kind.__name__}"):
+                    b.features.need(kind)
+            else:
+                assert isinstance(found, kind) and declared
+                assert b.features.need(kind) is found
+    finally:
+        await b.close()
+
+
 async def test_rename_overwrites(backend: Case) -> None:
     b, root = backend
     src, dst = root + "src.txt", root + "dst.txt"
     await put(b, src, b"A" * 10)
     await put(b, dst, b"B" * 5)
-    if not b.caps.rename:
-        await not_implemented(b.rename(src, dst))
+    if b.features.rename is None:
+        not_implemented(b, Rename)
         return
-    await b.rename(src, dst)
+    await b.features.rename.rename(src, dst)
     assert await get(b, dst) == b"A" * 10
     assert (await b.stat(dst)).size == 10
     with pytest.raises(NotFoundError):
@@ -312,10 +374,10 @@ async def test_server_copy(backend: Case) -> None:
     data = blob(3, 200_000)
     await put(b, src, data)
     await put(b, dst, b"old content")
-    if not b.caps.server_copy:
-        await not_implemented(b.copy(src, dst))
+    if b.features.server_copy is None:
+        not_implemented(b, ServerCopy)
         return
-    assert (await b.copy(src, dst)).size == len(data)
+    assert (await b.features.server_copy.copy(src, dst)).size == len(data)
     assert await get(b, dst) == data
     assert await get(b, src) == data
 
@@ -324,10 +386,10 @@ async def test_set_mtime(backend: Case) -> None:
     b, root = backend
     path = root + "dated.txt"
     await put(b, path, b"dated")
-    if not b.caps.set_mtime:
-        await not_implemented(b.set_mtime(path, OLD_MTIME))
+    if b.features.set_mtime is None:
+        not_implemented(b, SetMtime)
         return
-    await b.set_mtime(path, OLD_MTIME)
+    await b.features.set_mtime.set_mtime(path, OLD_MTIME)
     st = await b.stat(path)
     assert st.mtime is not None and abs(st.mtime - OLD_MTIME) < 1
     listed = (await listing(b, root))["dated.txt"].mtime
@@ -341,10 +403,10 @@ async def test_open_writer_parallel_offsets(backend: Case) -> None:
     part = 256 * 1024
     pieces = [(i * part, blob(10 + i, part)) for i in range(4)] + [(4 * part, blob(20, 1000))]
     size = 4 * part + 1000
-    if not b.caps.offset_write:
-        await not_implemented(b.open_writer(path, size))
+    if b.features.range_writes is None:
+        not_implemented(b, RangeWrites)
         return
-    writer = await b.open_writer(path, size)
+    writer = await b.features.range_writes.open_writer(path, size)
     try:
         await asyncio.gather(*(writer.write_at(off, data) for off, data in reversed(pieces)))
     finally:
@@ -357,49 +419,48 @@ async def test_multipart_upload(backend: Case) -> None:
     b, root = backend
     path = root + "multi.bin"
     one, two = blob(30, 5 * MiB), blob(31, 1234)  # S3 parts but the last are >= 5 MiB
-    if not b.caps.multipart:
-        await not_implemented(b.mp_create(path))
-        await not_implemented(b.mp_upload_part(path, "id", 1, one))
-        await not_implemented(b.mp_parts(path, "id"))
-        await not_implemented(b.mp_complete(path, "id", [(1, "etag")]))
-        await not_implemented(b.mp_abort(path, "id"))
+    if b.features.multipart is None:
+        not_implemented(b, Multipart)
         return
-    upload = await b.mp_create(path)
-    tags = {2: await b.mp_upload_part(path, upload, 2, two), 1: await b.mp_upload_part(path, upload, 1, one)}
-    assert await b.mp_parts(path, upload) == {1: (tags[1], len(one)), 2: (tags[2], len(two))}
-    entry = await b.mp_complete(path, upload, [(1, tags[1]), (2, tags[2])])
+    mp = b.features.multipart
+    upload = await mp.mp_create(path)
+    tags = {2: await mp.mp_upload_part(path, upload, 2, two)}
+    tags[1] = await mp.mp_upload_part(path, upload, 1, one)
+    assert await mp.mp_parts(path, upload) == {1: (tags[1], len(one)), 2: (tags[2], len(two))}
+    entry = await mp.mp_complete(path, upload, [(1, tags[1]), (2, tags[2])])
     assert entry.size == len(one) + len(two)
     assert await get(b, path) == one + two
-    if "s3etag" in b.caps.checksums:
+    if "s3etag" in b.features.checksums:
         assert (await b.stat(path)).etag.endswith("-2")
 
 
 async def test_multipart_abort(backend: Case) -> None:
     b, root = backend
     path = root + "aborted.bin"
-    if not b.caps.multipart:
-        await not_implemented(b.mp_abort(path, "id"))
+    if b.features.multipart is None:
+        not_implemented(b, Multipart)
         return
-    upload = await b.mp_create(path)
-    await b.mp_upload_part(path, upload, 1, blob(40, 1000))
-    await b.mp_abort(path, upload)
+    mp = b.features.multipart
+    upload = await mp.mp_create(path)
+    await mp.mp_upload_part(path, upload, 1, blob(40, 1000))
+    await mp.mp_abort(path, upload)
     with pytest.raises(NotFoundError):
         await b.stat(path)
     with pytest.raises(NotFoundError):
-        await b.mp_parts(path, upload)
+        await mp.mp_parts(path, upload)
 
 
 async def test_buckets(backend: Case) -> None:
     b, _ = backend
     name = f"pdconf-{uuid.uuid4().hex[:12]}"
-    if not b.caps.buckets:
-        await not_implemented(b.list_buckets())
-        await not_implemented(b.create_bucket(name))
+    if b.features.buckets is None:
+        not_implemented(b, Buckets)
         return
-    await b.create_bucket(name)
-    assert name in await b.list_buckets()
+    buckets = b.features.buckets
+    await buckets.create_bucket(name)
+    assert name in await buckets.list_buckets()
     await put(b, f"{name}/k.txt", b"in a bucket")
     assert await get(b, f"{name}/k.txt") == b"in a bucket"
     await b.delete(f"{name}/k.txt")
     await b.rmdir(name)
-    assert name not in await b.list_buckets()
+    assert name not in await buckets.list_buckets()
