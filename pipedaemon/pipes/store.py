@@ -22,8 +22,8 @@ import msgspec
 from pipedaemon_sdk import errors as E
 
 from ..remotes import Remotes
+from ..state import State
 from . import settings as S
-from .db import PipeDB
 
 if TYPE_CHECKING:
     from ..server import Daemon
@@ -66,7 +66,7 @@ class Resolved:
 
 
 class PipeStore:
-    def __init__(self, daemon: Daemon, db: PipeDB, remotes: Remotes) -> None:
+    def __init__(self, daemon: Daemon, db: State, remotes: Remotes) -> None:
         self.daemon = daemon
         self.db = db
         self.remotes = remotes
