@@ -58,10 +58,11 @@ class Events:
         """Store an event and send it to the subscribers that want it; the event."""
         async with self._lock:
             now = time.time()
-            rows = await self.state.fetchall(
-                "INSERT INTO events(kind, profile, pipe, time, data) VALUES (?,?,?,?,?) RETURNING id",
-                (kind, profile, pipe, now, msgspec.json.encode(data)),
-            )
+            async with self.state.tx() as tx:  # (State.fetchall reads the last commit only)
+                rows = await tx.fetchall(
+                    "INSERT INTO events(kind, profile, pipe, time, data) VALUES (?,?,?,?,?) RETURNING id",
+                    (kind, profile, pipe, now, msgspec.json.encode(data)),
+                )
             event = {"id": rows[0][0], "kind": kind, "profile": profile, "pipe": pipe, "time": now, **data}
             self._send(event)
             self._since_prune += 1

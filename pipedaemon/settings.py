@@ -7,7 +7,7 @@ names it (``options.port``, ``credentials.password``...).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -17,9 +17,10 @@ from .rpc import validation_error
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROTOCOLS = ("s3", "sftp", "ftp", "local", "pipedaemon")
+T = TypeVar("T")
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
@@ -39,7 +40,7 @@ Url = Annotated[str, msgspec.Meta(pattern=_URL)]
 _SAYS = {_ONE_LINE: "without control characters", _URL: "that is an http:// or https:// URL"}
 
 
-class RemoteSettings(_Strict):
+class RemoteSettings(Strict):
     name: str
     protocol: Literal["s3", "sftp", "ftp", "local", "pipedaemon"]
     location: str | None = None
@@ -47,7 +48,7 @@ class RemoteSettings(_Strict):
     credentials: dict[str, Any] | None = None  # None: keep what is stored
 
 
-class S3Options(_Strict):
+class S3Options(Strict):
     remotepath: OneLine | None = None
     endpoint_url: Url | None = None
     region: OneLine | None = None
@@ -64,14 +65,14 @@ class S3Options(_Strict):
     connect_timeout: Seconds | None = None
 
 
-class S3Credentials(_Strict):
+class S3Credentials(Strict):
     aws_access_key_id: OneLine
     aws_secret_access_key: OneLine
     aws_session_token: OneLine | None = None
     aws_session_expiration: OneLine | None = None  # ISO 8601; auth_status reports it
 
 
-class SFTPOptions(_Strict):
+class SFTPOptions(Strict):
     create_root: bool = False  # make a missing remotepath on first write (else: 1001)
     host: OneLine | None = None  # a host name, or a Host alias of the ssh config
     port: Port | None = None  # None: the ssh config's Port, else 22
@@ -84,14 +85,14 @@ class SFTPOptions(_Strict):
     ssh_config: OneLine | None = None  # None: ~/.ssh/config (and /etc/ssh/ssh_config for ssh)
 
 
-class SFTPCredentials(_Strict):
+class SFTPCredentials(Strict):
     username: OneLine | None = None  # d6tpipe's place for the login (overrides options.username)
     password: str | None = None
     private_key: str | None = None
     passphrase: str | None = None
 
 
-class FTPOptions(_Strict):
+class FTPOptions(Strict):
     create_root: bool = False  # make a missing remotepath on first write (else: 1001)
     host: OneLine | None = None
     port: Port = 21
@@ -107,21 +108,21 @@ class FTPOptions(_Strict):
     timeout: Seconds = 60.0
 
 
-class FTPCredentials(_Strict):
+class FTPCredentials(Strict):
     username: OneLine | None = None  # d6tpipe's place for the login (overrides options.username)
     password: OneLine = ""
 
 
-class LocalOptions(_Strict):
+class LocalOptions(Strict):
     remotepath: OneLine
     create_root: bool = False  # make a missing remotepath on first use (else: 1001 naming it)
 
 
-class NoCredentials(_Strict):
+class NoCredentials(Strict):
     pass
 
 
-class PipedaemonOptions(_Strict):
+class PipedaemonOptions(Strict):
     """A shared daemon (docs/sharing.md): its socket, and the pipe or the remote read through it."""
 
     socket: Annotated[str, msgspec.Meta(pattern=r"^/")]
@@ -131,7 +132,7 @@ class PipedaemonOptions(_Strict):
     timeout: Seconds = 60.0
 
 
-SCHEMAS: dict[str, tuple[type[_Strict], type[_Strict]]] = {
+SCHEMAS: dict[str, tuple[type[Strict], type[Strict]]] = {
     "s3": (S3Options, S3Credentials),
     "sftp": (SFTPOptions, SFTPCredentials),
     "ftp": (FTPOptions, FTPCredentials),
@@ -140,7 +141,10 @@ SCHEMAS: dict[str, tuple[type[_Strict], type[_Strict]]] = {
 }
 
 
-def _convert(value: Any, typ: type[Any], prefix: str) -> Any:
+def convert(value: Any, typ: type[T], prefix: str = "") -> T:
+    """``value`` as a ``typ`` (a Struct), or InvalidSettingsError (1003) naming the field
+    (under ``prefix``) and what is wrong with it; an unknown field's message lists the known
+    ones (and the Struct's ``unknown_hint``, if it has one)."""
     try:
         return msgspec.convert(value, typ)
     except msgspec.ValidationError as exc:
@@ -149,6 +153,10 @@ def _convert(value: Any, typ: type[Any], prefix: str) -> Any:
         reason = str(exc).split(" - at ")[0]
         for pattern, says in _SAYS.items():  # the rule in words, not the regex
             reason = reason.replace(f"matching regex {pattern!r}", says)
+        if reason.startswith("Object contains unknown field") and "." not in inner:
+            known = ", ".join(f.encode_name for f in msgspec.structs.fields(typ))
+            hint = getattr(typ, "unknown_hint", "")
+            reason += f" (known: {known}{'; ' + hint if hint else ''})"
         raise E.InvalidSettingsError(f"invalid setting {field or 'settings'}: {reason}",
                                      {"field": field}) from None
 
@@ -187,20 +195,20 @@ def validate(raw: Any) -> tuple[RemoteSettings, dict[str, Any]]:
     if "protocol" in raw and raw["protocol"] not in PROTOCOLS:
         raise E.InvalidSettingsError(
             f"unknown protocol {raw['protocol']!r}: use one of {', '.join(PROTOCOLS)}", {"field": "protocol"})
-    s = _convert(raw, RemoteSettings, "")
+    s = convert(raw, RemoteSettings, "")
     if not NAME_RE.match(s.name):
         raise E.InvalidSettingsError(
             f"invalid remote name {s.name!r}: letters, digits, '.', '_' and '-' (at most 128)",
             {"field": "name"})
     opt_type, cred_type = SCHEMAS[s.protocol]
-    options = msgspec.to_builtins(_convert(s.options, opt_type, "options"))
+    options = msgspec.to_builtins(convert(s.options, opt_type, "options"))
     if s.credentials:
         split = set(s.credentials) <= {"read", "write"}
         # Each set as given, under its own name (split_credentials would report a lone write set as read).
         sets = s.credentials if split else {"": s.credentials}
         for mode, cset in sets.items():
             if cset:
-                _convert(cset, cred_type, f"credentials.{mode}" if mode else "credentials")
+                convert(cset, cred_type, f"credentials.{mode}" if mode else "credentials")
     _check_location(s, options)
     return s, {k: v for k, v in options.items() if v is not None}
 

@@ -2,11 +2,22 @@
 
 Each migration is applied once, in order, inside a transaction; ``PRAGMA
 user_version`` records how far a database has come. Add new tables by appending.
+
+One ``State`` holds two connections to the file. Writes go through the first, one at a
+time: a statement on its own (``execute``), or a burst grouped in one transaction
+(``async with state.tx() as tx:`` -- 10,000 listing rows, the sync-state rows of every
+file moved), statements of other coroutines waiting for it. Reads outside a
+transaction go through the second: WAL lets them read the last commit while a burst is
+being written, so a ``pipe.list`` does not queue behind a scan being stored (under load
+it did, at 100-300 ms). A transaction is committed whole or not at all, so a daemon
+killed in the middle (kill -9) leaves the state of the last commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -221,27 +232,67 @@ MIGRATIONS: list[str] = [
 ]
 
 
-BUSY_TIMEOUT_S = 30.0  # how long a write waits for the other connection's transaction
+BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another process's transaction (a CLI, a test)
+
+
+class Tx:
+    """Statements on one connection: inside an open write transaction (the caller holds the
+    write lock), or reads of the last commit."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> int:
+        cur = await self.conn.execute(sql, tuple(args))
+        n = cur.rowcount
+        await cur.close()
+        return n
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        await self.conn.executemany(sql, [tuple(r) for r in rows])
+
+    # A read runs to its end in one call on aiosqlite's thread. Stepped across awaits, its
+    # statement would hold a read transaction open while other coroutines use the same
+    # connection; a write then finds a stale snapshot and SQLite fails it at once with
+    # "database is locked", without the busy timeout (found by the load suite in CI).
+    async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        return list(await self.conn.execute_fetchall(sql, tuple(args)))
+
+    async def fetchone(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        rows = await self.fetchall(sql, args)
+        return rows[0] if rows else None
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    # sqlite3's default 5 s ran out on a loaded machine ("database is locked" crashed a push,
+    # found by the soak); a statement waits up to 30 s for another process's transaction.
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    try:
+        await conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 class State:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db: aiosqlite.Connection | None = None
+        self._write: aiosqlite.Connection | None = None
+        self._read: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one write (statement or transaction) at a time
 
     async def open(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The pipes write through a second connection (pipes/db.py): a write here waits for
-        # theirs. sqlite3's default 5 s ran out on a loaded machine ("database is locked"
-        # crashed a push, found by the soak); both connections wait up to 30 s.
-        self.db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         try:
+            self._write = await _connect(self.path)
             self.path.chmod(0o600)
-            await self.db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            await self.db.execute("PRAGMA journal_mode=WAL")
-            await self.db.execute("PRAGMA synchronous=NORMAL")
-            await self.db.execute("PRAGMA foreign_keys=ON")
+            await self._write.execute("PRAGMA journal_mode=WAL")
+            await self._write.execute("PRAGMA foreign_keys=ON")
             await self.migrate()
+            self._read = await _connect(self.path)
+            await self._read.execute("PRAGMA query_only=ON")
         except BaseException:
             # aiosqlite's worker thread is not a daemon thread: left open, it keeps a failed
             # daemon alive (holding the lock) instead of letting it exit with its error.
@@ -249,43 +300,62 @@ class State:
             raise
 
     async def migrate(self) -> None:
-        version = (await self.fetchone("PRAGMA user_version"))[0]
+        version = (await Tx(self._writer).fetchone("PRAGMA user_version"))[0]
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self._conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+            await self._writer.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
 
     async def close(self) -> None:
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
+        for attr in ("_read", "_write"):
+            conn = getattr(self, attr)
+            if conn is not None:
+                setattr(self, attr, None)
+                await conn.close()
 
     @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self.db is None:
+    def _writer(self) -> aiosqlite.Connection:
+        if self._write is None:
             raise RuntimeError("state is closed")
-        return self.db
+        return self._write
+
+    @property
+    def _reader(self) -> Tx:
+        if self._read is None:
+            raise RuntimeError("state is closed")
+        return Tx(self._read)
+
+    @contextlib.asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        """One write transaction, committed when the block ends (rolled back if it raises);
+        writes of other coroutines wait for it. Reads inside it go through ``tx``."""
+        async with self._lock:
+            tx = Tx(self._writer)
+            await tx.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                await tx.execute("ROLLBACK")
+                raise
+            await tx.execute("COMMIT")
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> int:
+        """One statement, committed on its own; how many rows it changed."""
+        async with self._lock:
+            return await Tx(self._writer).execute(sql, args)
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        async with self.tx() as tx:
+            await tx.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        """The first row of the last commit (never waits for a transaction being written)."""
+        return await self._reader.fetchone(sql, args)
+
+    async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        """Rows of the last commit (never waits for a transaction being written)."""
+        return await self._reader.fetchall(sql, args)
 
     async def schema_version(self) -> int:
         return int((await self.fetchone("PRAGMA user_version"))[0])
-
-    async def execute(self, sql: str, args: Iterable[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, tuple(args))
-        n = cur.rowcount
-        await cur.close()
-        return n
-
-    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        await self._conn.executemany(sql, [tuple(r) for r in rows])
-
-    # A read runs to its end in one call on aiosqlite's thread. Stepped across awaits, its
-    # statement would hold a read transaction open while other coroutines use the same
-    # connection; a write then finds a stale snapshot and SQLite fails it at once with
-    # "database is locked", without the busy timeout (found by the load suite in CI).
-    async def fetchone(self, sql: str, args: Iterable[Any] = ()) -> Any:
-        rows = await self.fetchall(sql, args)
-        return rows[0] if rows else None
-
-    async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        return list(await self._conn.execute_fetchall(sql, tuple(args)))
 
     async def integrity_ok(self) -> bool:
         return (await self.fetchone("PRAGMA integrity_check"))[0] == "ok"

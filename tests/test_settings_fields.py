@@ -283,3 +283,12 @@ def test_a_pipe_on_a_missing_remote_is_not_found(client: PipeClient) -> None:
     """Not a settings error: the names are fine, the remote does not exist (1001, as documented)."""
     with pytest.raises(NotFoundError):
         client.upsert_pipe({"name": "q", "remote": "nope"})
+
+
+def test_the_pipe_settings_message_in_the_docs_is_the_daemons() -> None:
+    from pathlib import Path
+
+    with pytest.raises(InvalidSettingsError) as err:
+        PS.validate({"name": "p", "remote": "r", "options": {"port": 22}})
+    text = (Path(__file__).parent.parent / "docs" / "pipes.md").read_text()
+    assert f"\n{err.value.message}\n" in text, err.value.message

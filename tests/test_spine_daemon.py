@@ -270,15 +270,11 @@ def test_serve_logs_to_stderr_and_file_once(pd_env: dict[str, Path]) -> None:
 
 
 async def test_state_writes_wait_while_reads_interleave(tmp_path: Path) -> None:
-    """Reads and writes of many coroutines on the state, while the pipes' connection writes
-    too: no write fails with "database is locked" (found by the load suite in CI: a read
-    left open by one coroutine made another's write fail at once, without waiting)."""
-    from pipedaemon.pipes.db import PipeDB
-
+    """Reads and writes of many coroutines on the state, while transactions (the pipes')
+    write too: no write fails with "database is locked" (found by the load suite in CI: a
+    read left open by one coroutine made another's write fail at once, without waiting)."""
     state = State(tmp_path / "state.db")
     await state.open()
-    pipes = PipeDB(tmp_path / "state.db")
-    await pipes.open()
     try:
         await state.executemany("INSERT INTO jobs(id, kind, state, params, created_at, updated_at) "
                                 "VALUES (?, 'k', 'running', x'', 0, 0)", [(f"j{i}",) for i in range(50)])
@@ -294,12 +290,11 @@ async def test_state_writes_wait_while_reads_interleave(tmp_path: Path) -> None:
 
         async def other(i: int) -> None:
             for n in range(40):
-                async with pipes.tx() as tx:
+                async with state.tx() as tx:
                     await tx.execute("INSERT OR REPLACE INTO pipe_profiles VALUES (?, x'', ?)", (f"p{i}", n))
 
         await asyncio.gather(*(f(i) for i in range(8) for f in (reader, writer, other)))
         assert await state.fetchone("SELECT COUNT(*) FROM pipe_profiles") == (8,)
         assert await state.integrity_ok()
     finally:
-        await pipes.close()
         await state.close()

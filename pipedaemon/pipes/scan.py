@@ -21,8 +21,8 @@ from typing import Any
 from ..backends.base import Entry
 from ..remotes import Remotes
 from ..retry import retry
+from ..state import State, Tx
 from ..transfer import is_temp
-from .db import PipeDB, Tx
 
 log = logging.getLogger("pipedaemon.pipes.scan")
 Key = tuple[str, str]  # (remote's profile, remote name)
@@ -58,7 +58,7 @@ def _upper(prefix: str) -> str:
 
 
 class ScanCache:
-    def __init__(self, db: PipeDB, remotes: Remotes) -> None:
+    def __init__(self, db: State, remotes: Remotes) -> None:
         self.db = db
         self.remotes = remotes
         self.listings = 0  # listings made since start (status and tests)

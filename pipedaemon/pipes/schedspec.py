@@ -16,7 +16,7 @@ import msgspec
 
 from pipedaemon_sdk.protocol import errors as E
 
-from ..rpc import validation_error
+from ..settings import convert
 
 MIN_PERIOD_S = 1.0  # small enough for tests; a real schedule is minutes or hours
 MAX_PERIOD_S = 366 * 86400.0
@@ -62,20 +62,8 @@ def duration(value: Any, field: str) -> float:
     return seconds
 
 
-def _convert(raw: Any, typ: type[Any], field: str) -> Any:
-    try:
-        return msgspec.convert(raw, typ)
-    except msgspec.ValidationError as exc:
-        err = validation_error(exc, E.INVALID_SETTINGS)
-        inner = err.data.get("field", "")
-        full = f"{field}.{inner}" if inner else field
-        raise E.InvalidSettingsError(
-            f"{full}: {exc}".replace(f" - at `$.{inner}`", ""), {"field": full}
-        ) from None
-
-
 def parse_schedule(raw: Any, field: str = "schedule") -> ScheduleSpec:
-    spec: ScheduleSpec = _convert(raw, ScheduleSpec, field)
+    spec: ScheduleSpec = convert(raw, ScheduleSpec, field)
     if (spec.every is None) == (spec.at is None):
         raise _bad("a schedule needs one of `every` (a period) or `at` (HH:MM local time)", f"{field}.every")
     if spec.every is not None:
@@ -95,7 +83,7 @@ def parse_schedule(raw: Any, field: str = "schedule") -> ScheduleSpec:
 
 
 def parse_mirror(raw: Any, field: str = "mirror") -> MirrorSetting:
-    spec: MirrorSetting = _convert(raw, MirrorSetting, field)
+    spec: MirrorSetting = convert(raw, MirrorSetting, field)
     for side, value in (("from", spec.src), ("to", spec.dst)):
         split_endpoint(value, f"{field}.{side}")
     return spec

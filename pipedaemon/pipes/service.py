@@ -17,7 +17,6 @@ from pipedaemon_sdk.protocol.pipefiles import LocalFile, name_filter, scan_dir
 
 from .. import safepath
 from ..remotes import Remotes
-from .db import PipeDB
 from .plan import Plan, Side, make_plan
 from .scan import RemoteFile, ScanCache
 from .settings import MERGE_MODES, MODES
@@ -81,20 +80,18 @@ class Pipes:
     def __init__(self, daemon: Daemon, remotes: Remotes) -> None:
         self.daemon = daemon
         self.remotes = remotes
-        self.db = PipeDB(daemon.state.path)
+        self.db = daemon.state  # (opened and closed by the daemon)
         self.store = PipeStore(daemon, self.db, self.remotes)
         self.scan = ScanCache(self.db, self.remotes)
         self.state = SyncState(self.db)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def open(self) -> None:
-        await self.db.open()
         await self.scan.open()
         await self.store.write_mirror()
 
     async def close(self) -> None:
         await self.scan.settle()
-        await self.db.close()
 
     def lock(self, rp: Resolved) -> asyncio.Lock:
         """One pull, push or delete at a time per pipe."""

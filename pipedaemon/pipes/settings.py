@@ -11,24 +11,64 @@ to its remote (``remotepath``, ``endpoint_url``...).
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.pipefiles import split_pattern
 
 from .. import safepath
-from ..settings import NAME_RE
+from ..settings import NAME_RE, Strict, convert
 
-PIPE_OPTIONS = ("dir", "include", "exclude", "scan_ttl_s")
-TOP_KEYS = ("name", "remote", "parent", "protocol", "location", "credentials", "options", "schema",
-            "description", "schedule", "mirror")
 MODES = ("default", "new", "mod", "all")
 MERGE_MODES = (None, "keep", "overwrite")
 HIDDEN_SUFFIX = "/pipes"  # hidden remotes of self-hosted pipes live in "<profile>/pipes"
+
+
+class PipeSettings(Strict):
+    """A pipe's settings as users write them; a None value is the same as leaving the key out.
+
+    Three kinds, told apart by what they name: a *mirror pipe* (``mirror``: only name,
+    mirror, schedule and description), a *self-hosted* pipe (``protocol``, with
+    ``location``, ``credentials`` and storage options checked as its hidden remote's) and a
+    pipe on a ``remote`` or inheriting from a ``parent``.
+    """
+
+    name: str
+    remote: str | None = None
+    parent: str | None = None
+    protocol: Any = None  # (self-hosted: protocol, location and credentials are its remote's)
+    location: Any = None
+    credentials: Any = None
+    options: dict[str, Any] | None = None  # PipeOptions, or SelfHostedOptions with a protocol
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    schedule: Any = None  # schedspec.ScheduleSpec
+    mirror: Any = None  # schedspec.MirrorSetting
+
+
+class PipeOptions(Strict):
+    """The options of a pipe on a remote: its folder, its filters, its listing's TTL."""
+
+    unknown_hint: ClassVar[str] = "storage options belong to the remote"
+    dir: str | None = None  # sub-folder of the remote's root (clean_dir)
+    include: str | None = None  # glob patterns joined with '|' (split_pattern)
+    exclude: str | None = None
+    scan_ttl_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class SelfHostedOptions(PipeOptions, forbid_unknown_fields=False):
+    """A self-hosted pipe's options: the pipe's own, and its hidden remote's (checked there)."""
+
+
+TOP_KEYS = tuple(f.name for f in msgspec.structs.fields(PipeSettings))
+PIPE_OPTIONS = tuple(f.name for f in msgspec.structs.fields(PipeOptions))
+MIRROR_KEYS = ("name", "mirror", "schedule", "description")
 
 
 def _bad(msg: str, field: str, **data: Any) -> E.InvalidSettingsError:
@@ -68,73 +108,55 @@ def clean_dir(value: Any) -> str:
         raise _bad(f"options.dir {value!r}: {err.data.get('reason', 'unsafe')}", "options.dir") from None
 
 
-def check_options(options: Any) -> dict[str, Any]:
-    if not isinstance(options, dict):
-        raise _bad("options must be an object", "options")
-    if "dir" in options:
-        clean_dir(options["dir"])
-    for key in ("include", "exclude"):
-        if options.get(key) is not None:
-            split_pattern(options[key], f"options.{key}")
-    ttl = options.get("scan_ttl_s")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0):
-        raise _bad("options.scan_ttl_s must be a number of seconds >= 0", "options.scan_ttl_s")
-    return options
-
-
 def validate(raw: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The pipe's own settings to store (never credentials) and, for a self-hosted
-    pipe, the settings of its hidden remote (with credentials)."""
+    """The pipe's own settings to store (as given, without None values and never
+    credentials) and, for a self-hosted pipe, the settings of its hidden remote (with
+    credentials)."""
     if not isinstance(raw, dict):
         raise _bad("pipe settings must be an object", "")
-    unknown = sorted(set(raw) - set(TOP_KEYS))
-    if unknown:
-        raise _bad(f"unknown pipe setting {unknown[0]!r} (known: {', '.join(TOP_KEYS)})", unknown[0])
-    name = check_name(raw.get("name"))
-    if raw.get("schedule") is not None or raw.get("mirror") is not None:
+    s = convert(raw, PipeSettings)
+    check_name(s.name)
+    own = {k: copy.deepcopy(v) for k, v in raw.items() if k != "credentials" and v is not None}
+    if s.schedule is not None or s.mirror is not None:
         from .schedspec import parse_mirror, parse_schedule
 
-        if raw.get("schedule") is not None:
-            parse_schedule(raw["schedule"])
-        if raw.get("mirror") is not None:  # remote to remote: no storage or local folder of its own
-            parse_mirror(raw["mirror"])
-            extra = sorted(k for k in raw if k not in ("name", "mirror", "schedule", "description")
-                           and raw[k] is not None)
+        if s.schedule is not None:
+            parse_schedule(s.schedule)
+        if s.mirror is not None:  # remote to remote: no storage or local folder of its own
+            parse_mirror(s.mirror)
+            extra = sorted(k for k in TOP_KEYS if k not in MIRROR_KEYS and getattr(s, k) is not None)
             if extra:
-                raise _bad(f"a mirror pipe has only name, mirror, schedule and description, not {extra[0]!r}",
-                           extra[0])
-            return {k: copy.deepcopy(v) for k, v in raw.items() if v is not None}, None
-    for key in ("remote", "parent"):
-        if raw.get(key) is not None:
-            check_name(raw[key], key, key)
-    if raw.get("remote") and raw.get("protocol"):
-        raise _bad("give either `remote` or a self-hosted `protocol`, not both", "protocol")
-    if not (raw.get("remote") or raw.get("parent") or raw.get("protocol")):
-        raise _bad("a pipe needs a `remote`, a `parent` or a self-hosted `protocol`", "remote")
-    if raw.get("parent") == name:
-        raise _bad(f"pipe {name} cannot be its own parent", "parent", chain=[name, name])
-    if raw.get("schema") is not None and not isinstance(raw["schema"], dict):
-        raise _bad("schema must be an object", "schema")
-    if raw.get("description") is not None and not isinstance(raw["description"], str):
-        raise _bad("description must be a string", "description")
-    # Not `or {}`: an empty list (or 0, "") is a wrong type, not "no options".
-    options = check_options(raw["options"] if raw.get("options") is not None else {})
-    own = {k: copy.deepcopy(v) for k, v in raw.items() if k != "credentials" and v is not None}
-    if options:
-        own["options"] = options
-    if not raw.get("protocol"):
-        extra = sorted(set(options) - set(PIPE_OPTIONS))
-        if extra:
-            raise _bad(f"unknown pipe option {extra[0]!r} (pipe options: {', '.join(PIPE_OPTIONS)}; "
-                       "storage options belong to the remote)", f"options.{extra[0]}")
-        if raw.get("credentials") is not None or raw.get("location") is not None:
+                raise _bad(f"a mirror pipe has only {', '.join(MIRROR_KEYS[:-1])} and {MIRROR_KEYS[-1]}, "
+                           f"not {extra[0]!r}", extra[0])
+            return own, None
+    _check_storage(s)
+    # A self-hosted pipe's other options are its remote's (checked with the remote's settings).
+    options = convert(s.options or {}, SelfHostedOptions if s.protocol else PipeOptions, "options")
+    clean_dir(options.dir)
+    split_pattern(options.include, "options.include")
+    split_pattern(options.exclude, "options.exclude")
+    if not s.protocol:
+        if s.credentials is not None or s.location is not None:
             raise _bad("credentials and location belong to a self-hosted pipe (one with `protocol`)",
-                       "credentials" if raw.get("credentials") is not None else "location")
+                       "credentials" if s.credentials is not None else "location")
         return own, None
-    remote = {"name": name, "protocol": raw["protocol"], "location": raw.get("location"),
-              "options": {k: v for k, v in options.items() if k not in PIPE_OPTIONS},
-              "credentials": raw.get("credentials")}
+    remote = {"name": s.name, "protocol": s.protocol, "location": s.location,
+              "options": {k: v for k, v in (s.options or {}).items() if k not in PIPE_OPTIONS},
+              "credentials": s.credentials}
     return own, remote
+
+
+def _check_storage(s: PipeSettings) -> None:
+    """Where a (not mirror) pipe's files are: one of a remote, a parent or its own protocol."""
+    for key in ("remote", "parent"):
+        if getattr(s, key) is not None:
+            check_name(getattr(s, key), key, key)
+    if s.remote and s.protocol:
+        raise _bad("give either `remote` or a self-hosted `protocol`, not both", "protocol")
+    if not (s.remote or s.parent or s.protocol):
+        raise _bad("a pipe needs a `remote`, a `parent` or a self-hosted `protocol`", "remote")
+    if s.parent == s.name:
+        raise _bad(f"pipe {s.name} cannot be its own parent", "parent", chain=[s.name, s.name])
 
 
 # -- inheritance -----------------------------------------------------------------------
@@ -188,6 +210,18 @@ CONFIG_DEFAULTS: dict[str, Any] = {"filerepo": None, "scan_ttl_s": 300.0, "paral
                                    "bwlimit_bps": 0}
 
 
+class ConfigUpdate(Strict):
+    """A partial profile config: the keys given are checked, the others keep their value."""
+
+    filerepo: str | UnsetType = UNSET  # an absolute folder path (_filerepo)
+    scan_ttl_s: Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)] | UnsetType = UNSET
+    parallel_files: Annotated[int, msgspec.Meta(ge=1, le=64)] | UnsetType = UNSET
+    bwlimit_bps: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] | UnsetType = UNSET
+
+
+_WHOLE = ("parallel_files", "bwlimit_bps")  # counts, given as 8 or 8.0 (1e6 bytes/s is a count too)
+
+
 def default_filerepo(profile: str) -> str:
     return str(Path.home() / "pipedaemon-data" / profile)
 
@@ -199,38 +233,24 @@ def config_with_defaults(profile: str, stored: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _number(value: Any, field: str, low: float, high: float, integer: bool) -> Any:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    ok = ok and (isinstance(value, int) or math.isfinite(value))  # (an int of 400 digits has no float)
-    if integer:
-        ok = ok and (isinstance(value, int) or value.is_integer())
-    if not ok or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        raise _bad(f"{field} must be {kind} between {low:g} and {high:g}", field)
-    return int(value) if integer else float(value)
-
-
 def check_config(update: Any) -> dict[str, Any]:
     """A partial profile config, checked; ``filerepo`` made absolute."""
     if not isinstance(update, dict):
         raise _bad("config must be an object", "")
-    out: dict[str, Any] = {}
-    for key, value in update.items():
-        if key == "filerepo":
-            if not isinstance(value, str) or not value.strip():
-                raise _bad("filerepo must be a folder path", key)
-            if any(ord(c) < 32 for c in value) or len(value.encode()) > 4000:  # (NUL: ValueError in os.*)
-                raise _bad("filerepo must be a folder path without control characters, under 4000 bytes", key)
-            path = os.path.expanduser(value)
-            if not os.path.isabs(path):
-                raise _bad(f"filerepo must be an absolute path, not {value!r}", key)
-            out[key] = os.path.normpath(path)
-        elif key == "scan_ttl_s":
-            out[key] = _number(value, key, 0, 365 * 86400, False)
-        elif key == "parallel_files":
-            out[key] = _number(value, key, 1, 64, True)
-        elif key == "bwlimit_bps":
-            out[key] = _number(value, key, 0, 1 << 50, True)
-        else:
-            raise _bad(f"unknown config key {key!r} (known: {', '.join(CONFIG_DEFAULTS)})", key)
+    update = {k: int(v) if k in _WHOLE and isinstance(v, float) and v.is_integer() else v
+              for k, v in update.items()}
+    out = {k: v for k, v in msgspec.structs.asdict(convert(update, ConfigUpdate)).items() if v is not UNSET}
+    if "filerepo" in out:
+        out["filerepo"] = _filerepo(out["filerepo"])
     return out
+
+
+def _filerepo(value: str) -> str:
+    if not value.strip():
+        raise _bad("filerepo must be a folder path", "filerepo")
+    if any(ord(c) < 32 for c in value) or len(value.encode()) > 4000:  # (NUL: ValueError in os.*)
+        raise _bad("filerepo must be a folder path without control characters, under 4000 bytes", "filerepo")
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path):
+        raise _bad(f"filerepo must be an absolute path, not {value!r}", "filerepo")
+    return os.path.normpath(path)

@@ -22,14 +22,17 @@ import msgspec
 from pipedaemon_sdk.protocol import errors as E
 
 from ..remotes import Remotes
+from ..state import State
 from . import settings as S
-from .db import PipeDB
 
 if TYPE_CHECKING:
     from ..server import Daemon
 
 log = logging.getLogger("pipedaemon.pipes")
 MIRROR = "pipes.json"
+# Stored pipe settings and profile configs: JSON objects (as users wrote them, checked by S).
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Resolved:
 
 
 class PipeStore:
-    def __init__(self, daemon: Daemon, db: PipeDB, remotes: Remotes) -> None:
+    def __init__(self, daemon: Daemon, db: State, remotes: Remotes) -> None:
         self.daemon = daemon
         self.db = db
         self.remotes = remotes
@@ -77,7 +80,7 @@ class PipeStore:
         S.check_name(profile, "profile", "profile")  # never "<profile>/pipes", the hidden remotes' own
         rows = await self.db.fetchall("SELECT name, settings FROM pipes WHERE profile=? ORDER BY name",
                                       (profile,))
-        return {n: msgspec.json.decode(s) for n, s in rows}
+        return {n: _decode(s) for n, s in rows}
 
     async def names(self, profile: str) -> list[str]:
         S.check_name(profile, "profile", "profile")
@@ -106,7 +109,7 @@ class PipeStore:
             "INSERT INTO pipes(profile, name, settings, created_at, updated_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT(profile, name) DO UPDATE SET settings=excluded.settings, "
             "updated_at=excluded.updated_at",
-            (profile, name, msgspec.json.encode(own), now, now))
+            (profile, name, _encode(own), now, now))
         await self.write_mirror()
         return {"name": name, "created": old is None}
 
@@ -201,17 +204,17 @@ class PipeStore:
     async def config(self, profile: str) -> dict[str, Any]:
         S.check_name(profile, "profile", "profile")
         row = await self.db.fetchone("SELECT config FROM pipe_profiles WHERE profile=?", (profile,))
-        return S.config_with_defaults(profile, msgspec.json.decode(row[0]) if row else {})
+        return S.config_with_defaults(profile, _decode(row[0]) if row else {})
 
     async def update_config(self, profile: str, update: Any) -> dict[str, Any]:
         S.check_name(profile, "profile", "profile")
         changes = S.check_config(update)
         row = await self.db.fetchone("SELECT config FROM pipe_profiles WHERE profile=?", (profile,))
-        stored = {**(msgspec.json.decode(row[0]) if row else {}), **changes}
+        stored = {**(_decode(row[0]) if row else {}), **changes}
         await self.db.execute(
             "INSERT INTO pipe_profiles(profile, config, updated_at) VALUES (?,?,?) ON CONFLICT(profile) "
             "DO UPDATE SET config=excluded.config, updated_at=excluded.updated_at",
-            (profile, msgspec.json.encode(stored), time.time()))
+            (profile, _encode(stored), time.time()))
         await self.write_mirror()
         return await self.config(profile)
 

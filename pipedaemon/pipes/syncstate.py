@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .db import PipeDB
+from ..state import State
 
 MTIME_SLACK_S = 0.001  # listings and stat of the same file may round differently below this
 
@@ -47,7 +47,7 @@ Row = tuple[str, int | None, int | None, int | None, float | None, str | None]
 
 
 class SyncState:
-    def __init__(self, db: PipeDB) -> None:
+    def __init__(self, db: State) -> None:
         self.db = db
 
     async def load(self, profile: str, pipe: str) -> dict[str, FileState]:
