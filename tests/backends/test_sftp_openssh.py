@@ -26,9 +26,6 @@ from pipedaemon.backends.sftp_transport import choose
 from pipedaemon_sdk import PipeClient
 from pipedaemon_sdk.errors import AuthFailedError, InvalidSettingsError
 from tests.servers.sftp import SSHDServer, host_block, make_spec, ssh_config
-from tests.support.storage import client
-
-__all__ = ["client"]
 
 BOTH = pytest.mark.parametrize("transport", ["openssh", "asyncssh"])
 LIMIT = 261120  # OpenSSH sftp-server's largest read and write (255 KiB)

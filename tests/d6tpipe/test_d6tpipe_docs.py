@@ -21,10 +21,8 @@ import pytest
 
 import pipedaemon_sdk.d6tpipe as d6tpipe
 from pipedaemon_sdk import ConflictError, DaemonError
+from tests.servers import BACKENDS
 from tests.servers.s3 import new_bucket_name
-from tests.support.pipes import client
-
-__all__ = ["client"]
 
 SEED = {"a.csv": "a,1\n", "b.csv": "b,2\n", "data1.csv": "d,1\n", "private1.xlsx": "x",
         "README.md": "# Vendor data\nread me", "LICENSE.md": "MIT-ish"}
@@ -41,11 +39,15 @@ class Far:
         self._put(name, text.encode())
 
 
-def _disk(root: Path) -> tuple[Callable[[str, bytes], None], Callable[[], set[str]]]:
+def _disk(root: Path, owner: tuple[int, int] | None = None) -> tuple[Callable[[str, bytes], None],
+                                                                     Callable[[], set[str]]]:
     def put(name: str, data: bytes) -> None:
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
+        if owner:  # pure-ftpd works as its own uid
+            for q in (p, *p.parents[:len(Path(name).parents) - 1]):
+                os.chown(q, *owner)
 
     def names() -> set[str]:
         return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
@@ -71,7 +73,7 @@ def far_for(kind: str, request: pytest.FixtureRequest, name: str = "pipe-name") 
             return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
         return Far(kind, settings, put, names)
-    if kind == "sftp":
+    if kind in ("sftp", "sftp_asyncssh"):
         server = request.getfixturevalue("sftp_server")
         folder = server.scratch / os.urandom(6).hex()
         folder.mkdir(parents=True)
@@ -79,22 +81,17 @@ def far_for(kind: str, request: pytest.FixtureRequest, name: str = "pipe-name") 
                     "options": {"remotepath": f"{folder}/", "port": server.port,
                                 "known_hosts": str(server.known_hosts)},
                     "credentials": {"username": server.username, "private_key": str(server.client_key)}}
+        if kind == "sftp_asyncssh":
+            settings["options"]["transport"] = "asyncssh"
         return Far(kind, settings, *_disk(folder))
-    server = request.getfixturevalue("ftp_server")
+    server = request.getfixturevalue(f"{kind}_server")  # ftp, ftps, pureftpd
     folder = server.scratch()
     settings = {"name": name, "protocol": "ftp", "location": server.host,
                 "options": {"remotepath": folder, "port": server.port},
                 "credentials": {"username": server.username, "password": server.password}}
-    return Far(kind, settings, *_disk(server.root_dir / folder.strip("/")))
-
-
-@pytest.fixture
-def d6t_home(client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """d6tpipe's ``~/d6tpipe/cfg.json`` in a temporary HOME (the daemon is already running)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return home
+    if server.cafile:
+        settings["options"].update(tls=True, tls_cafile=server.cafile)
+    return Far(kind, settings, *_disk(server.root_dir / folder.strip("/"), server.owner))
 
 
 def answers(monkeypatch: pytest.MonkeyPatch, *replies: str) -> list[str]:
@@ -110,7 +107,8 @@ def answers(monkeypatch: pytest.MonkeyPatch, *replies: str) -> list[str]:
     return asked
 
 
-@pytest.fixture(params=["s3", "sftp", "ftp"])
+# d6tpipe's local mode is test_d6tpipe_equivalence.py's: here a pipe's far side is on a server.
+@pytest.fixture(params=[b for b in BACKENDS if b != "local"])
 def far(request: pytest.FixtureRequest, d6t_home: Path) -> Iterator[Far]:
     f = far_for(request.param, request)
     for name, text in SEED.items():

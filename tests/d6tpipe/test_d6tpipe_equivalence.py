@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 
 import pipedaemon_sdk.d6tpipe as ours
-from tests.d6tpipe.helpers import real_d6tpipe, s3_settings, tree
+from tests.d6tpipe.helpers import s3_settings, tree
 from tests.servers.s3 import new_bucket_name
-from tests.support.pipes import client
-
-__all__ = ["client", "real_d6tpipe"]
 
 SEED = {"a.csv": b"a,1\n", "b.csv": b"b,22\n", "README.md": b"# Vendor data\n", "sub/c.csv": b"c,333\n"}
 

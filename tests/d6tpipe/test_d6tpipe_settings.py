@@ -14,10 +14,7 @@ import pytest
 
 import pipedaemon_sdk.d6tpipe as d6tpipe
 from pipedaemon_sdk import AuthFailedError, PipeClient
-from tests.d6tpipe.test_d6tpipe_docs import d6t_home, far_for
-from tests.support.pipes import client
-
-__all__ = ["client", "d6t_home"]
+from tests.d6tpipe.test_d6tpipe_docs import far_for
 
 
 def test_profiles_section(d6t_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

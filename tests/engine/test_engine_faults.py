@@ -21,18 +21,12 @@ from pipedaemon_sdk import (
     PipeClient,
     StorageError,
 )
-from tests.support.engine import make_file, register, sha256, temp_leftovers, wait_progress
+from tests.support.engine import make_file, sha256, temp_leftovers, wait_progress
 from tests.support.faultproxy import FaultProxy
 from tests.support.spine import wait_socket
+from tests.support.storage import register
 
 MiB = 2**20
-
-
-@pytest.fixture
-def client() -> Any:
-    with PipeClient() as c:
-        yield c
-        c.shutdown()
 
 
 def _proxied_s3(spec: dict[str, Any], proxy: FaultProxy) -> dict[str, Any]:
@@ -53,7 +47,7 @@ def test_s3_slowdown_and_500_for_a_while_then_success(s3_spec: dict[str, Any], c
     digest = make_file(src, 20 * MiB)
     with FaultProxy(_s3_port(s3_spec), [("http_status", 503), ("http_status", 500),
                                         ("http_status", 503)]) as proxy:
-        register(client, "r", _proxied_s3(s3_spec, proxy))
+        register(client, _proxied_s3(s3_spec, proxy), "r")
         client.upload(src, remote="r", key="a.bin")
         proxy.set_schedule([("http_status", 503)] * 2)
         proxy.connections = 0
@@ -69,7 +63,7 @@ def test_s3_connection_reset_mid_chunk_is_retried_from_where_it_stopped(
     s3_client.upload_file(str(src), s3_spec["root"].rstrip("/"), "a.bin")
     resets = [("reset_after", 3 * MiB), ("reset_after", 1 * MiB), ("truncate_after", 2 * MiB)]
     with FaultProxy(_s3_port(s3_spec), resets) as proxy:
-        register(client, "r", _proxied_s3(s3_spec, proxy))
+        register(client, _proxied_s3(s3_spec, proxy), "r")
         got = client.download(remote="r", key="a.bin", dest=f"{tmp_path}/dl/")
         assert len(proxy.faults) == 3
     assert sha256(Path(got.files[0].local_path)) == digest
@@ -81,14 +75,14 @@ def test_s3_failing_for_good_gives_1008_and_leaves_nothing(s3_spec: dict[str, An
     src = tmp_path / "a.bin"
     make_file(src, 20 * MiB)
     with FaultProxy(_s3_port(s3_spec), lambda n: ("http_status", 500) if n >= 2 else ("pass",)) as proxy:
-        register(client, "r", _proxied_s3(s3_spec, proxy))
+        register(client, _proxied_s3(s3_spec, proxy), "r")
         with pytest.raises(StorageError) as info:
             client.upload(src, remote="r", key="a.bin")
     assert info.value.code == 1008 and "attempts" in info.value.message
     keys = s3_client.list_objects_v2(Bucket=s3_spec["root"].rstrip("/")).get("Contents", [])
     assert keys == []
     # The storage refused even the abort; the janitor aborts it once the storage is back.
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     swept = client.call("daemon.cleanup", {})
     assert swept == {"aborted": 1, "pending": 0, "deleted": 0, "pending_deletes": 0, "strays": 0}
     assert _no_uploads_left(s3_client, s3_spec)
@@ -100,7 +94,7 @@ def test_damaged_download_is_fetched_again_once_then_1009(s3_spec: dict[str, Any
     digest = make_file(src, 3 * MiB, seed=9)
     s3_client.upload_file(str(src), s3_spec["root"].rstrip("/"), "a.bin")
     with FaultProxy(_s3_port(s3_spec), [("corrupt_every", MiB)]) as proxy:
-        register(client, "r", _proxied_s3(s3_spec, proxy))
+        register(client, _proxied_s3(s3_spec, proxy), "r")
         got = client.download(remote="r", key="a.bin", dest=tmp_path / "once.bin")
         assert sha256(Path(got.files[0].local_path)) == digest  # damaged once, fetched again
         proxy.set_schedule(lambda n: ("corrupt_every", MiB))
@@ -121,7 +115,7 @@ def test_sftp_connection_reset_mid_transfer(sftp_spec: dict[str, Any], client: P
     # The first connection breaks 10 MiB into the download; the backend reconnects.
     with FaultProxy(port, [("reset_after", 10 * MiB)]) as proxy:
         options = {**sftp_spec["options"], "port": proxy.port, "known_hosts": "accept-new", "connections": 1}
-        register(client, "r", {**sftp_spec, "options": options})
+        register(client, {**sftp_spec, "options": options}, "r")
         client.upload(src, remote="r", key="a.bin")
         got = client.download(remote="r", key="a.bin", dest=f"{tmp_path}/dl/")
         assert proxy.faults
@@ -132,7 +126,7 @@ def test_source_growing_during_upload_fails_and_publishes_nothing(
         s3_spec: dict[str, Any], s3_client: Any, client: PipeClient, tmp_path: Path) -> None:
     src = tmp_path / "a.bin"
     make_file(src, 40 * MiB)
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     client.call("daemon.limits", {"bwlimit_bps": 10 * MiB})
     job = client.upload(src, remote="r", key="a.bin", wait=False)
     wait_progress(client, job.id, 20)
@@ -149,7 +143,7 @@ def test_source_shrinking_during_upload_to_a_folder_remote(local_spec: dict[str,
                                                            tmp_path: Path) -> None:
     src = tmp_path / "a.bin"
     make_file(src, 40 * MiB)
-    register(client, "r", local_spec)
+    register(client, local_spec, "r")
     client.call("daemon.limits", {"bwlimit_bps": 10 * MiB})
     job = client.upload(src, remote="r", key="out/a.bin", wait=False)
     wait_progress(client, job.id, 20)
@@ -164,7 +158,7 @@ def test_cancel_aborts_the_multipart_upload(s3_spec: dict[str, Any], s3_client: 
                                             tmp_path: Path) -> None:
     src = tmp_path / "a.bin"
     make_file(src, 40 * MiB)
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     client.call("daemon.limits", {"bwlimit_bps": 10 * MiB})
     job = client.upload(src, remote="r", key="a.bin", wait=False)
     wait_progress(client, job.id, 20)
@@ -180,7 +174,7 @@ def test_cancel_removes_the_partial_download(s3_spec: dict[str, Any], s3_client:
     src = tmp_path / "a.bin"
     make_file(src, 40 * MiB)
     s3_client.upload_file(str(src), s3_spec["root"].rstrip("/"), "a.bin")
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     client.call("daemon.limits", {"bwlimit_bps": 10 * MiB})
     job = client.download(remote="r", key="a.bin", dest=f"{tmp_path}/dl/", wait=False)
     wait_progress(client, job.id, 20)
@@ -193,7 +187,7 @@ def test_destination_folder_removed_mid_download(s3_spec: dict[str, Any], s3_cli
     src = tmp_path / "a.bin"
     make_file(src, 40 * MiB)
     s3_client.upload_file(str(src), s3_spec["root"].rstrip("/"), "a.bin")
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     client.call("daemon.limits", {"bwlimit_bps": 10 * MiB})
     dest = tmp_path / "dl"
     job = client.download(remote="r", key="a.bin", dest=f"{dest}/", wait=False)
@@ -221,7 +215,7 @@ def test_file_size_limit_while_downloading(s3_spec: dict[str, Any], s3_client: A
     try:
         wait_socket(sock, proc=proc)
         with PipeClient(auto_start=False) as c:
-            register(c, "r", s3_spec)
+            register(c, s3_spec, "r")
             with pytest.raises(StorageError) as info:
                 c.download(remote="r", key="a.bin", dest=f"{tmp_path}/dl/")
             assert "file too large" in info.value.message or "disk full" in info.value.message
@@ -238,7 +232,7 @@ def test_bandwidth_limit_of_a_job_is_kept_while_others_run(local_spec: dict[str,
     # one on the same daemon finishes; both arrive whole.
     src = tmp_path / "a.bin"
     digest = make_file(src, 20 * MiB)
-    register(client, "r", local_spec)
+    register(client, local_spec, "r")
     slow = client.upload(src, remote="r", key="slow.bin", wait=False)
     fast = client.upload(src, remote="r", key="fast.bin")
     assert fast.size == 20 * MiB
@@ -291,12 +285,12 @@ def test_temporary_file_the_storage_would_not_delete_is_deleted_later(
     # The first connection breaks 4 MiB into the upload; every later one is cut at once.
     with FaultProxy(port, lambda n: ("reset_after_up", 4 * MiB) if n == 0 else ("reset_after", 0)) as proxy:
         options = {**sftp_spec["options"], "port": proxy.port, "known_hosts": "accept-new", "connections": 1}
-        register(client, "r", {**sftp_spec, "options": options})
+        register(client, {**sftp_spec, "options": options}, "r")
         with pytest.raises(StorageError):
             client.upload(src, remote="r", key="a.bin")
     root = Path(sftp_spec["root"])
     assert temp_leftovers(root), "the temporary file stayed: the server was gone"
-    register(client, "r", sftp_spec)  # the server is back
+    register(client, sftp_spec, "r")  # the server is back
     swept = client.call("daemon.cleanup", {})
     assert swept == {"aborted": 0, "pending": 0, "deleted": 1, "pending_deletes": 0, "strays": 0}
     assert temp_leftovers(root) == [] and not (root / "a.bin").exists()

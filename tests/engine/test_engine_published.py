@@ -17,11 +17,9 @@ import pytest
 from pipedaemon_sdk import ChecksumMismatchError, PipeClient
 from tests.engine.test_engine_verified import _keys, _port, _uploads, _via
 from tests.servers.ftp import FTPServer
-from tests.support.engine import make_file, register, sha256, temp_leftovers
+from tests.support.engine import make_file, sha256, temp_leftovers
 from tests.support.faultproxy import FaultProxy
-from tests.support.storage import client, reaper
-
-__all__ = ["client", "reaper"]
+from tests.support.storage import register
 
 MiB = 1 << 20
 WRONG = b"0" * 32
@@ -37,7 +35,7 @@ def test_s3_object_answered_with_another_etag_is_removed(
     src = tmp_path / "a.bin"
     digest = make_file(src, size, seed=9)
     with FaultProxy(_port(s3_spec), lambda n: ("rewrite", pattern, repl)) as proxy:
-        register(client, "r", _via(s3_spec, proxy), part_size=5 * MiB, put_threshold=5 * MiB)
+        register(client, _via(s3_spec, proxy), "r", part_size=5 * MiB, put_threshold=5 * MiB)
         with pytest.raises(ChecksumMismatchError) as err:
             client.upload(src, remote="r", key="pub.bin")
         assert err.value.code == 1009 and WRONG.decode() in str(err.value)
@@ -61,7 +59,7 @@ def test_ftp_file_whose_final_name_reports_another_size_is_removed(
     pattern, repl = rb"size=\d+;([^\r\n]* [^\r\n]*/pub\.bin\r\n)", rb"size=7;\1"
     with FaultProxy(ftp_server.port, lambda n: ("rewrite", pattern, repl), ftp_data=True) as proxy:
         spec = {**ftp_spec, "options": {**ftp_spec["options"], "port": proxy.port}}
-        register(client, "r", spec)
+        register(client, spec, "r")
         with pytest.raises(ChecksumMismatchError) as err:
             client.upload(src, remote="r", key="pub.bin")
         assert err.value.code == 1009 and "stored 7 bytes, sent 300000" in str(err.value)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import PipeClient
-from tests.support.engine import kill_daemon, make_file, register, sha256, temp_leftovers, wait_progress
+from tests.support.engine import kill_daemon, make_file, sha256, temp_leftovers, wait_progress
+from tests.support.storage import register
 
 SIZE = 60 * 2**20
 CHUNK_MB = 5
@@ -31,7 +32,7 @@ def test_s3_upload_resumes_its_multipart_upload(percent: int, s3_spec: dict[str,
     digest = make_file(src, SIZE, seed=percent)
     bucket = s3_spec["root"].rstrip("/")
     with PipeClient() as client:
-        register(client, "r", s3_spec)
+        register(client, s3_spec, "r")
         s3_request_log.reset()
         job = client.upload(src, remote="r", key="big.bin", chunk_size_mb=CHUNK_MB, wait=False,
                             transfer_timeout_s=None)
@@ -60,7 +61,7 @@ def test_s3_download_resumes_from_the_chunks_on_disk(percent: int, s3_spec: dict
     s3_client.upload_file(str(src), bucket, "big.bin")
     dest = tmp_path / "dl"
     with PipeClient() as client:
-        register(client, "r", s3_spec)
+        register(client, s3_spec, "r")
         s3_request_log.reset()
         client.call("daemon.limits", {"bwlimit_bps": SLOW})
         job = client.download(remote="r", key="big.bin", dest=f"{dest}/", chunk_size_mb=CHUNK_MB,
@@ -82,7 +83,7 @@ def test_sftp_transfer_resumes_after_kill(direction: str, sftp_spec: dict[str, A
     src = tmp_path / "big.bin"
     digest = make_file(src, SIZE, seed=7)
     with PipeClient() as client:
-        register(client, "r", sftp_spec)
+        register(client, sftp_spec, "r")
         if direction == "download":
             client.upload(src, remote="r", key="big.bin")
         client.call("daemon.limits", {"bwlimit_bps": SLOW})
@@ -105,7 +106,7 @@ def test_graceful_stop_checkpoints_and_the_next_daemon_finishes(s3_spec: dict[st
     src = tmp_path / "big.bin"
     digest = make_file(src, SIZE, seed=3)
     with PipeClient() as client:
-        register(client, "r", s3_spec)
+        register(client, s3_spec, "r")
         client.call("daemon.limits", {"bwlimit_bps": SLOW})
         job = client.upload(src, remote="r", key="big.bin", chunk_size_mb=CHUNK_MB, wait=False)
         wait_progress(client, job.id, 30)

@@ -9,24 +9,18 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import PipeClient, ProgressEvent
-from tests.support.engine import make_file, register, sha256, temp_leftovers
+from tests.support.engine import make_file, sha256, temp_leftovers
+from tests.support.storage import register
 
 BACKENDS = ["local", "s3", "sftp", "ftp"]
 SIZES = [0, 1000, 20 * 2**20 + 12345]  # empty, one stream, and parallel chunks
-
-
-@pytest.fixture
-def client() -> Any:
-    with PipeClient() as c:
-        yield c
-        c.shutdown()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_upload_download_roundtrip(backend: str, request: pytest.FixtureRequest, client: PipeClient,
                                    tmp_path: Path) -> None:
     spec = request.getfixturevalue(f"{backend}_spec")
-    register(client, "r", spec)
+    register(client, spec, "r")
     for size in SIZES:
         src = tmp_path / f"src-{size}.bin"
         digest = make_file(src, size, seed=size)
@@ -47,7 +41,7 @@ def test_upload_download_roundtrip(backend: str, request: pytest.FixtureRequest,
 
 def test_download_to_a_file_path_replaces_only_when_whole(s3_spec: dict[str, Any], client: PipeClient,
                                                           tmp_path: Path) -> None:
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     src = tmp_path / "a.bin"
     digest = make_file(src, 3 * 2**20)
     client.upload(src, remote="r", key="a.bin")
@@ -61,7 +55,7 @@ def test_download_to_a_file_path_replaces_only_when_whole(s3_spec: dict[str, Any
 
 def test_s3_multipart_etag_matches_hash_file(s3_spec: dict[str, Any], client: PipeClient,
                                              tmp_path: Path) -> None:
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     src = tmp_path / "big.bin"
     make_file(src, 21 * 2**20)
     up = client.upload(src, remote="r", key="big.bin", chunk_size_mb=5)
@@ -73,7 +67,7 @@ def test_chunk_size_below_s3_minimum_is_refused(s3_spec: dict[str, Any], client:
                                                 tmp_path: Path) -> None:
     from pipedaemon_sdk import InvalidParamsError
 
-    register(client, "r", s3_spec)
+    register(client, s3_spec, "r")
     src = tmp_path / "a.bin"
     make_file(src, 10)
     with pytest.raises(InvalidParamsError) as info:

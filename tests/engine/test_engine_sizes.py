@@ -17,9 +17,7 @@ import pytest
 
 from pipedaemon_sdk import PipeClient, ProgressEvent
 from tests.support.engine import make_file, sha256
-from tests.support.storage import client, reaper, settings_of
-
-__all__ = ["client", "reaper"]
+from tests.support.storage import register
 
 MiB = 1 << 20
 PART = 5 * MiB  # S3's smallest part: the cheapest multipart the server accepts
@@ -86,23 +84,17 @@ def s3_store(s3_spec: dict[str, Any]) -> dict[str, Any]:
     return s3_spec
 
 
-def _register(c: PipeClient, spec: dict[str, Any], **options: Any) -> None:
-    settings = settings_of(spec)
-    settings["options"].update(options)
-    c.upsert_remote(settings)
-
-
 def test_s3_default_settings_between_put_threshold_and_parallel(
         s3_store: dict[str, Any], client: PipeClient, tmp_path: Path) -> None:
     """The 8-16 MiB hole: default part size and put cut-off (8 MiB), PARALLEL_THRESHOLD 16 MiB."""
-    _register(client, s3_store)
+    register(client, s3_store)
     sizes = [8 * MiB, 8 * MiB + 1, 16 * MiB - 1, 16 * MiB + 1]
     round_trips(client, tmp_path, sizes, 8 * MiB, 8 * MiB, ("upload", "put", "fput", "upload"))
 
 
 def test_s3_small_part_size(s3_store: dict[str, Any], client: PipeClient, tmp_path: Path) -> None:
     """5 MiB parts, put cut-off at the part size: 0, 1, N-1/N/N+1, 2 parts and a tail."""
-    _register(client, s3_store, part_size=PART, put_threshold=PART)
+    register(client, s3_store, part_size=PART, put_threshold=PART)
     round_trips(client, tmp_path, [0, 1, *around(PART), 2 * PART + 12345], PART, PART)
 
 
@@ -110,7 +102,7 @@ def test_s3_put_threshold_above_part_size(s3_store: dict[str, Any], client: Pipe
                                           tmp_path: Path) -> None:
     """One PUT up to 6 MiB, 5 MiB parts above it."""
     threshold = 6 * MiB
-    _register(client, s3_store, part_size=PART, put_threshold=threshold)
+    register(client, s3_store, part_size=PART, put_threshold=threshold)
     round_trips(client, tmp_path, around(threshold), threshold, PART)
 
 
@@ -118,13 +110,13 @@ def test_s3_put_threshold_below_part_size(s3_store: dict[str, Any], client: Pipe
                                           tmp_path: Path) -> None:
     """Multipart from 1 MiB + 1 (a single, short part is a valid last part), 5 MiB parts."""
     threshold = 1 * MiB
-    _register(client, s3_store, part_size=PART, put_threshold=threshold)
+    register(client, s3_store, part_size=PART, put_threshold=threshold)
     round_trips(client, tmp_path, [*around(threshold), PART + 1], threshold, PART)
 
 
 def test_put_reads_a_stream_once(s3_store: dict[str, Any], client: PipeClient) -> None:
     """A stream bigger than the cut-off goes up as parts without being read twice."""
-    _register(client, s3_store, part_size=PART, put_threshold=PART)
+    register(client, s3_store, part_size=PART, put_threshold=PART)
     data = bytes(range(256)) * (PART // 256 * 2 + 7)
     bucket = client.datastore("store").get_bucket(s3_store["root"].strip("/"))
     bucket.put("stream.bin", io.BytesIO(data), len(data))

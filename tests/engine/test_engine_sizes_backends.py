@@ -17,9 +17,7 @@ import pytest
 from pipedaemon.transfer import PARALLEL_THRESHOLD
 from pipedaemon_sdk import PipeClient, ProgressEvent
 from tests.support.engine import make_file, sha256, temp_leftovers
-from tests.support.storage import client, reaper, settings_of
-
-__all__ = ["client", "reaper"]
+from tests.support.storage import settings_of
 
 MiB = 1 << 20
 N = PARALLEL_THRESHOLD

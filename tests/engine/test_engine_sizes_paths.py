@@ -18,9 +18,7 @@ from typing import Any
 from pipedaemon_sdk import PipeClient
 from tests.engine.test_engine_sizes import expected_etag
 from tests.support.engine import make_file, sha256
-from tests.support.storage import client, reaper, settings_of
-
-__all__ = ["client", "reaper"]
+from tests.support.storage import settings_of
 
 MiB = 1 << 20
 N = 5 * MiB

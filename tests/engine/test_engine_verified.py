@@ -15,11 +15,9 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import ChecksumMismatchError, PipeClient, StorageError
-from tests.support.engine import make_file, register, sha256
+from tests.support.engine import make_file, sha256
 from tests.support.faultproxy import FaultProxy
-from tests.support.storage import client, reaper
-
-__all__ = ["client", "reaper"]
+from tests.support.storage import register
 
 MiB = 2**20
 
@@ -49,7 +47,7 @@ def test_body_damaged_on_the_way_up_is_refused_before_it_is_visible(
     digest = make_file(src, size, seed=5)
     options = {"part_size": 5 * MiB, "put_threshold": 5 * MiB}
     with FaultProxy(_port(s3_spec), lambda n: ("corrupt_every_up", MiB)) as proxy:
-        register(client, "r", _via(s3_spec, proxy), **options)
+        register(client, _via(s3_spec, proxy), "r", **options)
         with pytest.raises(ChecksumMismatchError):
             client.upload(src, remote="r", key="never.bin")
         assert proxy.fired
@@ -76,7 +74,7 @@ def test_object_read_resumes_then_gives_up_with_1008(s3_spec: dict[str, Any], s3
     bucket = s3_spec["root"].rstrip("/")
     # Each connection answers 1.5 MiB, then stops answering (past the 0.5 s read timeout).
     with FaultProxy(_port(s3_spec), lambda n: ("stall_after", 3 * MiB // 2, 30)) as proxy:
-        register(client, "r", _via(s3_spec, proxy), read_timeout=0.5)
+        register(client, _via(s3_spec, proxy), "r", read_timeout=0.5)
         ds = client.datastore("r").get_bucket(bucket)
         assert ds.get("a.bin").read() == data  # resumed from the offset it had reached
         assert len(proxy.fired) >= 2

@@ -1,4 +1,4 @@
-"""Shared pieces of the fsspec and Dask tests: one daemon per module, remotes on every server.
+"""Shared pieces of the fsspec and Dask tests: daemons of their own, remotes on every server.
 
 The per-test daemon of ``pd_env`` would cost a daemon start for each of the
 abstract suites' many tests: these tests share one daemon (its own home and
@@ -25,8 +25,6 @@ from tests import secret_scan
 from tests.servers.s3 import new_bucket_name, spec_for
 from tests.servers.sftp import make_spec
 from tests.support.spine import stop_all
-
-BACKENDS = ["local", "s3", "sftp", "ftp"]
 
 
 @dataclass
@@ -86,27 +84,13 @@ def remote_spec(request: pytest.FixtureRequest, backend: str) -> dict[str, Any]:
         bucket = new_bucket_name("pdfs")
         request.getfixturevalue("s3_client").create_bucket(Bucket=bucket)
         return spec_for(server, bucket)
-    if backend == "sftp":
-        return make_spec(request.getfixturevalue("sftp_server"))
-    return request.getfixturevalue("ftp_server").spec()
-
-
-def register(client: PipeClient, spec: dict[str, Any], name: str) -> str:
-    client.upsert_remote({"name": name, "protocol": spec["protocol"], "options": dict(spec["options"]),
-                          "credentials": spec["credentials"]})
-    return name
+    if backend in ("sftp", "sftp_asyncssh"):
+        spec = make_spec(request.getfixturevalue("sftp_server"))
+        if backend == "sftp_asyncssh":
+            spec["options"]["transport"] = "asyncssh"
+        return spec
+    return request.getfixturevalue(f"{backend}_server").spec()  # ftp, ftps, pureftpd
 
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    """One daemon for the whole test module."""
-    with daemon_dir() as base:
-        d = start_daemon(base)
-        try:
-            yield d
-        finally:
-            stop_daemon(d)

@@ -21,11 +21,10 @@ import pytest
 from fsspec.tests import abstract
 
 from pipedaemon_sdk.fsspec import PipedaemonFileSystem
-from tests.fsspec.helpers import BACKENDS, Daemon, daemon, register, remote_spec
+from tests.fsspec.helpers import Daemon, remote_spec
 from tests.fsspec.helpers import unique as unique_name
-
-__all__ = ["daemon"]
-
+from tests.servers import BACKENDS
+from tests.support.storage import register
 
 ALL = os.environ.get("PIPEDAEMON_FSSPEC_ALL", "") not in ("", "0")
 WHOLE = BACKENDS if ALL else ["local"]

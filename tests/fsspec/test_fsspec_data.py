@@ -18,9 +18,9 @@ import tomllib
 from fsspec.callbacks import Callback
 
 from pipedaemon_sdk.fsspec import STREAM_MAX, PipedaemonFileSystem, PipeFileSystem
-from tests.fsspec.helpers import Daemon, daemon, register, remote_spec, unique
+from tests.fsspec.helpers import Daemon, remote_spec, unique
+from tests.support.storage import register
 
-__all__ = ["daemon"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,9 +15,7 @@ import pytest
 
 from pipedaemon_sdk import DaemonError, PipeClient
 from pipedaemon_sdk.errors import DaemonConnectionError
-from tests.support.storage import local_base, local_spec, settings_of
-
-__all__ = ["local_base", "local_spec"]
+from tests.support.storage import settings_of
 
 
 def pd(*args: str) -> subprocess.CompletedProcess[str]:

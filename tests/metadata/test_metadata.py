@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import DaemonError, InvalidSettingsError, NotFoundError, PipeClient
-from tests.support.storage import REMOTE, client, get_spec, local_base, local_spec, reaper, register
-
-__all__ = ["client", "local_base", "local_spec", "reaper"]
+from tests.support.storage import REMOTE, get_spec, register
 
 MiB = 1 << 20
 

@@ -15,9 +15,8 @@ from tests.servers.s3 import S3Server, _server, new_bucket_name, spec_for
 from tests.support.crash import final_state, integrity, wait_running_progress
 from tests.support.pipes import restart
 from tests.support.spine import kill9
-from tests.support.storage import REMOTE, client, local_base, local_spec, reaper, register
+from tests.support.storage import REMOTE, register
 
-__all__ = ["client", "local_base", "local_spec", "reaper"]
 MODES = ("non_destructive", "altering", "destructive", "in_situ", "ex_situ", "invasive", "non_invasive")
 
 

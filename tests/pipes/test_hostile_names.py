@@ -18,9 +18,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import DaemonError, PipeClient, UnsafePathError
-from tests.support.pipes import Storage, _register, client, local_base, local_spec, reaper
-
-__all__ = ["client", "local_base", "local_spec", "reaper"]
+from tests.support.pipes import Storage, storage_on
 
 ABS = "/tmp/pd-hostile-absolute-name.csv"  # must never appear
 
@@ -52,7 +50,7 @@ def canary(tmp_path: Path) -> Canary:
 
 
 def storage(request: pytest.FixtureRequest, client: PipeClient, kind: str) -> Storage:
-    st = _register(request, client, kind)
+    st = storage_on(request, client, kind)
     client.upsert_pipe({"name": "p", "remote": "r"})
     return st
 

@@ -23,9 +23,8 @@ from tests.pipes.test_schedules import next_of
 from tests.support.crash import final_state
 from tests.support.engine import kill_daemon, wait_progress
 from tests.support.faultproxy import FaultProxy
-from tests.support.pipes import Storage, client, reaper
+from tests.support.pipes import Storage
 
-__all__ = ["client", "reaper"]
 MiB = 1 << 20
 PART = 8 * MiB  # S3's part size in the engine (moto keeps the 5 MiB minimum)
 

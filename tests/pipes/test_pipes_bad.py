@@ -17,20 +17,8 @@ from pipedaemon_sdk import (
     PipeClient,
     UnsafePathError,
 )
-from tests.support.pipes import (
-    Storage,
-    client,
-    local_base,
-    local_spec,
-    local_storage,
-    reaper,
-    restart,
-    s3_storage,
-    state_db,
-)
+from tests.support.pipes import Storage, restart, state_db
 from tests.support.spine import wait_gone
-
-__all__ = ["client", "local_base", "local_spec", "local_storage", "reaper", "s3_storage"]
 
 
 def all_files(folder: Path) -> set[str]:

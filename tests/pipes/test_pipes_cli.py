@@ -10,9 +10,7 @@ from click.testing import CliRunner, Result
 
 from pipedaemon.cli import main_group
 from pipedaemon_sdk import PipeClient
-from tests.support.pipes import Storage, client, local_base, local_spec, local_storage, reaper, s3_storage
-
-__all__ = ["client", "local_base", "local_spec", "local_storage", "reaper", "s3_storage"]
+from tests.support.pipes import Storage
 
 
 def run(*args: str) -> Result:

@@ -18,19 +18,8 @@ from pipedaemon_sdk import (
     PipeClient,
     ProgressEvent,
 )
-from tests.support.pipes import (
-    Storage,
-    bump,
-    client,
-    local_base,
-    local_spec,
-    local_storage,
-    mtime_storage,
-    reaper,
-    storage,
-)
+from tests.support.pipes import Storage, bump
 
-__all__ = ["client", "local_base", "local_spec", "local_storage", "mtime_storage", "reaper", "storage"]
 T0 = 1_600_000_000  # whole seconds: every storage keeps them
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pipedaemon_sdk import PipeClient
 from tests.servers.s3 import RequestLog
-from tests.support.pipes import Storage, client, local_base, local_spec, reaper, restart, s3_storage
-
-__all__ = ["client", "local_base", "local_spec", "reaper", "s3_storage"]
+from tests.support.pipes import Storage, restart
 
 
 def listings(log: RequestLog) -> int:

@@ -14,10 +14,8 @@ from pipedaemon_sdk import (
     autostart,
 )
 from pipedaemon_sdk._sync import SyncConnection
-from tests.support.pipes import Storage, client, local_base, local_spec, local_storage, reaper, s3_storage
+from tests.support.pipes import Storage
 from tests.support.spine import daemon_pids, wait_gone
-
-__all__ = ["client", "local_base", "local_spec", "local_storage", "reaper", "s3_storage"]
 
 
 def test_crud_and_inheritance(client: PipeClient, local_storage: Storage) -> None:

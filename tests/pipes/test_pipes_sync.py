@@ -8,9 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pipedaemon_sdk import ConflictError, PipeClient
-from tests.support.pipes import Storage, bump, client, local_base, local_spec, reaper, storage
-
-__all__ = ["client", "local_base", "local_spec", "reaper", "storage"]
+from tests.support.pipes import Storage, bump
 
 FILES = {"a.csv": "a\n1\n", "b.csv": "b\n2\n", "sub/c.csv": "c\n3\n",
          "README.md": "# Vendor data\nRead me.\n"}

@@ -25,18 +25,7 @@ from pipedaemon.pipes.schedspec import (
 )
 from pipedaemon_sdk import InvalidSettingsError, PipeClient
 from pipedaemon_sdk.watch import Event, Watch
-from tests.support.pipes import (
-    Storage,
-    client,
-    local_base,
-    local_spec,
-    local_storage,
-    reaper,
-    restart,
-    s3_storage,
-)
-
-__all__ = ["client", "local_base", "local_spec", "local_storage", "reaper", "s3_storage"]
+from tests.support.pipes import Storage, restart
 
 WAIT = 60.0  # only bounds a hang
 

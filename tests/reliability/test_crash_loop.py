@@ -40,11 +40,11 @@ from tests.support.crash import (
     resent,
     wait_running_progress,
 )
-from tests.support.engine import kill_daemon, register, temp_leftovers
+from tests.support.engine import kill_daemon, temp_leftovers
 from tests.support.faultproxy import FaultProxy
 from tests.support.pipes import Storage
 from tests.support.soak import SOAK
-from tests.support.spine import reaper  # noqa: F401 - kills what a failed test leaves running
+from tests.support.storage import register
 
 TARGET_KILLS = {"s3": 50, "sftp": 20} if SOAK else {"s3": 3, "sftp": 2}
 KILLS_PER_ROUND = 5 if SOAK else 3
@@ -163,7 +163,7 @@ def test_crash_loop(protocol: str, transport: str | None, request: pytest.Fixtur
             c.update_profile_config({"filerepo": str(tmp_path / "repo")})
             extra = {"endpoint_url": f"http://127.0.0.1:{proxy.port}"} if protocol == "s3" else \
                 {"port": proxy.port, "known_hosts": "accept-new", "transport": transport}
-            register(c, "r", spec, **extra)
+            register(c, spec, "r", **extra)
         loop = Loop(protocol, storage, proxy, pd_env["home"], log)
         rnd = 0
         while loop.totals["kills"] < TARGET_KILLS[protocol]:

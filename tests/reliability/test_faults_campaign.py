@@ -7,12 +7,9 @@ a round does and how it is judged, and docs/reliability.md for the figures.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import random
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +17,9 @@ import pytest
 
 from pipedaemon_sdk import ChecksumMismatchError, PipeClient
 from tests.reliability.fault_campaign import MiB, Round, Tally, proxied, server_for
-from tests.support.engine import register
 from tests.support.faultproxy import FaultProxy
 from tests.support.soak import SOAK
+from tests.support.storage import register
 
 
 def _seeds() -> range:
@@ -37,19 +34,6 @@ def _seeds() -> range:
 SEEDS = _seeds()
 
 
-@pytest.fixture
-def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
-    with PipeClient(request_timeout_s=120) as c:
-        c.update_profile_config({"filerepo": str(tmp_path / "repo")})
-        try:
-            yield c
-        finally:  # the daemon's log outlives the test's home, for a failure's post-mortem
-            for log in pd_env["home"].glob("daemon.log*"):  # rotated ones too: a soak writes many
-                with contextlib.suppress(OSError):
-                    shutil.copy(log, tmp_path / log.name)
-        c.shutdown()
-
-
 @pytest.mark.timeout(0 if SOAK else 300)
 @pytest.mark.parametrize("protocol, transport", [("s3", None), ("sftp", "openssh"), ("sftp", "asyncssh"),
                                                  ("ftp", None)])
@@ -58,7 +42,7 @@ def test_fault_campaign(protocol: str, transport: str | None, request: pytest.Fi
     spec, storage, port = server_for(request, protocol)
     tally = Tally(protocol, transport)
     with FaultProxy(port, ftp_data=protocol == "ftp") as proxy:
-        register(client, "r", proxied(spec, proxy), **({"transport": transport} if transport else {}))
+        register(client, proxied(spec, proxy), "r", **({"transport": transport} if transport else {}))
         for seed in SEEDS:
             try:
                 Round(client, proxy, storage, seed, tally).run()
@@ -88,8 +72,8 @@ def test_damaged_multipart_download_never_passes(part_mb: int, s3_spec: dict[str
     assert s3_client.head_object(Bucket=bucket, Key="big.bin")["ETag"].endswith(f'-{parts}"')
     port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
     with FaultProxy(port, lambda n: ("corrupt_every", MiB)) as proxy:
-        register(client, "r", {**s3_spec, "options": {**s3_spec["options"],
-                                                      "endpoint_url": f"http://127.0.0.1:{proxy.port}"}})
+        register(client, {**s3_spec, "options": {**s3_spec["options"],
+                                                      "endpoint_url": f"http://127.0.0.1:{proxy.port}"}}, "r")
         with pytest.raises(ChecksumMismatchError):
             client.download(remote="r", key="big.bin", dest=f"{tmp_path}/bad/")
         assert proxy.fired

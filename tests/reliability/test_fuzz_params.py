@@ -24,9 +24,7 @@ from hypothesis import strategies as st
 from pipedaemon import server
 from pipedaemon.rpc import method_list
 from tests.support.hostile import NEVER, RAW, Conn, Counter, Sandbox, decode, examples, sandbox
-from tests.support.spine import Raw, reaper
-
-__all__ = ["reaper"]
+from tests.support.spine import Raw
 
 ALLOWED = {-32700, -32600, -32601, -32602, *range(1001, 1012)}
 HUGE = [10**400, -(10**400), 2**63, 2**64, -(2**63) - 1, -1, 0]

@@ -34,9 +34,7 @@ from tests.support.hostile import (
     rss_kib,
     sandbox,
 )
-from tests.support.spine import Raw, reaper
-
-__all__ = ["reaper"]
+from tests.support.spine import Raw
 
 # Methods whole lines may name: they only read (the params fuzzer covers the ones that act).
 SAFE = ["daemon.ping", "daemon.status", "daemon.methods", "job.list", "job.get", "job.watch", "job.cancel",

@@ -30,9 +30,7 @@ from tests.reliability.load_helpers import LOAD_ENV, LoadConfig, run_load
 from tests.support import soak
 from tests.support.hostile import Conn, Sandbox, rss_kib, sandbox
 from tests.support.soak import SOAK
-from tests.support.spine import Raw, reaper, sparse_file
-
-__all__ = ["reaper"]
+from tests.support.spine import Raw, sparse_file
 
 MiB = 1 << 20
 BIG = 12 * MiB  # one answer this large is far past the 1 MiB event-drop threshold

@@ -26,9 +26,9 @@ from tests.support.crash import (
     leftover_resume_rows,
     resent,
 )
-from tests.support.engine import kill_daemon, register, temp_leftovers, wait_progress
+from tests.support.engine import kill_daemon, temp_leftovers, wait_progress
 from tests.support.faultproxy import FaultProxy
-from tests.support.spine import reaper  # noqa: F401 - kills what a failed test leaves running
+from tests.support.storage import register
 
 HEADERS = 8 << 10  # per request: HTTP headers, listings and XML answers on the wire
 # Each connection's bandwidth (a slow link at the proxy), so the kill lands where it should.
@@ -67,7 +67,7 @@ def test_kill_mid_pipe_job_then_resume(direction: str, percent: int, s3_spec: di
     port = int(s3_spec["options"]["endpoint_url"].rsplit(":", 1)[1])
     proxy = FaultProxy(port, lambda n: ("slow_both", RATE)).__enter__()
     request.addfinalizer(lambda: proxy.__exit__(None, None, None))
-    register(pd_client, "r", s3_spec, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+    register(pd_client, s3_spec, "r", endpoint_url=f"http://127.0.0.1:{proxy.port}")
     pd_client.upsert_pipe({"name": "p", "remote": "r", "options": {"dir": "data"}})
     pipe = pd_client.pipe("p")
     if direction == "pull":
@@ -120,7 +120,7 @@ def test_a_multipart_copy_without_sync_state_is_recognised(s3_spec: dict[str, An
     the remote one multipart (ETag md5-of-md5s), no sync record. It is adopted, not a conflict."""
     data = random.Random(3).randbytes(20 * MiB)
     _seed_bucket(s3_client, s3_spec["root"].rstrip("/"), {"x.bin": data})
-    register(pd_client, "r", s3_spec)
+    register(pd_client, s3_spec, "r")
     pd_client.upsert_pipe({"name": "p", "remote": "r", "options": {"dir": "data"}})
     pipe = pd_client.pipe("p")
     pipe.dirpath.mkdir(parents=True, exist_ok=True)

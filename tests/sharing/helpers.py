@@ -23,6 +23,7 @@ from tests import secret_scan
 from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
+SETUP_REMOTE = "c = shared().connect(); return c.upsert_remote(ARGS)"  # a remote, as one of the users
 ROLES = ("shared", "alice", "bob", "carol", "eve")
 
 RUNNER = """

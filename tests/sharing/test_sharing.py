@@ -12,17 +12,15 @@ import os
 import stat
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipedaemon_sdk import InvalidSettingsError, PipeClient
-from tests.servers.s3 import FAKE_SECRET, RequestLog, S3Server, new_bucket_name, spec_for
-from tests.sharing.helpers import World, drop_world, make_world, start_shared
+from tests.servers.s3 import FAKE_SECRET, RequestLog, S3Server, spec_for
+from tests.sharing.helpers import SETUP_REMOTE, World
 
-SETUP_REMOTE = "c = shared().connect(); return c.upsert_remote(ARGS)"
 NEW_PIPE = "c = shared().connect(); return c.upsert_pipe(ARGS)"
 GRANT = "c = shared().connect(); return c.upsert_permissions(ARGS[0], ARGS[1])"
 # Bob's (or carol's) own daemon: a remote of protocol pipedaemon over the shared pipe, a pipe over it.
@@ -41,30 +39,6 @@ return msgspec.to_builtins(c.pipe(ARGS["pipe"]).pull(cached=ARGS.get("cached", T
 """
 CALL_SHARED = "c = shared().connect(); return c.call(ARGS[0], ARGS[1])"
 CALL_OWN = "c = own().connect(); return c.call(ARGS[0], ARGS[1])"
-
-
-@pytest.fixture(scope="module")
-def world(s3_server: S3Server, s3_client: Any) -> Iterator[World]:
-    w = make_world()
-    bucket = new_bucket_name("pdsh")
-    s3_client.create_bucket(Bucket=bucket)
-    w.bucket = bucket  # type: ignore[attr-defined]
-    w.s3 = s3_client  # type: ignore[attr-defined]
-    try:
-        start_shared(w)
-        spec = spec_for(s3_server, bucket)
-        w.ok("alice", SETUP_REMOTE, {"name": "lake", "protocol": "s3", "options": spec["options"],
-                                     "credentials": spec["credentials"]})
-        yield w
-    finally:
-        leaks = drop_world(w)
-        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for o in page.get("Contents", []):
-                s3_client.delete_object(Bucket=bucket, Key=o["Key"])
-        s3_client.delete_bucket(Bucket=bucket)
-    received = "".join(w.outputs)
-    assert FAKE_SECRET not in received, "a user received a credential"
-    assert not leaks, leaks
 
 
 def shared_pipe(w: World, files: dict[str, bytes]) -> str:

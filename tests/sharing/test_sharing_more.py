@@ -20,7 +20,7 @@ from boto3.s3.transfer import TransferConfig
 from pipedaemon.transfer import PARALLEL_THRESHOLD
 from tests.servers.s3 import FAKE_SECRET, RequestLog, S3Server
 from tests.sharing.helpers import World
-from tests.sharing.test_sharing import CALL_SHARED, GRANT, OWN_PIPE, shared_pipe, world  # noqa: F401
+from tests.sharing.test_sharing import CALL_SHARED, GRANT, OWN_PIPE, shared_pipe
 
 PULL_TWICE = """
 c = own().connect()
@@ -38,7 +38,7 @@ def set_ttl(w: World, pipe: str, ttl: float) -> None:
     w.ok("alice", SET_TTL, {"name": pipe, "settings": {"options": {"dir": pipe, "scan_ttl_s": ttl}}})
 
 
-def test_central_ttl_at_n_minus_1_n_n_plus_1(world: World, s3_server: S3Server) -> None:  # noqa: F811
+def test_central_ttl_at_n_minus_1_n_n_plus_1(world: World, s3_server: S3Server) -> None:
     pipe = shared_pipe(world, {"t.csv": b"ttl\n"})
     set_ttl(world, pipe, 3600)
     world.ok("alice", GRANT, [pipe, {"username": "public", "role": "read"}])
@@ -67,7 +67,7 @@ def test_central_ttl_at_n_minus_1_n_n_plus_1(world: World, s3_server: S3Server) 
 SCAN = "c = shared().connect(); return c.call('pipe.scan_remote', ARGS)"
 
 
-def test_reader_may_not_force_a_fresh_listing(world: World, s3_server: S3Server) -> None:  # noqa: F811
+def test_reader_may_not_force_a_fresh_listing(world: World, s3_server: S3Server) -> None:
     pipe = shared_pipe(world, {"r.csv": b"read\n", "sub/s.csv": b"s"})
     set_ttl(world, pipe, 3600)
     bob = world.users["bob"]
@@ -93,7 +93,7 @@ def test_reader_may_not_force_a_fresh_listing(world: World, s3_server: S3Server)
     assert listings(log, world, pipe) == 3
 
 
-def test_reader_sees_the_remotes_options_not_its_credentials(world: World) -> None:  # noqa: F811
+def test_reader_sees_the_remotes_options_not_its_credentials(world: World) -> None:
     bob = world.users["bob"]
     world.ok("alice", "c = shared().connect(); return c.call('remote.upsert_permissions', ARGS)",
              {"name": "lake", "settings": {"username": bob.name, "role": "read"}})
@@ -149,7 +149,7 @@ return {"killed": killed, "seen": seen, "state": info.state, "reconnects": failu
 """
 
 
-def test_kill_9_of_the_users_daemon_mid_pull_resumes(world: World) -> None:  # noqa: F811
+def test_kill_9_of_the_users_daemon_mid_pull_resumes(world: World) -> None:
     data = os.urandom(PARALLEL_THRESHOLD + (1 << 20))  # below the threshold a file restarts whole
     pipe = shared_pipe(world, {})
     # In 8 MiB parts, as big files are stored on S3: each range is verified on its own.
@@ -183,7 +183,7 @@ return {"pulled": sorted(pulled), "status": resp.status_code, "data": data,
 """
 
 
-def test_d6tpipe_pulls_a_shared_pipe_and_grants_for_real(world: World) -> None:  # noqa: F811
+def test_d6tpipe_pulls_a_shared_pipe_and_grants_for_real(world: World) -> None:
     files = {"d.csv": b"d6t\n", "sub/e.csv": b"e" * 100}
     pipe = shared_pipe(world, files)
     bob, carol = world.users["bob"], world.users["carol"]

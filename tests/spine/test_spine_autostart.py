@@ -22,19 +22,7 @@ from pipedaemon_sdk import (
     DaemonTimeoutError,
     PipeClient,
 )
-from tests.support.spine import (
-    Started,
-    daemon,
-    daemon_pids,
-    kill9,
-    reaper,
-    restart,
-    sparse_file,
-    start_serve,
-    wait_gone,
-)
-
-__all__ = ["daemon", "reaper"]
+from tests.support.spine import Started, daemon_pids, kill9, restart, sparse_file, start_serve, wait_gone
 
 HUGE = 64 * 2**30
 N = 10

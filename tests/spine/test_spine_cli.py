@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipedaemon_sdk import PipeClient
-from tests.support.spine import daemon_pids, pd_cmd, random_file, reaper, s3etag, sparse_file, wait_gone
-
-__all__ = ["reaper"]
+from tests.support.spine import daemon_pids, pd_cmd, random_file, s3etag, sparse_file, wait_gone
 
 MiB = 2**20
 HUGE = 64 * 2**30

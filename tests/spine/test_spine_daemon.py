@@ -19,17 +19,13 @@ from pipedaemon_sdk import DaemonConnectionError, PipeClient
 from tests.support.spine import (
     Started,
     close_started,
-    daemon,
     daemon_pids,
     kill9,
     pd_cmd,
-    reaper,
     start_activated,
     start_serve,
     wait_gone,
 )
-
-__all__ = ["daemon", "reaper"]
 
 SPINE_METHODS = {"daemon.ping", "daemon.status", "daemon.methods", "daemon.shutdown",
                  "job.list", "job.get", "job.watch", "job.cancel", "hash.file"}

@@ -21,10 +21,8 @@ from pipedaemon_sdk import (
 )
 from tests.support.spine import (
     Started,
-    daemon,
     kill9,
     random_file,
-    reaper,
     restart,
     s3etag,
     sparse_file,
@@ -32,8 +30,6 @@ from tests.support.spine import (
     wait_gone,
     zeros_digest,
 )
-
-__all__ = ["daemon", "reaper"]
 
 MiB = 2**20
 HUGE = 64 * 2**30  # sparse: hashing it takes minutes, so it is always running when we look

@@ -19,9 +19,7 @@ import pytest
 
 from pipedaemon_sdk import AsyncPipeClient, DaemonConnectionError, PipeClient, streams
 from tests.conftest import unavailable
-from tests.support.spine import Started, close_started, pd_cmd, ping_ok, reaper, start_serve
-
-__all__ = ["reaper"]
+from tests.support.spine import Started, close_started, pd_cmd, ping_ok, start_serve
 
 USER = "pdtest"
 CLIENT = r"""

@@ -21,9 +21,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import PipeClient
-from tests.support.spine import Raw, Started, close_started, ping_ok, reaper, start_serve
-
-__all__ = ["reaper"]
+from tests.support.spine import Raw, Started, close_started, ping_ok, start_serve
 
 
 @pytest.fixture(scope="module")

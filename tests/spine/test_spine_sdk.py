@@ -23,9 +23,7 @@ from pipedaemon_sdk import (
     ProgressEvent,
 )
 from pipedaemon_sdk import errors as E
-from tests.support.spine import random_file, reaper, sparse_file
-
-__all__ = ["reaper"]
+from tests.support.spine import random_file, sparse_file
 
 MiB = 2**20
 HUGE = 64 * 2**30

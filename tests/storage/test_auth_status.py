@@ -11,9 +11,7 @@ import pytest
 
 from pipedaemon_sdk import NotFoundError, PipeClient
 from tests.servers.s3 import FAKE_SECRET
-from tests.support.storage import client, get_spec, local_base, local_spec, reaper, register, settings_of
-
-__all__ = ["client", "local_base", "local_spec", "reaper"]
+from tests.support.storage import get_spec, register, settings_of
 
 
 def _root(c: PipeClient, remote: str) -> Any:

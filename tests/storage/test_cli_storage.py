@@ -19,10 +19,7 @@ import yaml
 
 from pipedaemon_sdk import DaemonError, PipeClient
 from pipedaemon_sdk.errors import DaemonConnectionError
-from tests.support.spine import reaper
-from tests.support.storage import get_spec, local_base, local_spec
-
-__all__ = ["local_base", "local_spec", "reaper"]
+from tests.support.storage import get_spec
 
 CLI_BACKENDS = ["local", "s3", "sftp", "ftp"]
 

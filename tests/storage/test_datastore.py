@@ -22,20 +22,7 @@ from pipedaemon_sdk import errors as E
 from pipedaemon_sdk.wire import DownloadResult, ObjectInfo, UploadResult
 from tests.servers.s3 import RequestLog
 from tests.support.spine import sparse_file, zeros_digest
-from tests.support.storage import (
-    REMOTE,
-    client,
-    ensure_bucket,
-    local_base,
-    local_spec,
-    new_bucket_name,
-    reaper,
-    register,
-    rss_peak_kib,
-    spec,
-)
-
-__all__ = ["client", "local_base", "local_spec", "reaper", "spec"]
+from tests.support.storage import REMOTE, ensure_bucket, new_bucket_name, register, rss_peak_kib
 
 MiB = 1 << 20
 OLD_MTIME = 1_600_000_000  # a whole second: every backend can keep it

@@ -15,18 +15,7 @@ from pipedaemon_sdk import errors as E
 from tests.servers.s3 import S3Server, new_bucket_name, spec_for
 from tests.servers.sftp import SSHDServer, make_spec
 from tests.support.spine import wait_gone
-from tests.support.storage import (
-    REMOTE,
-    client,
-    local_base,
-    local_spec,
-    reaper,
-    register,
-    settings_of,
-    spec,
-)
-
-__all__ = ["client", "local_base", "local_spec", "reaper", "spec"]
+from tests.support.storage import REMOTE, register, settings_of
 
 
 def all_masked(value: Any) -> bool:

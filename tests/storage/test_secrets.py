@@ -23,10 +23,7 @@ from tests import secret_scan
 from tests.servers.ftp import FTPServer
 from tests.servers.s3 import S3Server
 from tests.servers.sftp import SSHDServer, make_spec
-from tests.support.spine import Started, close_started, reaper, start_serve, wait_gone
-from tests.support.storage import client
-
-__all__ = ["client", "reaper"]
+from tests.support.spine import Started, close_started, start_serve, wait_gone
 
 
 def new_key() -> str:

@@ -20,9 +20,6 @@ from pipedaemon.pipes import settings as PS
 from pipedaemon_sdk import InvalidSettingsError, NotFoundError, PipeClient
 from tests import secret_scan
 from tests.support.hostile import Sandbox, sandbox
-from tests.support.spine import reaper
-
-__all__ = ["reaper"]
 
 CANDIDATES: list[Any] = ["text", 7, -1, 1.5, True, None, [], ["x"], {}, {"k": "v"}]
 BASE_CREDS = {"s3": {"aws_access_key_id": "AKIAFIELDS", "aws_secret_access_key": "s3-secret-fields"},
@@ -79,7 +76,8 @@ def box() -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def client(box: Sandbox) -> Iterator[PipeClient]:
+def box_client(box: Sandbox) -> Iterator[PipeClient]:
+    """The module's sandboxed daemon (profile "fields"), shared by its tests: not the per-test ``client``."""
     with PipeClient(socket_path=box.sock, auto_start=False, profile="fields") as c:
         c.upsert_remote(base_settings("local", box, "r"))
         yield c
@@ -152,18 +150,18 @@ def test_each_protocol_field_is_covered(protocol: str) -> None:
         assert covered == set(struct_fields(struct)), (section, set(struct_fields(struct)) - covered)
 
 
-def test_remote_option_and_credential_fields(client: PipeClient, box: Sandbox) -> None:
+def test_remote_option_and_credential_fields(box_client: PipeClient, box: Sandbox) -> None:
     """Every (protocol, field, bad value): 1003 naming options.X / credentials.X; nothing stored."""
     for protocol, section, field, value in REMOTE_CASES:
         settings = base_settings(protocol, box)
         settings[section] = {**settings[section], field: value}
-        refused(lambda s=settings: client.upsert_remote(s), f"{section}.{field}")
-    assert client.list_remotes() == ["r"]
+        refused(lambda s=settings: box_client.upsert_remote(s), f"{section}.{field}")
+    assert box_client.list_remotes() == ["r"]
     print(f"\n{len(REMOTE_CASES)} remote field cases")
 
 
 @pytest.mark.parametrize("split", ["read", "write"])
-def test_split_credentials_name_their_set(client: PipeClient, box: Sandbox, split: str) -> None:
+def test_split_credentials_name_their_set(box_client: PipeClient, box: Sandbox, split: str) -> None:
     for protocol in ("s3", "sftp", "ftp"):
         _, creds = S.SCHEMAS[protocol]
         for field in struct_fields(creds):
@@ -171,7 +169,7 @@ def test_split_credentials_name_their_set(client: PipeClient, box: Sandbox, spli
                 settings = base_settings(protocol, box)
                 settings["credentials"] = {"read": BASE_CREDS[protocol], "write": BASE_CREDS[protocol]}
                 settings["credentials"][split] = {**BASE_CREDS[protocol], field: value}
-                refused(lambda s=settings: client.upsert_remote(s), f"credentials.{split}.{field}")
+                refused(lambda s=settings: box_client.upsert_remote(s), f"credentials.{split}.{field}")
 
 
 TOP_LEVEL: list[tuple[str, Any]] = [
@@ -183,18 +181,18 @@ TOP_LEVEL: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize("protocol", sorted(S.SCHEMAS))
-def test_remote_top_level_fields(client: PipeClient, box: Sandbox, protocol: str) -> None:
+def test_remote_top_level_fields(box_client: PipeClient, box: Sandbox, protocol: str) -> None:
     covered = {f for f, _ in TOP_LEVEL}
     assert set(struct_fields(S.RemoteSettings)) <= covered
     for field, value in TOP_LEVEL:
         if protocol == "local" and field == "location" and value is not None:
             pass  # a local remote ignores location only when it is a string: still a type error here
         settings = {**base_settings(protocol, box), field: value}
-        refused(lambda s=settings: client.upsert_remote(s), field)
+        refused(lambda s=settings: box_client.upsert_remote(s), field)
     for missing in ("name", "protocol"):
         settings = {k: v for k, v in base_settings(protocol, box).items() if k != missing}
-        refused(lambda s=settings: client.upsert_remote(s), missing)
-    assert client.list_remotes() == ["r"]
+        refused(lambda s=settings: box_client.upsert_remote(s), missing)
+    assert box_client.list_remotes() == ["r"]
 
 
 # -- pipes --------------------------------------------------------------------------------------
@@ -242,22 +240,22 @@ def test_every_pipe_setting_is_covered() -> None:
 
 
 @pytest.mark.parametrize(("change", "field"), PIPE_CASES, ids=[f"{f}={c}"[:60] for c, f in PIPE_CASES])
-def test_pipe_setting_fields(client: PipeClient, change: dict[str, Any], field: str) -> None:
+def test_pipe_setting_fields(box_client: PipeClient, change: dict[str, Any], field: str) -> None:
     merged = {"name": "p", "remote": "r", **change}
     settings = {k: v for k, v in merged.items() if v is not None or k == "name"}
-    refused(lambda: client.upsert_pipe(settings), field)
-    assert "p" not in client.list_pipes()
+    refused(lambda: box_client.upsert_pipe(settings), field)
+    assert "p" not in box_client.list_pipes()
 
 
-def test_pipe_update_settings_fields(client: PipeClient) -> None:
+def test_pipe_update_settings_fields(box_client: PipeClient) -> None:
     """The same checks hold when a stored pipe is changed in part."""
-    client.upsert_pipe({"name": "u", "remote": "r"})
+    box_client.upsert_pipe({"name": "u", "remote": "r"})
     for change, field in PIPE_CASES:
         if field in ("name", "remote", "protocol", "location", "credentials") or "protocol" in change:
             continue  # renames and storage changes are upserts (checked above)
-        refused(lambda c=change: client.pipe("u").update_settings(c), field)
-    assert client.get_pipe("u")["settings"] == {"name": "u", "remote": "r"}
-    client.delete_pipe("u")
+        refused(lambda c=change: box_client.pipe("u").update_settings(c), field)
+    assert box_client.get_pipe("u")["settings"] == {"name": "u", "remote": "r"}
+    box_client.delete_pipe("u")
 
 
 CONFIG_CASES: list[tuple[str, Any]] = [
@@ -270,16 +268,16 @@ CONFIG_CASES: list[tuple[str, Any]] = [
 ]
 
 
-def test_profile_config_fields(client: PipeClient) -> None:
+def test_profile_config_fields(box_client: PipeClient) -> None:
     assert {k for k, _ in CONFIG_CASES} >= set(PS.CONFIG_DEFAULTS)
-    before = client.call("pipe.config_get", {"profile": "fields"})
+    before = box_client.call("pipe.config_get", {"profile": "fields"})
     for key, value in CONFIG_CASES:
-        refused(lambda k=key, v=value: client.update_profile_config({k: v}), key)
-    assert client.call("pipe.config_get", {"profile": "fields"}) == before
-    refused(lambda: client.move_repo("/tmp/a\x00b"), "filerepo")  # was -32603 (found by the params fuzzer)
+        refused(lambda k=key, v=value: box_client.update_profile_config({k: v}), key)
+    assert box_client.call("pipe.config_get", {"profile": "fields"}) == before
+    refused(lambda: box_client.move_repo("/tmp/a\x00b"), "filerepo")  # was -32603 (params fuzzer)
 
 
-def test_a_pipe_on_a_missing_remote_is_not_found(client: PipeClient) -> None:
+def test_a_pipe_on_a_missing_remote_is_not_found(box_client: PipeClient) -> None:
     """Not a settings error: the names are fine, the remote does not exist (1001, as documented)."""
     with pytest.raises(NotFoundError):
-        client.upsert_pipe({"name": "q", "remote": "nope"})
+        box_client.upsert_pipe({"name": "q", "remote": "nope"})

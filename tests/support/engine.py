@@ -6,15 +6,9 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from pipedaemon_sdk import PipeClient
 from tests.support.spine import kill9
-
-
-def register(client: PipeClient, name: str, spec: dict[str, Any], **options: Any) -> None:
-    client.upsert_remote({"name": name, "protocol": spec["protocol"],
-                          "options": {**spec["options"], **options}, "credentials": spec["credentials"]})
 
 
 def make_file(path: Path, size: int, seed: int = 1) -> str:

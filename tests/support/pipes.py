@@ -1,38 +1,34 @@
-"""Fixtures for the pipe tests: a daemon client with a temp filerepo, and storage to change behind its back.
+"""Storage to change behind the daemon's back, for the pipe tests (the fixtures: tests/conftest.py).
 
-``storage`` is a remote registered as ``r`` on a real server (local folder, moto
-S3, OpenSSH sftp) plus direct access to the same files that bypasses the daemon,
-the way another user or program would change them.
+``storage_on`` registers a remote ``r`` on a real server (any kind of tests/servers/) and
+gives direct access to the same files that bypasses the daemon, the way another user or
+program would change them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipedaemon_sdk import PipeClient
-from tests.servers.local import local_base, local_spec
-from tests.support.spine import reaper
 
-__all__ = ["Storage", "client", "local_base", "local_spec", "local_storage", "mtime_storage", "reaper",
-           "s3_storage", "state_db", "storage"]
+FTP_KINDS = ("ftp", "ftps", "pureftpd")  # their files are on this machine, under the server's root
 
 
 class Storage:
     """Direct access to a remote's root folder, around the daemon."""
 
     def __init__(self, kind: str, spec: dict[str, Any], s3: Any = None,
-                 disk_root: Path | None = None) -> None:
+                 disk_root: Path | None = None, owner: tuple[int, int] | None = None) -> None:
         self.kind = kind
         self.spec = spec
         self.s3 = s3
+        self.owner = owner  # who must own the files (pure-ftpd works as its own uid)
         # Where the files are on this machine (an FTP server's paths are under its own root).
         self.root = str(disk_root / spec["root"].lstrip("/")) if disk_root else spec["root"]
         self.bucket = self.root.split("/")[0] if kind == "s3" else ""
@@ -52,6 +48,9 @@ class Storage:
         p = self._path(name)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
+        if self.owner:
+            for q in (p, *p.parents[:len(Path(name).parents) - 1]):
+                os.chown(q, *self.owner)
         if mtime is not None:
             os.utime(p, (mtime, mtime))
 
@@ -74,44 +73,12 @@ class Storage:
         return {str(p.relative_to(base)) for p in base.rglob("*") if p.is_file()}
 
 
-@pytest.fixture
-def client(pd_env: dict[str, Path], tmp_path: Path) -> Iterator[PipeClient]:
-    """A daemon (auto-started) whose default profile keeps pipe files under tmp_path/repo."""
-    c = PipeClient(request_timeout_s=120).connect()
-    c.update_profile_config({"filerepo": str(tmp_path / "repo")})
-    yield c
-    c.close()
-    with contextlib.suppress(Exception), PipeClient(auto_start=False) as last:  # never start one to stop it
-        last.shutdown()
-
-
-@pytest.fixture(params=["local", "s3", "sftp", "ftp"])
-def storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
-    """Remote ``r`` on each kind of server (local folder, moto S3, OpenSSH sftp, pyftpdlib), registered."""
-    return _register(request, client, request.param)
-
-
-@pytest.fixture
-def local_storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
-    return _register(request, client, "local")
-
-
-@pytest.fixture(params=["local", "sftp"])
-def mtime_storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
-    """Storage whose files keep the modification times we set (S3 sets its own)."""
-    return _register(request, client, request.param)
-
-
-@pytest.fixture
-def s3_storage(request: pytest.FixtureRequest, client: PipeClient) -> Storage:
-    return _register(request, client, "s3")
-
-
-def _register(request: pytest.FixtureRequest, client: PipeClient, kind: str) -> Storage:
+def storage_on(request: pytest.FixtureRequest, client: PipeClient, kind: str) -> Storage:
+    """Remote ``r`` on the ``kind`` server (tests/servers/), registered, and direct access to its files."""
     spec = request.getfixturevalue(f"{kind}_spec")
     s3 = request.getfixturevalue("s3_client") if kind == "s3" else None
-    disk = request.getfixturevalue("ftp_server").root_dir if kind == "ftp" else None
-    st = Storage(kind, spec, s3, disk)
+    server = request.getfixturevalue(f"{kind}_server") if kind in FTP_KINDS else None
+    st = Storage(kind, spec, s3, server.root_dir if server else None, server.owner if server else None)
     client.upsert_remote(st.settings())
     return st
 

@@ -1,7 +1,7 @@
 """Shared pieces of the spine tests: start daemons the way users do, find and stop them.
 
 Every daemon a test starts carries the test's socket path on its command line, so
-the autouse ``reaper`` fixture can find each one in /proc (whoever started it: the
+the autouse ``reaper`` fixture (tests/conftest.py) can find each one in /proc (whoever started it: the
 SDK's auto-start, ``pipedaemon serve``, a socket-activation wrapper) and kill it.
 """
 
@@ -17,12 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from pipedaemon_sdk import DaemonConnectionError, PipeClient
 
@@ -192,13 +189,6 @@ def stop_all(sock: Path) -> None:
             wait_gone(pid, 10)
 
 
-@pytest.fixture(autouse=True)
-def reaper(pd_env: dict[str, Path]) -> Iterator[None]:
-    """Whatever daemons the test started for its socket are gone when it ends."""
-    yield
-    stop_all(pd_env["socket"])
-
-
 def sparse_file(path: Path, size: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
@@ -289,10 +279,3 @@ def close_started(st: Started) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             st.proc.wait(10)
 
-
-@pytest.fixture(params=["autostart", "serve", "activation"])
-def daemon(request: pytest.FixtureRequest, pd_env: dict[str, Path]) -> Iterator[Started]:
-    """A daemon started each way users start one: SDK auto-start, `serve`, systemd activation."""
-    st = start_daemon(request.param, pd_env)
-    yield st
-    close_started(st)

@@ -1,52 +1,26 @@
-"""Shared pieces of the storage tests (remotes, datastore, CLI, secrets) run through a daemon.
+"""Shared pieces of the tests that register remotes with a daemon (storage, engine, metadata...).
 
-Each test gets its own daemon, auto-started by PipeClient inside the test's temp
-PIPEDAEMON_HOME/PIPEDAEMON_SOCKET, shut down at the end (and killed by ``reaper``
-if it did not stop).
+Each test gets its own daemon (the ``client`` fixture, tests/conftest.py), auto-started by
+PipeClient inside the test's temp PIPEDAEMON_HOME/PIPEDAEMON_SOCKET, shut down at the end
+(and killed by ``reaper`` if it did not stop).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipedaemon_sdk import DaemonError, PipeClient
-from tests.servers.local import local_base, local_spec
-from tests.support.spine import reaper
+from pipedaemon_sdk import PipeClient
 
-__all__ = ["BACKENDS", "client", "local_base", "local_spec", "reaper", "spec"]
-
-# Every backend with its real server; ftps and pure-ftpd are FTP variants worth a pass each.
-BACKENDS = ["local", "s3", "sftp", "ftp", "pureftpd", "ftps"]
 REMOTE = "store"
 
 
 def get_spec(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
     return request.getfixturevalue(f"{name}_spec")
-
-
-@pytest.fixture(params=BACKENDS)
-def spec(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """A fresh, empty scratch root on one backend's real server."""
-    return {**get_spec(request, request.param), "backend": request.param}
-
-
-@pytest.fixture
-def client(pd_env: dict[str, Path]) -> Iterator[PipeClient]:
-    """A client of this test's own daemon (auto-started), shut down when the test ends."""
-    c = PipeClient(request_timeout_s=60.0).connect()
-    try:
-        yield c
-    finally:
-        with contextlib.suppress(DaemonError, ConnectionError, OSError):
-            c.shutdown()
-        c.close()
 
 
 def settings_of(spec: dict[str, Any], name: str = REMOTE, **extra: Any) -> dict[str, Any]:
@@ -56,8 +30,9 @@ def settings_of(spec: dict[str, Any], name: str = REMOTE, **extra: Any) -> dict[
     return out
 
 
-def register(c: PipeClient, spec: dict[str, Any], name: str = REMOTE) -> str:
-    c.upsert_remote(settings_of(spec, name))
+def register(c: PipeClient, spec: dict[str, Any], name: str = REMOTE, **options: Any) -> str:
+    """Remote ``name`` on ``spec``'s server, with ``options`` over the spec's own; its name."""
+    c.upsert_remote(settings_of(spec, name, options={**spec["options"], **options}))
     return name
 
 

@@ -19,11 +19,9 @@ from click.testing import CliRunner
 
 from pipedaemon.cli import main_group
 from pipedaemon_sdk import DaemonConnectionError, InvalidSettingsError, NotFoundError, PipeClient
-from tests.support.spine import ACTIVATE, daemon_pids, kill9, pd_cmd, reaper, stop_all, wait_gone, wait_socket
+from tests.support.spine import ACTIVATE, daemon_pids, kill9, pd_cmd, stop_all, wait_gone, wait_socket
 from tests.support.storage import get_spec, settings_of
 from tests.support.terminal import add_local, pd, running_jobs, slow_daemon, wait_for
-
-__all__ = ["reaper"]
 
 
 # -- one daemon per home ---------------------------------------------------------------------------

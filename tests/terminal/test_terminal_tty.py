@@ -15,10 +15,9 @@ import pytest
 
 from pipedaemon.systemd import unit_texts
 from pipedaemon_sdk import PipeClient
-from tests.support.spine import ACTIVATE, bind_listener, daemon_pids, pd_cmd, reaper, start_serve, wait_socket
+from tests.support.spine import ACTIVATE, bind_listener, daemon_pids, pd_cmd, start_serve, wait_socket
 from tests.support.terminal import Tty, add_local, pd, running_jobs, slow_daemon, wait_for
 
-__all__ = ["reaper"]
 ETA = re.compile(r"\d+:\d\d\b")
 RATE = re.compile(r"\d+(\.\d)? [kMG]?B/s")
 

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers.local import local_base, local_spec
-
-__all__ = ["local_base", "local_spec"]
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: moves 100 MiB per backend; deselect with -m 'not slow'")
