@@ -14,6 +14,7 @@ import pytest
 from pipedaemon.backends.base import Entry, TransientError
 from pipedaemon.backends.ftp import FTPBackend
 from pipedaemon_sdk.errors import AuthFailedError, NotFoundError, PermissionDeniedError, StorageError
+from tests.servers import BACKENDS, FTP_KINDS
 from tests.servers.ftp import FTPServer
 
 DATA = os.urandom(700_000) + b"tail"  # several read blocks, an odd size
@@ -43,7 +44,8 @@ async def listing(backend: FTPBackend, path: str, recursive: bool = True) -> dic
     return {e.name: e async for e in backend.list(path, recursive)}
 
 
-@pytest.fixture(params=["ftp_spec", "ftps_spec", "pureftpd_spec", "ftp_legacy_spec"])
+# FTP's own tests: the FTP kinds of the one list, and pyftpdlib without MLSD (legacy).
+@pytest.fixture(params=[*(f"{b}_spec" for b in BACKENDS if b in FTP_KINDS), "ftp_legacy_spec"])
 def any_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
     return request.getfixturevalue(request.param)
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import PipeClient, ProgressEvent
+from tests.servers import BACKENDS
 from tests.support.engine import make_file, sha256, temp_leftovers
 from tests.support.storage import register
 
-BACKENDS = ["local", "s3", "sftp", "ftp"]
 SIZES = [0, 1000, 20 * 2**20 + 12345]  # empty, one stream, and parallel chunks
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from pipedaemon.transfer import PARALLEL_THRESHOLD
 from pipedaemon_sdk import PipeClient, ProgressEvent
+from tests.servers import BACKENDS
 from tests.support.engine import make_file, sha256, temp_leftovers
 from tests.support.storage import settings_of
 
@@ -29,7 +30,8 @@ CASES = [(0, None), (1, None), *((n + d, None) for n in (BLOCK, PIECE) for d in 
          (N - 1, None), (N, None), (N + 1, 5)]
 
 
-@pytest.mark.parametrize("backend", ["local", "sftp", "ftp", "ftps", "pureftpd"])
+# The file servers' piece sizes: S3's cut-offs are test_engine_sizes.py's.
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "s3"])
 def test_sizes_around_the_parallel_cut_off(backend: str, request: pytest.FixtureRequest,
                                            client: PipeClient, tmp_path: Path) -> None:
     spec: dict[str, Any] = request.getfixturevalue(f"{backend}_spec")

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from pipedaemon.cli import main_group as cli_main
 from pipedaemon.transfer import PARALLEL_THRESHOLD
 from pipedaemon_sdk import PipeClient
+from tests.servers import BACKENDS
 from tests.support.engine import make_file, sha256, temp_leftovers
 from tests.support.storage import ensure_bucket, settings_of
 
@@ -35,7 +36,7 @@ PIECE = 1 << 20  # SFTP's READ_CHUNK, local's CHUNK, the SDK's stream frame
 BLOCK = 256 << 10  # FTP's data-connection read (ftpdata.BLOCK)
 # N+1 is also two parts and a tail: two 8 MiB chunks (the default) and one byte.
 SIZES = [0, 1, *(n + d for n in (BLOCK, PIECE, N) for d in (-1, 0, 1))]
-FILE_SERVERS = ["local", "sftp", "ftp", "ftps", "pureftpd"]
+FILE_SERVERS = [b for b in BACKENDS if b != "s3"]  # S3's cut-offs are test_engine_sizes_paths.py's
 
 
 def cp(*args: str) -> dict[str, Any]:

@@ -4,12 +4,12 @@ Run as s3fs runs them: the suites' classes mixed with our fixtures. Folders are
 implied by names on every remote (as on S3), hence ``supports_empty_directories``
 is False.
 
-Every suite runs whole on the local remote. On S3, SFTP and FTP the three
-``*_glob_edge_cases`` tests (about 30 parametrizations each: 270 tests on the three
-backends, minutes of suite time) are left out by default: they exercise fsspec's
-client-side glob expansion over the daemon's listing, which is the same code and
-the same cached listing whatever the backend. ``PIPEDAEMON_FSSPEC_ALL=1`` runs them
-on every backend too (they pass).
+Every suite runs whole on the local remote. On the other kinds of tests/servers/
+(S3, SFTP over both transports, FTP, FTPS, pure-ftpd) the three ``*_glob_edge_cases``
+tests (about 30 parametrizations each: 90 tests per backend, minutes of suite time) are
+left out by default: they exercise fsspec's client-side glob expansion over the daemon's
+listing, which is the same code and the same cached listing whatever the backend.
+``PIPEDAEMON_FSSPEC_ALL=1`` runs them on every backend too (they passed on S3, SFTP and FTP).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import DaemonError, InvalidSettingsError, NotFoundError, PipeClient
+from tests.servers import BACKENDS
 from tests.support.storage import REMOTE, get_spec, register
 
 MiB = 1 << 20
@@ -31,7 +32,7 @@ def _field_error(fn: Any) -> str:
     return info.value.data["field"]
 
 
-@pytest.mark.parametrize("backend", ["local", "s3", "sftp", "ftp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_upload_get_set_merge(client: PipeClient, request: pytest.FixtureRequest, tmp_path: Path,
                               backend: str) -> None:
     register(client, get_spec(request, backend))

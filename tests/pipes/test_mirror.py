@@ -49,6 +49,7 @@ def moved(result: dict[str, Any]) -> list[str]:
     return [f["filename"] for f in result["files"]]
 
 
+# Pairs, not kinds: each kind as a source or a target once, and S3 -> S3 (a server-side copy).
 @pytest.mark.parametrize("pair", ["ftp-s3", "sftp-s3", "s3-s3", "s3-sftp"])
 def test_mirror_copies_all_then_the_change_then_nothing(pair: str, client: PipeClient,
                                                         request: pytest.FixtureRequest) -> None:

@@ -153,6 +153,7 @@ def _pipes(client: PipeClient, rnd: int, push_files: dict[str, bytes]) -> tuple[
 
 
 @pytest.mark.timeout(0 if SOAK else 300)
+# Resumed parts on a wire the proxy counts: S3's parts, SFTP's ranged writes (FTP has none; local no wire).
 @pytest.mark.parametrize("protocol, transport", [("s3", None), ("sftp", "openssh"), ("sftp", "asyncssh")])
 def test_crash_loop(protocol: str, transport: str | None, request: pytest.FixtureRequest,
                     pd_env: dict[str, Path], tmp_path: Path) -> None:

@@ -6,3 +6,4 @@ from __future__ import annotations
 # A per-backend test parametrizes over this list; a test on fewer says why, in one line, where it
 # picks them. (The ``pipedaemon`` kind, a shared daemon as storage, is the conformance suite's.)
 BACKENDS = ["local", "s3", "sftp", "sftp_asyncssh", "ftp", "ftps", "pureftpd"]
+FTP_KINDS = ("ftp", "ftps", "pureftpd")  # FTP servers: their files are on this machine, under their root

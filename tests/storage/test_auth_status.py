@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import NotFoundError, PipeClient
+from tests.servers import BACKENDS
 from tests.servers.s3 import FAKE_SECRET
 from tests.support.storage import get_spec, register, settings_of
 
@@ -19,7 +20,7 @@ def _root(c: PipeClient, remote: str) -> Any:
 
 
 def test_every_remote(client: PipeClient, request: pytest.FixtureRequest) -> None:
-    specs = {kind: get_spec(request, kind) for kind in ("local", "s3", "sftp", "ftp")}
+    specs = {kind: get_spec(request, kind) for kind in BACKENDS}
     for kind, spec in specs.items():
         register(client, spec, kind)
     before = {k: _root(client, k) for k in specs}

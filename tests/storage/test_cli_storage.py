@@ -19,9 +19,8 @@ import yaml
 
 from pipedaemon_sdk import DaemonError, PipeClient
 from pipedaemon_sdk.errors import DaemonConnectionError
+from tests.servers import BACKENDS
 from tests.support.storage import get_spec
-
-CLI_BACKENDS = ["local", "s3", "sftp", "ftp"]
 
 
 def pd(*args: str, cwd: Path | None = None, input: str | None = None,
@@ -51,7 +50,7 @@ def stop_daemon(pd_env: dict[str, Path]) -> Iterator[None]:
             c.shutdown()
 
 
-@pytest.fixture(params=CLI_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def cli_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
     return get_spec(request, request.param)
 

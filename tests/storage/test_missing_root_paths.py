@@ -14,6 +14,7 @@ import pytest
 
 from pipedaemon_sdk import NotFoundError, PipeClient
 from pipedaemon_sdk.fsspec import PipedaemonFileSystem
+from tests.servers import BACKENDS
 from tests.support.storage import get_spec, settings_of
 from tests.support.terminal import pd
 
@@ -36,7 +37,7 @@ def _names_root(err: NotFoundError, root: str) -> None:
     assert root in err.message or any(root in str(v) for v in err.data.values()), (err.message, err.data)
 
 
-@pytest.mark.parametrize("backend", ["s3", "local", "sftp", "sftp_asyncssh", "ftp", "pureftpd"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_no_write_makes_a_missing_root(request: pytest.FixtureRequest, backend: str, tmp_path: Path,
                                        pd_env: dict[str, Path]) -> None:
     spec = get_spec(request, backend)

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from pipedaemon_sdk import PipeClient
-
-FTP_KINDS = ("ftp", "ftps", "pureftpd")  # their files are on this machine, under the server's root
+from tests.servers import FTP_KINDS
 
 
 class Storage:

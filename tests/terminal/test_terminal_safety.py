@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from pipedaemon.cli import main_group
 from pipedaemon_sdk import DaemonConnectionError, InvalidSettingsError, NotFoundError, PipeClient
+from tests.servers import BACKENDS
 from tests.support.spine import ACTIVATE, daemon_pids, kill9, pd_cmd, stop_all, wait_gone, wait_socket
 from tests.support.storage import get_spec, settings_of
 from tests.support.terminal import add_local, pd, running_jobs, slow_daemon, wait_for
@@ -280,7 +281,8 @@ def test_pipe_upsert_name_in_a_list_file(tmp_path: Path) -> None:
     assert out.returncode == 2 and "does not map names" in out.stderr and str(f) in out.stderr
 
 
-@pytest.mark.parametrize("backend", ["sftp", "sftp_asyncssh", "ftp", "pureftpd"])
+# A remotepath on a server: the local root is the tests above, S3 has a bucket instead.
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in ("local", "s3")])
 def test_missing_root_on_a_server_is_1001_and_never_made(request: pytest.FixtureRequest, backend: str,
                                                          tmp_path: Path) -> None:
     spec = get_spec(request, backend)

@@ -21,9 +21,10 @@ import pytest
 from pipedaemon.backends.base import Backend, Entry, backend_class
 from pipedaemon.transfer import upload_stream
 from pipedaemon_sdk.errors import NotFoundError, StorageError
+from tests.servers import BACKENDS
 
-# sftp: auto = OpenSSH; pipedaemon: a shared daemon's local remote, reached over its socket
-BACKENDS = ["local", "s3", "sftp", "sftp_asyncssh", "ftp", "ftps", "pureftpd", "pipedaemon"]
+# Every kind, and pipedaemon: a shared daemon's local remote, reached over its socket (sftp: auto = OpenSSH)
+KINDS = [*BACKENDS, "pipedaemon"]
 MiB = 1024 * 1024
 BIG = 100 * MiB
 OLD_MTIME = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC, a whole second on purpose
@@ -31,7 +32,7 @@ OLD_MTIME = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC, a whole second on purpos
 Case = tuple[Backend, str]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=KINDS)
 def conformance_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
     return request.getfixturevalue(f"{request.param}_spec")
 
