@@ -132,6 +132,8 @@ def test_names_made_on_disk(request: pytest.FixtureRequest, client: PipeClient, 
     evil = [e for e in DISK_EVIL if not (kind in FTP_KINDS and "\n" in e)]  # FTP listings are lines
     for name in evil:
         st.put(name, "evil")
+    if kind == "pureftpd":  # pure-ftpd never lists a control character as it is: that name stays unseen
+        evil = [e for e in evil if "\x01" not in e]
     pipe = client.pipe("p")
     with pytest.raises(UnsafePathError) as exc:
         pipe.pull()
