@@ -1,6 +1,6 @@
 """`make soak`: the long forms of the fault campaign and the crash loop, and their figures.
 
-Runs, with ``PIPEDAEMON_SOAK=1`` (tests/soak.py): the fault campaign (200 seeded runs per
+Runs, with ``PIPEDAEMON_SOAK=1`` (tests/support/soak.py): the fault campaign (200 seeded runs per
 protocol: S3, SFTP, FTP), the crash loop (at least 50 kills on S3 and 20 on SFTP), the
 wire and params fuzzers with 25 times their examples, and the load suite with 64 clients
 x 200 requests. Each suite appends what it did to a JSON-lines report; this script sums
@@ -30,8 +30,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
-SUITES = ["tests/test_faults_campaign.py::test_fault_campaign", "tests/test_crash_loop.py",
-          "tests/test_fuzz_wire.py", "tests/test_fuzz_params.py", "tests/test_load.py"]
+SUITES = ["tests/reliability/test_faults_campaign.py::test_fault_campaign",
+          "tests/reliability/test_crash_loop.py", "tests/reliability/test_fuzz_wire.py",
+          "tests/reliability/test_fuzz_params.py", "tests/reliability/test_load.py"]
 CODES = {"1008": "StorageError", "1009": "ChecksumMismatch"}
 
 

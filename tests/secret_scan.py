@@ -2,7 +2,7 @@
 plain text where a daemon writes.
 
 Every credential the fixtures and tests give the daemon is ``remember``ed. When a test's
-daemon folder is removed (``pd_env`` in conftest, ``sandbox`` in hostile_helpers) every
+daemon folder is removed (``pd_env`` in conftest, ``sandbox`` in tests/support/hostile.py) every
 file in its home (state database and its WAL, key file, logs and rotated logs, resume
 notes) and every daemon stderr capture beside it is scanned for each remembered secret's
 bytes first; a hit fails that test. The totals are printed at the end of the run

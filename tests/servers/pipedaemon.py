@@ -2,7 +2,7 @@
 
 It runs as the suite's own user (its operator), with a local remote over a scratch folder:
 the suite checks the ``pipedaemon`` backend (the wire, object.* methods, errors), not the
-roles, and making real users per test would be slow. Roles are tests/test_sharing.py's.
+roles, and making real users per test would be slow. Roles are tests/sharing/test_sharing.py's.
 """
 
 from __future__ import annotations
