@@ -379,8 +379,10 @@ class Crash:
     resumed_s: float = 0.0
     after_noop: int = -1  # files a pull moved once all was there
     final_files: int = 0
+    rewritten: int = -1  # files recorded before the kill that the resumed run wrote again
     error: str = ""
     n_total: int = 0
+    recorded: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # name -> (inode, mtime)
 
 
 def crash_pull(run: Run, kind: str, fraction: float = 0.4) -> Crash:
@@ -422,10 +424,21 @@ def crash_pull(run: Run, kind: str, fraction: float = 0.4) -> Crash:
     out.resumed_s = time.perf_counter() - start
     out.after_noop = moved(c.pipe(name).pull(cached=False))
     out.final_files = count_tree(pipe.dirpath, run.args.workers)[0]
+    out.rewritten = sum(1 for fn, was in out.recorded.items() if _identity(pipe.dirpath / fn) != was)
+    out.recorded.clear()
     run.hwm = max(run.hwm, run.daemon.hwm())
-    print(f"   resumed: {out.resumed_moved:,} files moved in {out.resumed_s:.1f} s; then a pull moved "
-          f"{out.after_noop}; {out.final_files:,} files on disk", flush=True)
+    print(f"   resumed: {out.resumed_moved:,} files moved in {out.resumed_s:.1f} s ({out.rewritten} of the "
+          f"recorded ones again); then a pull moved {out.after_noop}; {out.final_files:,} files on disk",
+          flush=True)
     return out
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    return st.st_ino, st.st_mtime_ns
 
 
 def _result_of(info: Any) -> Any:
@@ -438,14 +451,18 @@ def _check_state(db: Path, pipe: str, folder: Path, out: Crash) -> None:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         out.integrity = ",".join(r[0] for r in con.execute("PRAGMA integrity_check"))
-        rows = con.execute("SELECT filename, local_size FROM sync_state WHERE pipe=?", (pipe,))
-        for filename, size in rows:
+        rows = con.execute("SELECT filename, local_size, local_mtime_ns FROM sync_state WHERE pipe=?",
+                           (pipe,))
+        for filename, size, mtime_ns in rows:
             out.rows += 1
             try:
-                if size is None or os.stat(folder / filename).st_size != size:
-                    out.bad_rows += 1
+                st = os.stat(folder / filename)
             except FileNotFoundError:
                 out.bad_rows += 1
+                continue
+            if size is None or st.st_size != size or (mtime_ns is not None and st.st_mtime_ns != mtime_ns):
+                out.bad_rows += 1
+            out.recorded[filename] = (st.st_ino, st.st_mtime_ns)
     finally:
         con.close()
 
@@ -523,12 +540,15 @@ def _crash_line(cr: Crash) -> str:
     sound = cr.integrity == "ok" and cr.bad_rows == 0
     return (f"kill -9 during a first pull of the {cr.n_total:,} files, after {cr.killed_at:,} had moved: "
             f"`PRAGMA integrity_check` said {cr.integrity}; the sync state held {cr.rows:,} rows, "
-            f"{cr.bad_rows} of them naming a missing file or another size "
+            f"{cr.bad_rows} of them naming a missing file or another size or mtime "
             f"({'consistent' if sound else '**inconsistent**'}); {cr.on_disk:,} files were on disk. "
-            f"After a restart the job resumed and moved {cr.resumed_moved:,} files in {cr.resumed_s:.1f} s "
-            f"(the rest: {cr.n_total - cr.rows:,} not recorded, of which "
-            f"{cr.on_disk - cr.rows:,} already written); a pull after it moved {cr.after_noop}; "
-            f"{cr.final_files:,} files on disk.")
+            f"After a restart the job resumed and finished in {cr.resumed_s:.1f} s: the rest was "
+            f"{cr.n_total - cr.rows:,} files not recorded (of which {cr.on_disk - cr.rows:,} already "
+            f"written), "
+            f"the resumed job reported {cr.resumed_moved:,} moved, {cr.final_files - cr.on_disk:,} new files "
+            f"appeared and {cr.rewritten} of the recorded files were written again "
+            f"({'exactly the rest' if cr.rewritten == 0 else '**not only the rest**'}); a pull after it "
+            f"moved {cr.after_noop}; {cr.final_files:,} files on disk.")
 
 
 # -- driver ---------------------------------------------------------------------------------------
@@ -601,6 +621,14 @@ def main(argv: list[str] | None = None) -> int:
         run.hwm = max(run.hwm, run.daemon.hwm())
         if args.pyspy:
             run.notes.append(f"py-spy raw stacks of each pipedaemon case are in {args.pyspy}.")
+        else:
+            try:
+                tools.exe("py-spy")
+                have = "py-spy is installed"
+            except tools.ToolFailed:
+                have = "py-spy was not installed in the venv at the time"
+            run.notes.append(f"Where the time goes: not profiled in this run ({have}); `--pyspy DIR` records "
+                             "raw stacks of the daemon during each pipedaemon case.")
         failed = any(c.error for c in run.cases) or (crash is not None and bool(crash.error))
         if failed:
             print(f"something failed: the daemon's logs are in {run.daemon.keep_logs()}")
