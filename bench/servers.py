@@ -25,6 +25,8 @@ S3Server = s3_mod.S3Server
 SSHDServer = sftp_mod.SSHDServer
 FTPServer = ftp_mod.FTPServer
 RequestLog = s3_mod.RequestLog  # what moto_server received: explains where S3 time goes
+SftpLog = sftp_mod.SftpLog  # what sftp-server logged (after sftp_log_requests)
+sftp_log_requests = sftp_mod.log_requests
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ class Measured:
 
     wall_s: float
     cpu_s: float
-    peak_rss: int | None = None  # bytes, pipedaemon's daemon only
+    peak_rss: int | None = None  # bytes: pipedaemon's daemon (sampled), a tool's ru_maxrss (wait4)
     requests: int | None = None  # HTTP requests the S3 server logged during the run
     server_cpu_s: float | None = None  # CPU the server process spent meanwhile (moto, pyftpdlib)
     own_cpu_s: float | None = None  # pipedaemon: its daemon process alone (cpu_s adds its ssh children)
@@ -89,7 +89,7 @@ def execute(cmd: Command, timeout_s: float = 900.0) -> Measured:
             err.seek(0)
             tail = err.read().decode(errors="replace")[-1500:]
             raise ToolFailed(f"{' '.join(cmd.argv[:3])}... exited {status}: {tail}")
-    return Measured(wall, usage.ru_utime + usage.ru_stime)
+    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_rss=usage.ru_maxrss * 1024)
 
 
 def _wait4(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, os.struct_rusage]:
@@ -147,13 +147,18 @@ def openssh_sftp(ssh: SSHDServer, batch: str, tuned: bool = False) -> Command:
     return Command([*argv, f"{ssh.username}@{ssh.host}"], stdin=batch + "\n")
 
 
-def rclone_sftp(ssh: SSHDServer, src: str, dst: str) -> Command:
-    """Remote paths as ``bsftp:/abs/path``."""
+def rclone_sftp(ssh: SSHDServer, src: str, dst: str, many: bool = False) -> Command:
+    """``rclone copyto`` for one file, ``rclone copy`` for a folder; remote paths as ``bsftp:/abs/path``."""
     p = "RCLONE_CONFIG_BSFTP_"
     env = {"RCLONE_CONFIG": str(_CONF_DIR / "rclone.conf"), p + "TYPE": "sftp", p + "HOST": ssh.host,
            p + "PORT": str(ssh.port), p + "USER": ssh.username, p + "KEY_FILE": str(ssh.client_key),
            p + "KNOWN_HOSTS_FILE": str(ssh.known_hosts)}
-    return Command([exe("rclone"), "copyto", src, dst], env)
+    return Command([exe("rclone"), "copy" if many else "copyto", src, dst], env)
+
+
+def rclone_local(src: str, dst: str) -> Command:
+    """``rclone copy`` between two local folders."""
+    return Command([exe("rclone"), "copy", src, dst], {"RCLONE_CONFIG": str(_CONF_DIR / "rclone.conf")})
 
 
 # -- FTP -----------------------------------------------------------------------------

@@ -124,14 +124,18 @@ def _job_line(j: JobInfo) -> str:
 
 @main_group.command()
 @click.option("--watch", is_flag=True,
-              help="Live progress of running jobs until none run; each one's final line stays "
-                   "(with --json: one JSON object per line).")
+              help="Live progress of running jobs until none run: files done / total, files/s and "
+                   "MB/s; each one's final line stays (with --json: one JSON object per line).")
+@click.option("--every", "every_s", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              metavar="SECONDS",
+              help="With --watch and no terminal: a progress line per running job this often.")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.argument("job_ids", metavar="[JOB_ID]...", nargs=-1, shell_complete=complete_job)
 @click.pass_context
 @handle_errors
-def jobs(ctx: click.Context, watch: bool, state: str | None, limit: int, job_ids: tuple[str, ...]) -> None:
+def jobs(ctx: click.Context, watch: bool, every_s: float, state: str | None, limit: int,
+         job_ids: tuple[str, ...]) -> None:
     """List jobs, newest first (or watch the running ones); with JOB_IDs, only those."""
     c = client(ctx)
     if job_ids and watch:
@@ -142,7 +146,7 @@ def jobs(ctx: click.Context, watch: bool, state: str | None, limit: int, job_ids
         return
     from .watch import watch
 
-    watch(c, ctx.obj["json"])
+    watch(c, ctx.obj["json"], every_s)
 
 
 @main_group.command()

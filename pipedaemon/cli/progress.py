@@ -63,6 +63,7 @@ def _progress(con: Any) -> Any:
 
 def _rate_column() -> Any:
     from rich.progress import ProgressColumn
+    from rich.table import Column
     from rich.text import Text
 
     class Rate(ProgressColumn):
@@ -71,7 +72,7 @@ def _rate_column() -> Any:
         def render(self, task: Any) -> Text:
             return Text(str(task.fields.get("rate", "")), style="progress.data.speed")
 
-    return Rate()
+    return Rate(table_column=Column(no_wrap=True))  # "412 files/s 0.4 MB/s" stays on one line
 
 
 class Bar:

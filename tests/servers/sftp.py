@@ -8,9 +8,11 @@ tests see a changed host key refused.
 
 from __future__ import annotations
 
+import collections
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -93,6 +95,47 @@ def _config(base: Path, port: int) -> str:
         "Subsystem sftp internal-sftp",
         "",
     ])
+
+
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+class SftpLog:
+    """The SFTP requests ``server`` logged after ``start`` (see ``log_requests``), by kind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.start = path.stat().st_size if path.exists() else 0
+
+    def counts(self) -> collections.Counter[str]:
+        """Requests per kind: open, close, stat, lstat, opendir, closedir, mkdir, rename, set, remove...
+        (at VERBOSE sftp-server logs neither reads, writes nor directory pages)."""
+        if not self.path.exists():
+            return collections.Counter()
+        with self.path.open("rb") as f:
+            f.seek(self.start)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return collections.Counter(line.split(" ", 1)[0] for line in lines
+                                   if line and not line.startswith(("session ", "received client")))
+
+    def reset(self) -> None:
+        self.start = self.path.stat().st_size if self.path.exists() else 0
+
+
+def log_requests(server: SSHDServer) -> SftpLog:
+    """Serve SFTP with OpenSSH's sftp-server, which logs each request (``-l VERBOSE``) to
+    ``base/sftp.log``, instead of internal-sftp: sshd rereads its config on SIGHUP."""
+    if not os.access(SFTP_SERVER, os.X_OK):
+        raise RuntimeError(f"{SFTP_SERVER} not found")
+    log = server.base / "sftp.log"
+    config = server.base / "sshd_config"
+    config.write_text(config.read_text().replace(
+        "Subsystem sftp internal-sftp", f"Subsystem sftp {SFTP_SERVER} -e -l VERBOSE 2>>{log}"))
+    server.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.2)  # the old listener closes before the new one binds
+    if not _wait_banner(server.port, server.proc):
+        raise RuntimeError("sshd did not come back after SIGHUP")
+    return SftpLog(log)
 
 
 def _wait_banner(port: int, proc: subprocess.Popen[bytes]) -> bool:
