@@ -16,7 +16,6 @@ import msgspec
 from pipedaemon.state import MIGRATIONS, State
 from pipedaemon_sdk import PipeClient
 
-
 OLD_VERSION = 9
 OLD_SCHEMA = """
     CREATE TABLE jobs (
