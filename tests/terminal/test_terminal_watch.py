@@ -7,10 +7,8 @@ import re
 from pathlib import Path
 
 from pipedaemon_sdk import PipeClient
-from tests.spine_helpers import reaper
-from tests.terminal_helpers import Tty, add_local, pd
+from tests.support.terminal import Tty, add_local, pd
 
-__all__ = ["reaper"]
 FILES = 240
 SIZE = 4 << 10
 FILES_DONE = re.compile(rf"\b(\d+)/{FILES} files\b")

@@ -25,12 +25,9 @@ import asyncssh
 import pytest
 
 from pipedaemon_sdk import PipeClient
-from tests.pipes_helpers import client, local_base, local_spec, reaper
 from tests.servers import sftp as sftp_servers
 from tests.servers.ftp import FTPServer
 from tests.servers.s3 import RequestLog, S3Server
-
-__all__ = ["client", "local_base", "local_spec", "reaper"]
 
 N = 20_000
 FOLDERS = 100
