@@ -12,7 +12,6 @@ Regenerate the generated parts after changing commands or methods:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import json
 import re
@@ -69,12 +68,10 @@ def _type(s: dict[str, Any], defs: dict[str, Any]) -> str:
 
 def method_table() -> str:
     """The table of every RPC method, as daemon.methods describes them."""
-    from pipedaemon import rpc, server
+    from pipedaemon import server
 
-    for name in server.METHOD_MODULES:  # importing a module registers its methods
-        importlib.import_module(name)
     lines = ["| method | params (* required) | what it does |", "| --- | --- | --- |"]
-    for m in rpc.method_list():
+    for m in server.method_table().describe():
         defs = m["params"].get("$defs", {})
         d = defs.get(m["params"].get("$ref", "").split("/")[-1], {})
         req = set(d.get("required", []))
