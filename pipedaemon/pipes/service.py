@@ -89,6 +89,7 @@ class Pipes:
 
     async def open(self) -> None:
         await self.db.open()
+        await self.state.open()
         await self.scan.open()
         await self.store.write_mirror()
 
