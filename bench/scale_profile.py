@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folders", type=int, default=100)
     ap.add_argument("--no-rclone", dest="rclone", action="store_false")
     ap.add_argument("--no-push", dest="push", action="store_false")
+    ap.add_argument("--no-pull", dest="pull", action="store_false")
     ap.add_argument("--cprofile", type=Path, default=None)
     ap.add_argument("--base", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -103,16 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         c.update_profile_config({"filerepo": str(base / "repo")})
         c.upsert_remote({"name": "src", "protocol": "local", "options": {"remotepath": f"{src}/"},
                          "credentials": {}})
-        c.upsert_pipe({"name": "data", "remote": "src"})
-        pipe = c.pipe("data")
-        measured("first pull", pipe.pull)
-        got = count_files(base / "repo" / "data")
-        assert got == args.files, got
-        measured("no-op pull, cached", pipe.pull)
-        measured("no-op pull, fresh", lambda: pipe.pull(cached=False))
-        measured("pull_preview", pipe.pull_preview)
-        print(f"daemon RSS now {daemon.proc.memory_info().rss / 2**20:.0f} MiB, "
-              f"peak {daemon.hwm() / 2**20:.0f} MiB", flush=True)
+        if args.pull:
+            c.upsert_pipe({"name": "data", "remote": "src"})
+            pipe = c.pipe("data")
+            measured("first pull", pipe.pull)
+            got = count_files(base / "repo" / "data")
+            assert got == args.files, got
+            measured("no-op pull, cached", pipe.pull)
+            measured("no-op pull, fresh", lambda: pipe.pull(cached=False))
+            measured("pull_preview", pipe.pull_preview)
+            print(f"daemon RSS now {daemon.proc.memory_info().rss / 2**20:.0f} MiB, "
+                  f"peak {daemon.hwm() / 2**20:.0f} MiB", flush=True)
         if args.push:
             up = base / "up"
             up.mkdir()
