@@ -229,6 +229,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, profile, name, username)
     );
     """,
+    # 10: what a running pull or push moved so far (its result), written in the same
+    # transaction as the sync state (pipes/syncstate.py), so the two agree after kill -9.
+    """
+    CREATE TABLE pipe_job_done (
+        job_id TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER,
+        modified_at REAL,
+        action TEXT,
+        etag TEXT,
+        PRIMARY KEY (job_id, filename)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from pipedaemon.backends.base import (
     Backend,
     Entry,
+    FinishUpload,
     RangeWriter,
     RangeWrites,
     Rename,
@@ -117,7 +118,7 @@ class LocalWriter(RangeWriter):
                 await asyncio.to_thread(os.close, fd)
 
 
-class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
+class LocalBackend(Backend, Rename, ServerCopy, SetMtime, FinishUpload, RangeWrites):
     protocol = "local"
     traits = Traits(ranged_read=True, checksums=())
 
@@ -191,31 +192,47 @@ class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
 
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         with error_edge(map_error, path):
-            f: BinaryIO = await asyncio.to_thread(open, self._path(path), "rb", buffering=0)
+            # Opened and the first chunk read in one worker-thread hop: a small file costs one.
+            f, data = await asyncio.to_thread(_open_read, self._path(path), offset,
+                                              CHUNK if length is None else min(CHUNK, length))
             try:
-                if offset:
-                    await asyncio.to_thread(f.seek, offset)
                 left = length
-                while left is None or left > 0:
-                    want = CHUNK if left is None else min(CHUNK, left)
-                    data = await asyncio.to_thread(f.read, want)
-                    if not data:
-                        break
+                while data:
                     if left is not None:
                         left -= len(data)
                     yield data
+                    if (left is not None and left <= 0) or f is None:
+                        break
+                    data = await asyncio.to_thread(f.read, CHUNK if left is None else min(CHUNK, left))
             finally:
-                f.close()
+                if f is not None:
+                    f.close()
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], size: int | None = None,
                     extra: dict[str, Any] | None = None) -> Entry:
         local = self._path(path)
         with source_errors():
             with error_edge(map_error, path):
+                # Up to CHUNK gathered first: a stream that ends by then (a small file) is written,
+                # its folders made and its entry read in one worker-thread hop.
+                head: list[bytes] = []
+                gathered = 0
+                it = aiter(source(chunks))
+                async for chunk in it:
+                    head.append(chunk)
+                    gathered += len(chunk)
+                    if gathered >= CHUNK:
+                        break
+                else:
+                    if size is not None and gathered != size:
+                        raise StorageError(f"stream gave {gathered} bytes, {size} expected", {"path": path})
+                    st = await asyncio.to_thread(self._write_small, local, head)
+                    return _entry(path, st)
                 await self._parents(local)
                 f: BinaryIO = await asyncio.to_thread(open, local, "wb")
                 try:
-                    written = await self._pump(f, chunks)
+                    await asyncio.to_thread(f.writelines, head)
+                    written = gathered + await self._pump(f, it)
                     await asyncio.to_thread(f.close)
                     if size is not None and written != size:
                         raise StorageError(f"stream gave {written} bytes, {size} expected", {"path": path})
@@ -226,12 +243,36 @@ class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
                     raise
         return await self.stat(path)
 
+    def _root_exists_sync(self) -> None:
+        """``_root_exists`` in a worker thread, for the hops that do several things at once."""
+        root = self.options.get("remotepath")
+        if root is None or os.path.lexists(root):
+            return
+        if self.options.get("create_root"):
+            os.makedirs(root, exist_ok=True)
+            return
+        raise missing_root(str(root))
+
+    def _write_small(self, local: str, data: list[bytes]) -> os.stat_result:
+        self._root_exists_sync()
+        parent = os.path.dirname(local)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+        try:
+            with open(local, "wb") as f:
+                f.writelines(data)
+        except BaseException:
+            _unlink_quietly(local)
+            raise
+        return os.stat(local)
+
     @staticmethod
     async def _pump(f: BinaryIO, chunks: AsyncIterable[bytes]) -> int:
-        """Copy the stream to ``f``, gathering small chunks so each thread hop moves ~1 MiB."""
+        """Copy the stream (already through ``source``) to ``f``, gathering small chunks so each
+        thread hop moves ~1 MiB."""
         buf: list[bytes] = []
         pending = written = 0
-        async for chunk in source(chunks):
+        async for chunk in chunks:
             buf.append(chunk)
             pending += len(chunk)
             if pending >= CHUNK:
@@ -258,8 +299,30 @@ class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
     async def rename(self, src: str, dst: str) -> None:
         target = self._path(dst)
         with error_edge(map_error, src):
-            await self._parents(target)
-            await asyncio.to_thread(os.replace, self._path(src), target)
+            await asyncio.to_thread(self._rename, self._path(src), target)  # one hop
+
+    async def finish_upload(self, tmp: str, dst: str, mtime: float | None) -> Entry:
+        target = self._path(dst)
+        with error_edge(map_error, tmp):
+            st = await asyncio.to_thread(self._finish, self._path(tmp), target, mtime)
+        return _entry(dst, st)
+
+    def _finish(self, tmp: str, target: str, mtime: float | None) -> os.stat_result:
+        if mtime is not None:
+            try:
+                _set_mtime(tmp, mtime)
+            except OSError as exc:
+                if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                    raise  # no file to publish
+        self._rename(tmp, target)
+        return os.stat(target)
+
+    def _rename(self, src: str, target: str) -> None:
+        self._root_exists_sync()
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+        os.replace(src, target)
 
     async def copy(self, src: str, dst: str) -> Entry:
         target = self._path(dst)
@@ -272,8 +335,7 @@ class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
     async def set_mtime(self, path: str, mtime: float) -> None:
         local = self._path(path)
         with error_edge(map_error, path):
-            st = await asyncio.to_thread(os.stat, local)
-            await asyncio.to_thread(os.utime, local, (st.st_atime, mtime))
+            await asyncio.to_thread(_set_mtime, local, mtime)  # one hop
 
     async def open_writer(self, path: str, size: int) -> RangeWriter:
         local = self._path(path)
@@ -287,6 +349,33 @@ class LocalBackend(Backend, Rename, ServerCopy, SetMtime, RangeWrites):
                 os.close(fd)
                 raise
         return LocalWriter(fd, path)
+
+
+def _open_read(path: str, offset: int, first: int) -> tuple[BinaryIO | None, bytes]:
+    """The file open at ``offset`` and its first ``first`` bytes; the file is closed already (None)
+    when those were all of it."""
+    f: BinaryIO = open(path, "rb", buffering=0)  # closed by the caller, or below
+    try:
+        if offset:
+            f.seek(offset)
+        data = f.read(first) if first else b""
+        while 0 < len(data) < first:  # a short read is the end of the file only when nothing follows
+            more = f.read(first - len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < first or not first:
+            f.close()
+            return None, data
+        return f, data
+    except BaseException:
+        f.close()
+        raise
+
+
+def _set_mtime(local: str, mtime: float) -> None:
+    st = os.stat(local)
+    os.utime(local, (st.st_atime, mtime))
 
 
 def _unlink_quietly(path: str) -> None:

@@ -207,6 +207,14 @@ class ScanCache:
 
     async def _apply(self, tx: Tx, batch: list[tuple[str, str, str, Entry | None, float]]) -> None:
         folders: dict[Key, list[str]] = {}
+        written: list[tuple[Any, ...]] = []  # files written since the last delete: one executemany
+
+        async def put() -> None:
+            if written:
+                await tx.executemany("INSERT OR REPLACE INTO scan_entries(profile, remote, folder, name, "
+                                     "size, mtime, etag) VALUES (?,?,?,?,?,?,?)", written)
+                written.clear()
+
         for profile, remote, path, entry, when in batch:
             key = (profile, remote)
             if key not in folders:
@@ -218,10 +226,10 @@ class ScanCache:
                 name = path[len(base):]
                 if entry is not None:
                     mtime = entry.mtime if entry.mtime is not None else when
-                    await tx.execute("INSERT OR REPLACE INTO scan_entries(profile, remote, folder, name, "
-                                     "size, mtime, etag) VALUES (?,?,?,?,?,?,?)",
-                                     (*key, base, name, entry.size, mtime, entry.etag))
-                elif not name or name.endswith("/"):  # a folder (or everything) went away
+                    written.append((*key, base, name, entry.size, mtime, entry.etag))
+                    continue
+                await put()  # in the order reported: a delete after a write wins, and the reverse
+                if not name or name.endswith("/"):  # a folder (or everything) went away
                     sql = "DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
                     args: list[Any] = [*key, base]
                     if name:
@@ -231,6 +239,7 @@ class ScanCache:
                 else:
                     await tx.execute("DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=? "
                                      "AND name=?", (*key, base, name))
+        await put()
 
     async def _forget(self, keys: list[Key]) -> None:
         async with self.db.tx() as tx:

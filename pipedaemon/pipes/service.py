@@ -87,6 +87,7 @@ class Pipes:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def open(self) -> None:
+        await self.state.open()
         await self.scan.open()
         await self.store.write_mirror()
 

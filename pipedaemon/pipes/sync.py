@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,10 +31,11 @@ from ..transfer.common import run_bounded
 from .plan import Conflict, Move, Plan
 from .service import Pipes, SyncOptions, View, clean, ensure_writable
 from .store import Resolved
-from .syncstate import FileState, StateWriter, remote_changed
+from .syncstate import DoneRow, FileState, StateWriter, remote_changed
 
 log = logging.getLogger("pipedaemon.pipes.sync")
 CHECKPOINT_EVERY_S = 2.0
+REPORT_EVERY_S = 0.05  # progress of a many-file job: the event is updated this often
 
 
 class Vanished(Exception):
@@ -49,32 +52,37 @@ class Runner:
         self.svc, self.ctx, self.rp, self.opts, self.plan, self.view = svc, ctx, rp, opts, plan, view
         self.backend = backend
         self.tuning = tuning
-        self.writer = StateWriter(svc.state, rp.profile, rp.name)
+        self.writer = StateWriter(svc.state, rp.profile, rp.name, job_id=ctx.id)
         cp = ctx.checkpoint_data if isinstance(ctx.checkpoint_data, dict) else {}
-        self.done: dict[str, dict[str, Any]] = {r["filename"]: r for r in cp.get("done", [])}
+        # What the job moved so far (its result), by name: rows of a checkpoint of an older daemon
+        # (dicts), then the rows a killed daemon of this job stored beside the sync state (tuples).
+        self.done: dict[str, DoneRow | dict[str, Any]] = {r["filename"]: r for r in cp.get("done", [])}
         self.skipped: list[dict[str, Any]] = []
         self.late_conflicts: list[Conflict] = []
         self.bytes_done = 0
         self.files_done = 0
+        self.total = 0
+        self.count = 1
         self.running: dict[str, RunningFile] = {}  # files in flight, for one progress line each
         self._last_cp = time.monotonic()
+        self._last_report = 0.0
         self.targets = Targets(rp.dirpath)
 
     # -- the whole job ------------------------------------------------------------------
     async def run(self, parallel: int) -> list[dict[str, Any]]:
+        for row in await self.svc.state.job_done(self.ctx.id):
+            self.done.setdefault(row[0], row)
         todo = [m for m in self.plan.moves if m.name not in self.done]
-        total = sum(m.src.size for m in todo)
-        count = len(todo)
-        self.ctx.progress(0, total, file_count=max(count, 1), file_index=0, file_name="")
+        self.total = sum(m.src.size for m in todo)
+        self.count = max(len(todo), 1)
+        self.ctx.progress(0, self.total, file_count=self.count, file_index=0, file_name="")
         one = self._pull_one if self.opts.direction == "pull" else self._push_one
 
         def maker(m: Move) -> Callable[[], Awaitable[None]]:
             async def go() -> None:
                 self.running[m.name] = RunningFile(m.name, 0, m.src.size)
-                self.ctx.progress(self.bytes_done, total, file_name=m.name, file_index=self.files_done,
-                                  running=list(self.running.values()))
                 try:
-                    row = await one(m, lambda n: self._bytes(n, total, m.name))
+                    row = await one(m, lambda n: self._bytes(n, m.name))
                 except Vanished:
                     self.skipped.append({**m.row(), "action": "vanished"})
                 except Changed:
@@ -85,8 +93,7 @@ class Runner:
                 finally:
                     self.running.pop(m.name, None)
                 self.files_done += 1
-                self.ctx.progress(self.bytes_done, total, file_index=self.files_done,
-                                  running=list(self.running.values()))
+                self._report(m.name)
                 await self._maybe_checkpoint()
 
             return go
@@ -95,27 +102,41 @@ class Runner:
             await run_bounded([maker(m) for m in todo], parallel)
         finally:
             await self.writer.flush()
-        return [self.done[m.name] for m in self.plan.moves if m.name in self.done]
+            self._report("", force=True)  # the exact count: files done == total at the end
+        return [_result_row(self.done[m.name]) for m in self.plan.moves if m.name in self.done]
 
-    def _bytes(self, n: int, total: int, name: str = "") -> None:
+    def _report(self, name: str, force: bool = False) -> None:
+        """Progress, coalesced: the job's event (what status and watchers see) is brought up to
+        date at most every REPORT_EVERY_S, and always at the end; never once per file."""
+        now = time.monotonic()
+        if not force and now - self._last_report < REPORT_EVERY_S:
+            return
+        self._last_report = now
+        self.ctx.progress(self.bytes_done, self.total, file_name=name, file_index=self.files_done,
+                          running=list(self.running.values()))
+
+    def _bytes(self, n: int, name: str = "") -> None:
         self.bytes_done += n
         f = self.running.get(name)
         if f is not None:  # the event's list holds the same objects: it sees this at once
             f.bytes_done += n
-        self.ctx.progress(self.bytes_done, total)
+        self.ctx.event.bytes_done = self.bytes_done  # status sees bytes at once (cheap)
+        self._report(name)
 
     async def _maybe_checkpoint(self) -> None:
         if time.monotonic() - self._last_cp < CHECKPOINT_EVERY_S:
             return
         self._last_cp = time.monotonic()
-        await self.writer.flush()  # rows first: the checkpoint never claims what the state lacks
-        await self.ctx.checkpoint({"done": list(self.done.values())})
+        # The rows done are stored with the sync state (one transaction per batch), not here: a
+        # checkpoint costs the same at the millionth file as at the first.
+        await self.writer.flush()
+        await self.ctx.checkpoint({"done": []})
 
     # -- one file each way --------------------------------------------------------------------
-    async def _pull_one(self, m: Move, on_bytes: Callable[[int], None]) -> dict[str, Any]:
+    async def _pull_one(self, m: Move, on_bytes: Callable[[int], None]) -> DoneRow:
         rp = self.rp
-        target = self.targets(m.name)
-        _check_local_unchanged(target, m.dst)
+        target, found = self.targets.with_stat(m.name)
+        _check_local_unchanged(found, m.dst, target)
         src = rp.folder + m.name
         entry = Entry(name=src, size=m.src.size, mtime=m.src.mtime, etag=m.src.etag)
         resume = self.ctx.resume_slot(str(target))
@@ -133,10 +154,11 @@ class Runner:
                                             tuning=self.tuning, resume=resume)
             self.svc.remotes.changed(*rp.remote_key, src, fresh)
         st = target.stat()
-        await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag))
-        return {**m.row(), "size": entry.size, "modified_at": entry.mtime, "etag": entry.etag}
+        done: DoneRow = (m.name, entry.size, entry.mtime, m.action, entry.etag)
+        await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag), done)
+        return done
 
-    async def _push_one(self, m: Move, on_bytes: Callable[[int], None]) -> dict[str, Any]:
+    async def _push_one(self, m: Move, on_bytes: Callable[[int], None]) -> DoneRow:
         rp = self.rp
         path = self.targets(m.name, writing=False)  # a link out of the pipe's folder: 1010, never read
         dst = rp.folder + m.name
@@ -159,14 +181,23 @@ class Runner:
                 raise Vanished(m.name) from None
             raise
         self.svc.remotes.changed(*rp.remote_key, dst, entry)
-        await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag))
-        return {**m.row(), "size": st.st_size, "modified_at": st.st_mtime_ns / 1e9, "etag": entry.etag}
+        done: DoneRow = (m.name, st.st_size, st.st_mtime_ns / 1e9, m.action, entry.etag)
+        await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag), done)
+        return done
 
     async def _stat_remote(self, path: str) -> Entry | None:
         try:
             return await retry(lambda: self.backend.stat(path), what=f"stat {path}")
         except E.NotFoundError:
             return None
+
+
+def _result_row(row: DoneRow | dict[str, Any]) -> dict[str, Any]:
+    """A file of the job's result, as d6tpipe's pull and push list them."""
+    if isinstance(row, dict):
+        return row
+    name, size, mtime, action, etag = row
+    return {"filename": name, "size": size, "modified_at": mtime, "action": action, "etag": etag}
 
 
 class Targets:
@@ -188,23 +219,43 @@ class Targets:
         if writing:
             safepath.check_local_lengths(name, rel)  # (ENAMETOOLONG escaped as an OSError: -32603)
         target = Path(f"{self.base}/{rel}")
-        parent = target.parent
+        self._check_parent(name, target.parent)
+        if target.is_symlink():
+            return safepath.local_target(self.folder, name)  # the full check, and its error
+        return target
+
+    def with_stat(self, name: str) -> tuple[Path, os.stat_result | None]:
+        """The target to write and the file there now (None: nothing), in one lstat when it is
+        no link (the common case), as ``__call__`` then ``stat`` would tell."""
+        rel = clean(name)
+        safepath.check_local_lengths(name, rel)
+        target = Path(f"{self.base}/{rel}")
+        self._check_parent(name, target.parent)
+        try:
+            st = os.lstat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            return target, None
+        if not stat.S_ISLNK(st.st_mode):
+            return target, st
+        target = safepath.local_target(self.folder, name)  # the full check, and its error
+        try:
+            return target, target.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return target, None
+
+    def _check_parent(self, name: str, parent: Path) -> None:
         if parent not in self.checked:
             real = parent.resolve()
             if real != self.base and self.base not in real.parents:
                 raise E.UnsafePathError(f"unsafe name {name!r}: a folder on the way is a link out of the "
                                         "pipe's folder", {"path": name})
             self.checked.add(parent)
-        if target.is_symlink():
-            return safepath.local_target(self.folder, name)  # the full check, and its error
-        return target
 
 
-def _check_local_unchanged(target: Path, planned: Any) -> None:
-    """The local file is still what the plan saw (else the user edited it meanwhile)."""
-    try:
-        st = target.stat()
-    except (FileNotFoundError, NotADirectoryError):
+def _check_local_unchanged(st: os.stat_result | None, planned: Any, target: Path) -> None:
+    """The local file (``st``: as it is now) is still what the plan saw (else the user edited it
+    meanwhile)."""
+    if st is None:
         return  # nothing there (any more): nothing of the user's to lose
     if planned is None or (st.st_size, st.st_mtime_ns) != (planned.size, planned.mtime_ns):
         raise Changed(str(target))
@@ -239,6 +290,7 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
             config["parallel_files"]
         moved = await runner.run(files_at_once)
         await _record_unmoved(svc, rp, plan, view, opts)
+        await svc.state.forget_job(ctx.id)  # (the result lists them now)
         # Provenance: each moved file linked to the version it came from.
         linked = await record_sync(svc.daemon, rp, opts.direction, moved, backend, ctx.id) \
             if ctx.params.get("record") else None

@@ -44,6 +44,10 @@ def remote_changed(size: int, mtime: float | None, etag: str | None, st: FileSta
 
 
 Row = tuple[str, int | None, int | None, int | None, float | None, str | None]
+# A file a running pull or push moved, for its result: (filename, size, modified_at, action, etag).
+DoneRow = tuple[str, int, "float | None", str, "str | None"]
+BATCH_ROWS = 1000  # sync-state rows of a running job written in one transaction ...
+BATCH_S = 0.5  # ... or what gathered in this long, whichever comes first
 
 
 class SyncState:
@@ -56,15 +60,37 @@ class SyncState:
             "FROM sync_state WHERE profile=? AND pipe=?", (profile, pipe))
         return {r[0]: FileState(*r[1:]) for r in rows}
 
-    async def save(self, profile: str, pipe: str, rows: Iterable[Row]) -> None:
+    async def open(self) -> None:
+        """Rows of jobs no longer running in the table of what running jobs moved (state.py,
+        migration 10) are leftovers of a daemon killed at a job's very end."""
+        await self.db.execute("DELETE FROM pipe_job_done WHERE job_id NOT IN (SELECT id FROM jobs WHERE "
+                              "state IN ('queued', 'running'))")
+
+    async def save(self, profile: str, pipe: str, rows: Iterable[Row], done: Iterable[DoneRow] = (),
+                   job_id: str | None = None) -> None:
+        """Rows of sync state, and (``job_id``) the files the job moved, in one transaction: after
+        a kill -9 both hold the same files, or neither does."""
         now = time.time()
         batch = [(profile, pipe, *r, now) for r in rows]
-        if not batch:
+        moved = [(job_id, *d) for d in done] if job_id is not None else []
+        if not batch and not moved:
             return
         async with self.db.tx() as tx:
             await tx.executemany(
                 "INSERT OR REPLACE INTO sync_state(profile, pipe, filename, local_size, local_mtime_ns, "
                 "remote_size, remote_mtime, remote_etag, synced_at) VALUES (?,?,?,?,?,?,?,?,?)", batch)
+            if moved:
+                await tx.executemany("INSERT OR REPLACE INTO pipe_job_done(job_id, filename, size, "
+                                     "modified_at, action, etag) VALUES (?,?,?,?,?,?)", moved)
+
+    async def job_done(self, job_id: str) -> list[DoneRow]:
+        """What an earlier run of this job (a killed daemon's) moved, in the order moved."""
+        rows = await self.db.fetchall("SELECT filename, size, modified_at, action, etag FROM pipe_job_done "
+                                      "WHERE job_id=?", (job_id,))
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def forget_job(self, job_id: str) -> None:
+        await self.db.execute("DELETE FROM pipe_job_done WHERE job_id=?", (job_id,))
 
     async def forget(self, profile: str, pipe: str, names: Iterable[str] | None = None) -> None:
         async with self.db.tx() as tx:
@@ -76,20 +102,31 @@ class SyncState:
 
 
 class StateWriter:
-    """Buffers rows of a running pull or push; flushed every ``every`` rows and at the end."""
+    """Buffers rows of a running pull or push: written in one transaction every ``every`` rows,
+    or ``every_s`` seconds after the first row waiting, and at the end."""
 
-    def __init__(self, state: SyncState, profile: str, pipe: str, every: int = 256) -> None:
+    def __init__(self, state: SyncState, profile: str, pipe: str, every: int = BATCH_ROWS,
+                 every_s: float = BATCH_S, job_id: str | None = None) -> None:
         self.state = state
         self.profile = profile
         self.pipe = pipe
         self.every = every
+        self.every_s = every_s
+        self.job_id = job_id
         self.rows: list[Row] = []
+        self.done: list[DoneRow] = []
+        self._since = 0.0
 
-    async def add(self, row: Row) -> None:
+    async def add(self, row: Row, done: DoneRow | None = None) -> None:
+        if not self.rows:
+            self._since = time.monotonic()
         self.rows.append(row)
-        if len(self.rows) >= self.every:
+        if done is not None:
+            self.done.append(done)
+        if len(self.rows) >= self.every or time.monotonic() - self._since >= self.every_s:
             await self.flush()
 
     async def flush(self) -> None:
         rows, self.rows = self.rows, []
-        await self.state.save(self.profile, self.pipe, rows)
+        done, self.done = self.done, []
+        await self.state.save(self.profile, self.pipe, rows, done, self.job_id)

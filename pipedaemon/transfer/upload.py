@@ -91,7 +91,9 @@ async def file_chunks(src: Path, size: int, on_bytes: OnBytes, tuning: Tuning,
     with open(src, "rb") as f:
         sent = 0
         inline = size <= INLINE_IO
-        while piece := (f.read(PIECE) if inline else await asyncio.to_thread(f.read, PIECE)):
+        # A small file in one read (one byte more than expected shows that it grew).
+        step = size + 1 if inline else PIECE
+        while piece := (f.read(step) if inline else await asyncio.to_thread(f.read, PIECE)):
             sent += len(piece)
             if sent > size:
                 raise _changed(src)
@@ -100,6 +102,8 @@ async def file_chunks(src: Path, size: int, on_bytes: OnBytes, tuning: Tuning,
                 md5.update(piece)
             on_bytes(len(piece))
             yield piece
+            if inline and len(piece) < step:
+                break  # a buffered read comes back short only at the end of the file
     if sent != size:
         raise _changed(src)
     if unchanged is not None:
@@ -304,7 +308,12 @@ def _pread_exact(src: Path, offset: int, length: int) -> bytes:
 
 async def _publish(backend: Backend, tmp: str, dst: str, size: int, unchanged: _Unchanged) -> Entry:
     unchanged()
-    if (stamp := backend.features.set_mtime) is not None:
+    stamp = backend.features.set_mtime
+    if (finish := backend.features.finish_upload) is not None:  # the three steps below in one call
+        mtime = unchanged.before.st_mtime if stamp is not None else None
+        entry = await retry(lambda: finish.finish_upload(tmp, dst, mtime), what=f"publish {tmp}")
+        return await _checked_published(backend, entry, dst, size)
+    if stamp is not None:
         # The local file's mtime, set before the rename: the copy appears under its final name
         # already equal to the local file by size and mtime, so a push killed before it recorded
         # the file's sync state adopts it when it runs again (instead of calling it a conflict).
@@ -319,6 +328,10 @@ async def _published(backend: Backend, dst: str, size: int) -> Entry:
     """The entry of what was just renamed to ``dst``; if it is not what was sent, it is removed
     (nothing unverified stays under a final name) and 1009 reported."""
     entry = await retry(lambda: backend.stat(dst), what=f"stat {dst}")
+    return await _checked_published(backend, entry, dst, size)
+
+
+async def _checked_published(backend: Backend, entry: Entry, dst: str, size: int) -> Entry:
     try:
         _verify_size(entry, size, dst)
     except E.ChecksumMismatchError:
