@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import sys
@@ -106,8 +107,6 @@ def ensure_tree(cache: Path, count: int, workers: int) -> tuple[Path, float | No
         return root, None
     partial = cache / f"files-{count}.partial"
     if partial.exists():
-        import shutil
-
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     start = time.perf_counter()
@@ -335,6 +334,12 @@ def run_kind(run: Run, kind: str) -> None:
     # rclone keeps no listing between runs: its no-op is the same walk of both sides.
     cases["no-op pull, fresh listing"].rclone = cases["no-op pull, cached listing"].rclone
     cases["no-op pull, fresh listing"].rclone_requests = cases["no-op pull, cached listing"].rclone_requests
+    # Four copies of the tree per remote kind: at 1,000,000 files, 4 GB and a million inodes each.
+    for folder in (base, push_pipe.dirpath, pull_pipe.dirpath):
+        shutil.rmtree(folder, ignore_errors=True)
+    if kind == "s3":
+        servers.s3_drop_bucket(run.s3, run.bucket)  # moto holds objects in memory
+        run.s3.boto3_client().create_bucket(Bucket=run.bucket)
 
 
 def _check_pushed(run: Run, kind: str, where: str) -> None:
