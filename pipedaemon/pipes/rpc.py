@@ -106,8 +106,12 @@ class MoveRepo(ProfileParams):
     path: str
 
 
+def _options(p: Sync, direction: str) -> SyncOptions:
+    return SyncOptions(direction, p.mode, p.files, p.include, p.exclude, p.nrecent, p.merge_mode, p.cached)
+
+
 def _opts(p: Sync, direction: str) -> SyncOptions:
-    opts = SyncOptions(direction, p.mode, p.files, p.include, p.exclude, p.nrecent, p.merge_mode, p.cached)
+    opts = _options(p, direction)
     opts.check()
     return opts
 
@@ -221,8 +225,7 @@ async def pipe_push(ctx: Context, p: Sync) -> Any:
 
 
 def _job_opts(ctx: JobContext, direction: str) -> SyncOptions:
-    p = msgspec.convert(ctx.params, Sync)
-    return SyncOptions(direction, p.mode, p.files, p.include, p.exclude, p.nrecent, p.merge_mode, p.cached)
+    return _options(msgspec.convert(ctx.params, Sync), direction)
 
 
 JOB_KINDS = JobKinds()

@@ -52,6 +52,16 @@ def file_changed(was: RemoteFile, now: Entry) -> bool:
     return was.mtime is not None and now.mtime is not None and abs(was.mtime - now.mtime) >= 1.0
 
 
+async def _delete_under(tx: Tx, key: Key, base: str, prefix: str) -> None:
+    """Forget ``base``'s cached entries under ``prefix`` (all of them when it is empty)."""
+    sql = "DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
+    args: list[Any] = [*key, base]
+    if prefix:
+        sql += " AND name >= ? AND name < ?"
+        args += [prefix, _upper(prefix)]
+    await tx.execute(sql, args)
+
+
 def _upper(prefix: str) -> str:
     """The smallest string above every string starting with ``prefix`` (which ends in '/')."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -168,12 +178,7 @@ class ScanCache:
     async def _replace(tx: Tx, key: Key, base: str, prefix: str,
                        rows: list[tuple[str, int, float | None, str | None]]) -> None:
         """Make ``base``'s entries under ``prefix`` exactly ``rows`` (names relative to the prefix)."""
-        sql = "DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
-        args: list[Any] = [*key, base]
-        if prefix:
-            sql += " AND name >= ? AND name < ?"
-            args += [prefix, _upper(prefix)]
-        await tx.execute(sql, args)
+        await _delete_under(tx, key, base, prefix)
         await tx.executemany(
             "INSERT OR REPLACE INTO scan_entries(profile, remote, folder, name, size, mtime, etag) "
             "VALUES (?,?,?,?,?,?,?)", ((*key, base, prefix + n, s, m, e) for n, s, m, e in rows))
@@ -230,12 +235,7 @@ class ScanCache:
                     continue
                 await put()  # in the order reported: a delete after a write wins, and the reverse
                 if not name or name.endswith("/"):  # a folder (or everything) went away
-                    sql = "DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=?"
-                    args: list[Any] = [*key, base]
-                    if name:
-                        sql += " AND name >= ? AND name < ?"
-                        args += [name, _upper(name)]
-                    await tx.execute(sql, args)
+                    await _delete_under(tx, key, base, name)
                 else:
                     await tx.execute("DELETE FROM scan_entries WHERE profile=? AND remote=? AND folder=? "
                                      "AND name=?", (*key, base, name))

@@ -33,7 +33,7 @@ from .common import (
     temp_name,
 )
 from .inline import InlineETag
-from .resume import ResumeSlot
+from .resume import ResumeSlot, kept_or_discarded
 
 MiB = 1 << 20
 WRITE_UNIT = MiB  # bytes gathered before one write to disk
@@ -68,7 +68,11 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
     ident = {"src": src, "size": entry.size, "etag": entry.etag, "mtime": entry.mtime,
              "ranges": [parts[0][1], len(parts)]}
     tmp, done = await _resume_point(resume, ident, dest, tag)
-    try:
+    async def discard() -> None:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+    async with kept_or_discarded(resume, discard):
         try:
             await _fetch_verified(backend, src, tmp, parts, done, entry, on_bytes, tuning, resume, ident,
                                   inline_part)
@@ -77,15 +81,6 @@ async def download(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, *,
             os.replace(tmp, dest)
         except OSError as exc:  # e.g. the destination folder was removed meanwhile
             raise local_error(exc, dest) from exc
-    except BaseException:
-        if resume is None or not resume.keep_partial():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if resume is not None:
-                await asyncio.shield(resume.clear())
-        raise
-    if resume is not None:
-        await resume.clear()
     return entry
 
 

@@ -7,6 +7,9 @@ costs one small insert whatever the file's size.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -53,6 +56,23 @@ class ResumeSlot:
                                  (self.job_id, self.target))
         await self.state.execute("DELETE FROM transfer_resume WHERE job_id=? AND target=?",
                                  (self.job_id, self.target))
+
+
+@contextlib.asynccontextmanager
+async def kept_or_discarded(resume: ResumeSlot | None,
+                            discard: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """One file's move under its slot: done, the slot is cleared; failed, the partial copy is
+    discarded and the slot cleared, unless the daemon is stopping (the next daemon resumes)."""
+    try:
+        yield
+    except BaseException:
+        if resume is None or not resume.keep_partial():
+            await asyncio.shield(discard())
+            if resume is not None:
+                await asyncio.shield(resume.clear())
+        raise
+    if resume is not None:
+        await resume.clear()
 
 
 async def forget_job(state: State, job_id: str) -> None:

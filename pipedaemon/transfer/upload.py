@@ -31,7 +31,7 @@ from .common import (
     run_bounded,
     temp_name,
 )
-from .resume import ResumeSlot
+from .resume import ResumeSlot, kept_or_discarded
 
 PIECE = 1 << 20
 T = TypeVar("T")
@@ -432,21 +432,13 @@ async def _offset_chunks(backend: Backend, src: Path, dst: str, ident: dict[str,
 
         return run
 
-    try:
+    async with kept_or_discarded(resume, lambda: _discard(backend, tmp, tuning)):
         try:
             await run_bounded([tuning.reporting(i, len(parts), sender(i))
                                for i in range(len(parts)) if i not in done], tuning.streams)
         finally:
             await writer.close()
         entry = await _publish(backend, tmp, dst, size, unchanged)
-    except BaseException:
-        if resume is None or not resume.keep_partial():
-            await asyncio.shield(_discard(backend, tmp, tuning))
-            if resume is not None:
-                await asyncio.shield(resume.clear())
-        raise
-    if resume is not None:
-        await resume.clear()
     return entry
 
 
