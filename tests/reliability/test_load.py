@@ -202,9 +202,12 @@ def test_a_client_that_does_not_read_is_not_read_from(box: Sandbox) -> None:
     time.sleep(1.0)
     grown_mib = (peak.peak - before) // 1024
     peak.stop.set()
-    # A couple of answers (the one queued, one read meanwhile), not asks x answer.
-    assert grown_mib < 4 * answer // MiB, f"the daemon grew {grown_mib} MiB for a client that did not read"
-    assert "disconnecting a client" not in box.log(), "it never got near the limit"
+    # Had the daemon read every request, it would have queued asks x answer (twice the limit)
+    # and disconnected the client: the log says it did not. Its RSS grew by a few answers (the
+    # one queued, one read meanwhile, the allocator's slack under load), far below asks x answer.
+    assert "disconnecting a client" not in box.log(), "it read the requests and reached the limit"
+    assert grown_mib < asks * answer // MiB // 2, \
+        f"the daemon grew {grown_mib} MiB for a client that did not read"
     first = drain(hog.s, lambda lines: len(lines) >= 1)
     assert json.loads(first[0])["id"] == "a0"
     hog.close()

@@ -22,7 +22,16 @@ from pipedaemon_sdk import (
     DaemonTimeoutError,
     PipeClient,
 )
-from tests.support.spine import Started, daemon_pids, kill9, restart, sparse_file, start_serve, wait_gone
+from tests.support.spine import (
+    Started,
+    daemon_pids,
+    kill9,
+    restart,
+    sparse_file,
+    start_serve,
+    wait_gone,
+    wait_refused,
+)
 
 HUGE = 64 * 2**30
 N = 10
@@ -125,8 +134,11 @@ async def test_async_auto_start_off_without_daemon(pd_env: dict[str, Path]) -> N
 def test_auto_start_off_with_stale_socket(pd_env: dict[str, Path]) -> None:
     st = start_serve(pd_env["socket"])
     kill9(st.pid)
-    with pytest.raises(DaemonConnectionError):
+    wait_refused(pd_env["socket"])
+    assert pd_env["socket"].exists()  # stale: the file is there, nobody listens
+    with pytest.raises(DaemonConnectionError, match="auto_start is off"):
         PipeClient(auto_start=False).connect()
+    assert daemon_pids(pd_env["socket"]) == []  # and none was started
 
 
 def test_daemon_that_cannot_start_is_an_error_not_a_hang(pd_env: dict[str, Path],

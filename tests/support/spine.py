@@ -84,6 +84,26 @@ def kill9(pid: int) -> None:
     wait_gone(pid)
 
 
+def wait_refused(sock: Path, timeout: float = 30.0) -> None:
+    """Wait until nothing listens on ``sock`` any more. A killed daemon's listening socket is
+    released by the kernel a moment after its threads end; under load that moment can be seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(sock))
+            except (ConnectionRefusedError, FileNotFoundError):
+                return
+        if time.monotonic() > deadline:
+            try:
+                held = subprocess.run(["ss", "-xlp"], capture_output=True, text=True).stdout
+            except OSError as exc:
+                held = f"(ss: {exc})"
+            raise AssertionError(f"{sock} still accepts after {timeout} s; listeners:\n"
+                                 + "\n".join(line for line in held.splitlines() if str(sock) in line))
+        time.sleep(0.02)
+
+
 def wait_socket(sock: Path, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> int:
     """Wait until a daemon answers on ``sock``; its pid."""
     deadline = time.monotonic() + timeout
