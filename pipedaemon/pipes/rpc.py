@@ -203,7 +203,7 @@ async def pipe_preview(ctx: Context, p: Preview) -> dict[str, Any]:
             "kept": [c.row("kept", opts.direction) for c in plan.kept],  # type: ignore[arg-type]
             "skipped": [], "docs": {}, "dryrun": True,
             "summary": {"moved": len(plan.moves), "bytes": plan.bytes_total, "conflicts": len(plan.conflicts),
-                        "kept": len(plan.kept)}}
+                        "kept": len(plan.kept), "adopted": len(plan.adopt)}}
 
 
 async def _submit(ctx: Context, kind: str, p: Sync) -> Any:

@@ -103,7 +103,11 @@ class Runner:
         finally:
             await self.writer.flush()
             self._report("", force=True)  # the exact count: files done == total at the end
-        return [_result_row(self.done[m.name]) for m in self.plan.moves if m.name in self.done]
+        # The job's result is everything it moved, also in earlier runs (a daemon stopped or
+        # killed meanwhile): those files are in sync now, so no longer in this run's plan.
+        planned = {m.name for m in self.plan.moves}
+        earlier = [_result_row(r) for n, r in self.done.items() if n not in planned]
+        return earlier + [_result_row(self.done[m.name]) for m in self.plan.moves if m.name in self.done]
 
     def _report(self, name: str, force: bool = False) -> None:
         """Progress, coalesced: the job's event (what status and watchers see) is brought up to
@@ -301,7 +305,7 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
         "kept": [c.row("kept", opts.direction) for c in plan.kept],  # type: ignore[arg-type]
         "docs": {}, "summary": {"moved": len(moved), "bytes": sum(r["size"] for r in moved),
                                 "conflicts": len(conflicts), "kept": len(plan.kept),
-                                "skipped": len(runner.skipped),
+                                "skipped": len(runner.skipped), "adopted": len(plan.adopt),
                                 "elapsed_s": round(time.monotonic() - started, 3)}}
     if linked is not None:
         result["summary"]["linked"] = linked

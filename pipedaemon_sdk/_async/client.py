@@ -33,6 +33,9 @@ class AsyncPipeClient(AsyncApi):
         self._conn: AsyncConnection | None = None
 
     async def connect(self) -> AsyncPipeClient:
+        return await self._connect(self.auto_start)
+
+    async def _connect(self, auto_start: bool) -> AsyncPipeClient:
         if self._conn is not None and not self._conn.closed:
             return self
         path = str(self.socket_path)
@@ -43,7 +46,7 @@ class AsyncPipeClient(AsyncApi):
             if not autostart.is_retryable(exc):
                 raise DaemonConnectionError(f"cannot connect to {path}: {exc}") from exc
             start = partial(autostart.connect_or_start, self.socket_path, partial(autostart.probe, path),
-                            auto_start=self.auto_start, timeout=self.start_timeout_s)
+                            auto_start=auto_start, timeout=self.start_timeout_s)
             await async_run_blocking(start)  # it blocks: in a thread for the asyncio client
             try:
                 await conn.open()
@@ -66,8 +69,21 @@ class AsyncPipeClient(AsyncApi):
 
     async def shutdown(self, timeout: float = 30.0) -> Any:
         """Stop the daemon and return once it has: running jobs are checkpointed and resume
-        on its next start."""
-        result = await self._conn_request("daemon.shutdown", {})
+        on its next start. A daemon that is not running is not started to be stopped:
+        ``{"stopping": False, "running": False}``."""
+        for last in (False, True):
+            try:
+                await self._connect(auto_start=False)
+            except DaemonConnectionError:
+                return {"stopping": False, "running": False}
+            try:
+                result = await self._conn_request("daemon.shutdown", {})
+                break
+            except DaemonConnectionError:
+                # The connection was to a daemon that died (its end not seen yet): is one there now?
+                await self.close()
+                if last:
+                    raise
         if self._conn is not None:
             await self._conn.wait_closed(timeout)
         return result

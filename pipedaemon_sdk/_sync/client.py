@@ -35,6 +35,9 @@ class PipeClient(Api):
         self._conn: SyncConnection | None = None
 
     def connect(self) -> PipeClient:
+        return self._connect(self.auto_start)
+
+    def _connect(self, auto_start: bool) -> PipeClient:
         if self._conn is not None and not self._conn.closed:
             return self
         path = str(self.socket_path)
@@ -45,7 +48,7 @@ class PipeClient(Api):
             if not autostart.is_retryable(exc):
                 raise DaemonConnectionError(f"cannot connect to {path}: {exc}") from exc
             start = partial(autostart.connect_or_start, self.socket_path, partial(autostart.probe, path),
-                            auto_start=self.auto_start, timeout=self.start_timeout_s)
+                            auto_start=auto_start, timeout=self.start_timeout_s)
             run_blocking(start)  # it blocks: in a thread for the asyncio client
             try:
                 conn.open()
@@ -68,8 +71,21 @@ class PipeClient(Api):
 
     def shutdown(self, timeout: float = 30.0) -> Any:
         """Stop the daemon and return once it has: running jobs are checkpointed and resume
-        on its next start."""
-        result = self._conn_request("daemon.shutdown", {})
+        on its next start. A daemon that is not running is not started to be stopped:
+        ``{"stopping": False, "running": False}``."""
+        for last in (False, True):
+            try:
+                self._connect(auto_start=False)
+            except DaemonConnectionError:
+                return {"stopping": False, "running": False}
+            try:
+                result = self._conn_request("daemon.shutdown", {})
+                break
+            except DaemonConnectionError:
+                # The connection was to a daemon that died (its end not seen yet): is one there now?
+                self.close()
+                if last:
+                    raise
         if self._conn is not None:
             self._conn.wait_closed(timeout)
         return result

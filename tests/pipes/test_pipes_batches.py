@@ -128,9 +128,11 @@ def test_kill9_mid_pull_leaves_consistent_state_and_rerun_moves_exactly_the_rest
     assert integrity(pd_env["home"]) == "ok"
     before = _synced(pd_env, "p")
     assert BATCH_ROWS <= len(before) < n
+    inodes = {}
     for name, (size, mtime_ns) in before.items():  # every recorded file is on disk as recorded
         st = (pipe.dirpath / name).stat()
         assert (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
+        inodes[name] = st.st_ino  # a file written again is a new file renamed over it
     with state_db(pd_env) as db:  # the job's result rows went in the same transactions
         done = {r[0] for r in db.execute("SELECT filename FROM pipe_job_done WHERE job_id=?", (job.id,))}
     assert done == set(before)
@@ -138,8 +140,15 @@ def test_kill9_mid_pull_leaves_consistent_state_and_rerun_moves_exactly_the_rest
     client.connect()  # a new daemon resumes the job
     info = client.job(job.id).wait()
     assert info.state == "succeeded", info.error
-    rerun = {r["filename"] for r in info.result["files"]}
-    assert not rerun & set(before)  # nothing recorded before the kill moved again
+    files = [r["filename"] for r in info.result["files"]]
+    # The result lists what the job moved in both runs, each file once: those recorded before
+    # the kill first; the files that landed unrecorded are recognised as equal and only adopted.
+    assert len(files) == len(set(files)) == info.result["summary"]["moved"]
+    assert set(files[:len(before)]) == set(before)
+    assert info.result["summary"]["moved"] + info.result["summary"]["adopted"] == n
+    assert set(files) | set(before) <= names
+    for name, ino in inodes.items():  # nothing recorded before the kill moved again
+        assert (pipe.dirpath / name).stat().st_ino == ino
     assert set(_synced(pd_env, "p")) == names
     assert {p.relative_to(pipe.dirpath).as_posix() for p in pipe.dirpath.rglob("*") if p.is_file()} == names
     assert all((pipe.dirpath / name).read_bytes() == b"x" for name in names)
@@ -173,8 +182,8 @@ def test_mode_all_rerun_lists_what_the_killed_daemon_moved(client: PipeClient, l
     kill_daemon(client)
     with state_db(pd_env) as db:
         done = {r[0] for r in db.execute("SELECT filename FROM pipe_job_done WHERE job_id=?", (job.id,))}
-    for name in done:
-        stamps[name] = (pipe.dirpath / name).stat().st_mtime_ns
+    for name in done:  # a file written again is a new file renamed over it
+        stamps[name] = (pipe.dirpath / name).stat().st_ino
 
     client.connect()
     info = client.job(job.id).wait()
@@ -183,7 +192,7 @@ def test_mode_all_rerun_lists_what_the_killed_daemon_moved(client: PipeClient, l
     assert sorted(files) == sorted(names)  # each once: those of the killed daemon and the rest
     assert {r["action"] for r in info.result["files"]} == {"forced"}
     for name in done:  # not moved again by the new daemon
-        assert (pipe.dirpath / name).stat().st_mtime_ns == stamps[name]
+        assert (pipe.dirpath / name).stat().st_ino == stamps[name]
     assert _job_done_rows(pd_env) == 0
 
 

@@ -316,3 +316,22 @@ def test_shutdown_then_start_again_at_once(pd_env: dict[str, Path]) -> None:
     with PipeClient() as c:
         assert c.ping()["pong"] is True
         assert daemon_pids(pd_env["socket"]) == [c.status().pid]
+
+
+def test_shutdown_of_a_daemon_that_died_starts_none(pd_env: dict[str, Path]) -> None:
+    """Asking a daemon that is gone to stop does not start one to stop it: that one would have
+    resumed the running jobs and checkpointed them again at once (found by the kill -9 bench)."""
+    c = PipeClient().connect()
+    kill9(c.status().pid)
+    wait_refused(pd_env["socket"])
+    assert c.shutdown() == {"stopping": False, "running": False}
+    assert daemon_pids(pd_env["socket"]) == []
+    assert "listening" not in (pd_env["home"] / "daemon.log").read_text().split("listening", 1)[1]
+    c.close()
+
+
+async def test_async_shutdown_without_a_daemon_starts_none(pd_env: dict[str, Path]) -> None:
+    c = AsyncPipeClient()
+    assert await c.shutdown() == {"stopping": False, "running": False}
+    assert daemon_pids(pd_env["socket"]) == []
+    assert not (pd_env["home"] / "daemon.log").exists()
