@@ -10,25 +10,30 @@ a conflict as well.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from .syncstate import FileState, local_changed, remote_changed
 
 Direction = Literal["pull", "push"]
 
 
+class Side(Protocol):
+    """One side's copy of a file: the listing's own objects (a local folder's ``LocalFile``, a
+    remote's ``RemoteFile``) serve as they are, with no copy of each per plan."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime(self) -> float | None: ...  # seconds
+    @property
+    def mtime_ns(self) -> int | None: ...  # local copies: exact
+    @property
+    def etag(self) -> str | None: ...
+
+
 @dataclass(slots=True)
-class Side:
-    """One side's copy of a file."""
-
-    size: int
-    mtime: float | None  # seconds
-    mtime_ns: int | None = None  # local copies: exact
-    etag: str | None = None
-
-
-@dataclass
 class Move:
     name: str
     action: str  # new | modified | overwrite | forced
@@ -40,7 +45,7 @@ class Move:
                 "action": self.action}
 
 
-@dataclass
+@dataclass(slots=True)
 class Conflict:
     name: str
     local: Side
@@ -67,7 +72,7 @@ class Plan:
         return sum(m.src.size for m in self.moves)
 
 
-def _recent(names: list[str], src: dict[str, Side], n: int) -> list[str]:
+def _recent(names: list[str], src: Mapping[str, Side], n: int) -> list[str]:
     """The n newest by modification time (n < 0: the |n| oldest)."""
     if n == 0:
         return names
@@ -75,7 +80,7 @@ def _recent(names: list[str], src: dict[str, Side], n: int) -> list[str]:
     return ordered[-n:] if n > 0 else ordered[:-n]
 
 
-def make_plan(direction: Direction, local: dict[str, Side], remote: dict[str, Side],
+def make_plan(direction: Direction, local: Mapping[str, Side], remote: Mapping[str, Side],
               state: dict[str, FileState], *, mode: str = "default", files: list[str] | None = None,
               nrecent: int = 0, merge_mode: str | None = None, equal: set[str] | None = None) -> Plan:
     """What to move from the source side to the destination side.

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..backends.base import Entry
 from ..remotes import Remotes
@@ -27,6 +27,7 @@ from ..transfer import is_temp
 log = logging.getLogger("pipedaemon.pipes.scan")
 Key = tuple[str, str]  # (remote's profile, remote name)
 # Told what a fresh listing found changed against the cached one: (key, folder, new, modified, gone).
+Row = tuple[str, int, "float | None", "str | None"]  # a listed file: name, size, mtime, etag
 DiffListener = Callable[[Key, str, list[str], list[str], list[str]], Awaitable[None]]
 STALE_AFTER_S = 7 * 86400  # listings nobody refreshed for this long are dropped at start
 
@@ -37,19 +38,20 @@ class RemoteFile:
     size: int
     mtime: float | None
     etag: str | None
+    mtime_ns: ClassVar[None] = None  # (a plan Side: only local copies have exact times)
 
     def row(self) -> dict[str, Any]:
         return {"filename": self.name, "size": self.size, "modified_at": self.mtime, "etag": self.etag}
 
 
-def file_changed(was: RemoteFile, now: Entry) -> bool:
+def file_changed(was: RemoteFile, size: int, mtime: float | None, etag: str | None) -> bool:
     """Another size or ETag; without ETags on both sides, a modification time moved by a second
     or more (the cache holds our own writes' time when the storage gave none)."""
-    if was.size != now.size:
+    if was.size != size:
         return True
-    if was.etag and now.etag:
-        return was.etag != now.etag
-    return was.mtime is not None and now.mtime is not None and abs(was.mtime - now.mtime) >= 1.0
+    if was.etag and etag:
+        return was.etag != etag
+    return was.mtime is not None and mtime is not None and abs(was.mtime - mtime) >= 1.0
 
 
 async def _delete_under(tx: Tx, key: Key, base: str, prefix: str) -> None:
@@ -129,14 +131,14 @@ class ScanCache:
     async def _refresh(self, key: Key, folder: str) -> None:
         backend, _ = await self.remotes.backend(*key, "read")
 
-        async def collect() -> list[Entry]:
-            return [e async for e in backend.list(folder, recursive=True)
+        async def collect() -> list[Row]:
+            # Rows as they come (no Entry kept): a million files' listing is held once.
+            return [(e.name, e.size, e.mtime, e.etag) async for e in backend.list(folder, recursive=True)
                     if not e.is_dir and not is_temp(e.name)]
 
-        entries = await retry(collect, what=f"list {folder or '(login folder)'}")
+        rows = await retry(collect, what=f"list {folder or '(login folder)'}")
         self.listings += 1
         now = time.time()
-        rows = [(e.name, e.size, e.mtime, e.etag) for e in entries]
         before = await self._cached(key, folder, math.inf) if self.diff_listeners else None
         async with self.db.tx() as tx:
             listed = await tx.fetchall("SELECT folder FROM scan_listings WHERE profile=? AND remote=?", key)
@@ -153,18 +155,18 @@ class ScanCache:
                              "VALUES (?,?,?,?)", (*key, folder, now))
         log.debug("listed %s/%s %r: %d files", key[0], key[1], folder, len(rows))
         if before is not None:
-            await self._tell_diff(key, folder, before[0], entries)
+            await self._tell_diff(key, folder, before[0], rows)
 
-    async def _tell_diff(self, key: Key, folder: str, old: list[RemoteFile], entries: list[Entry]) -> None:
+    async def _tell_diff(self, key: Key, folder: str, old: list[RemoteFile], rows: list[Row]) -> None:
         """Compare with the listing cached before (none cached: nothing to compare with)."""
         prev = {f.name: f for f in old}
         new, modified = [], []
-        for e in entries:
-            was = prev.pop(e.name, None)
+        for name, size, mtime, etag in rows:
+            was = prev.pop(name, None)
             if was is None:
-                new.append(e.name)
-            elif file_changed(was, e):
-                modified.append(e.name)
+                new.append(name)
+            elif file_changed(was, size, mtime, etag):
+                modified.append(name)
         gone = list(prev)
         if not (new or modified or gone):
             return
@@ -175,8 +177,7 @@ class ScanCache:
                 log.exception("reporting changes of %s/%s %r failed", key[0], key[1], folder)
 
     @staticmethod
-    async def _replace(tx: Tx, key: Key, base: str, prefix: str,
-                       rows: list[tuple[str, int, float | None, str | None]]) -> None:
+    async def _replace(tx: Tx, key: Key, base: str, prefix: str, rows: list[Row]) -> None:
         """Make ``base``'s entries under ``prefix`` exactly ``rows`` (names relative to the prefix)."""
         await _delete_under(tx, key, base, prefix)
         await tx.executemany(

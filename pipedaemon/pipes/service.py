@@ -17,7 +17,7 @@ from pipedaemon_sdk.protocol.pipefiles import LocalFile, name_filter, scan_dir
 
 from .. import safepath
 from ..remotes import Remotes
-from .plan import Plan, Side, make_plan
+from .plan import Plan, make_plan
 from .scan import RemoteFile, ScanCache
 from .settings import MERGE_MODES, MODES
 from .store import PipeStore, Resolved
@@ -69,10 +69,9 @@ def clean(name: str) -> str:
 class View:
     """Both sides of a pipe and its sync state, filtered the same way."""
 
-    local: dict[str, Side]
-    remote: dict[str, Side]
+    local: dict[str, LocalFile]
+    remote: dict[str, RemoteFile]
     state: dict[str, FileState]
-    remote_files: dict[str, RemoteFile]
     listed_at: float
 
 
@@ -143,10 +142,8 @@ class Pipes:
     async def view(self, rp: Resolved, opts: SyncOptions) -> View:
         remote, listed_at = await self.remote_files(rp, opts.cached, opts.include, opts.exclude)
         local = await self.local_files(rp, opts.include, opts.exclude)
-        return View(
-            local={n: Side(f.size, f.modified_at, f.mtime_ns) for n, f in local.items()},
-            remote={n: Side(f.size, f.mtime, None, f.etag) for n, f in remote.items()},
-            state=await self.state.load(rp.profile, rp.name), remote_files=remote, listed_at=listed_at)
+        return View(local=local, remote=remote, state=await self.state.load(rp.profile, rp.name),
+                    listed_at=listed_at)
 
     async def plan(self, rp: Resolved, opts: SyncOptions) -> tuple[Plan, View]:
         opts.check()
@@ -197,7 +194,8 @@ def _read_text(path: Path) -> str:
         return f.read(DOC_MAX).decode("utf-8", "replace")
 
 
-def _equal_copies(root: Path, names: list[str], local: dict[str, Side], remote: dict[str, Side]) -> set[str]:
+def _equal_copies(root: Path, names: list[str], local: dict[str, LocalFile],
+                  remote: dict[str, RemoteFile]) -> set[str]:
     """Files on both sides without a recorded sync that hold the same bytes.
 
     Same size and mtime within a second (a copy we downloaded carries the remote's

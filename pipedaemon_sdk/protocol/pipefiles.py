@@ -27,7 +27,11 @@ SORT_KEYS = {"filename": "filename", "name": "filename", "modified_at": "modifie
 
 
 class LocalFile:
+    """A file of a pipe's local folder; it is also the daemon's plan ``Side`` of it (one object
+    per file: a million files' views fit in the daemon's memory)."""
+
     __slots__ = ("mtime_ns", "name", "size")
+    etag: None = None  # a local copy has no storage ETag
 
     def __init__(self, name: str, size: int, mtime_ns: int) -> None:
         self.name = name
@@ -36,6 +40,10 @@ class LocalFile:
 
     @property
     def modified_at(self) -> float:
+        return self.mtime_ns / 1e9
+
+    @property
+    def mtime(self) -> float:
         return self.mtime_ns / 1e9
 
     def row(self) -> dict[str, Any]:
