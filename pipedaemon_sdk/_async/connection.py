@@ -19,7 +19,7 @@ from .._common import CLOSED, request_line
 from .._events import WATCH_KEY, is_watch_message
 from .._io_async import AsyncBackground, AsyncQueue, AsyncSlot, AsyncStream
 from ..protocol.errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
-from ..protocol.wire import MAX_LINE, message_decoder
+from ..protocol.wire import MAX_ANSWER_LINE, message_decoder
 
 
 class AsyncConnection:
@@ -39,7 +39,7 @@ class AsyncConnection:
     async def open(self) -> None:
         """Connect; raises the OSError (FileNotFoundError, ConnectionRefusedError...), or
         DaemonConnectionError for a socket another user serves."""
-        self._stream = await AsyncStream.connect(self.path, shared=self.shared, limit=MAX_LINE + 1)
+        self._stream = await AsyncStream.connect(self.path, shared=self.shared, limit=MAX_ANSWER_LINE)
         self._reader = AsyncBackground(self._read_loop, "pipedaemon-sdk-reader")
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from .._common import CLOSED, request_line
 from .._events import WATCH_KEY, is_watch_message
 from .._io_sync import Background, Queue, Slot, Stream
 from ..protocol.errors import DaemonConnectionError, DaemonTimeoutError, error_from_code
-from ..protocol.wire import MAX_LINE, message_decoder
+from ..protocol.wire import MAX_ANSWER_LINE, message_decoder
 
 
 class SyncConnection:
@@ -41,7 +41,7 @@ class SyncConnection:
     def open(self) -> None:
         """Connect; raises the OSError (FileNotFoundError, ConnectionRefusedError...), or
         DaemonConnectionError for a socket another user serves."""
-        self._stream = Stream.connect(self.path, shared=self.shared, limit=MAX_LINE + 1)
+        self._stream = Stream.connect(self.path, shared=self.shared, limit=MAX_ANSWER_LINE)
         self._reader = Background(self._read_loop, "pipedaemon-sdk-reader")
 
     def close(self) -> None:

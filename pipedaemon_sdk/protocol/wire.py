@@ -12,6 +12,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 MAX_LINE = 16 * 2**20  # a longer line is refused with -32600 and the connection closed
+# What a client reads from the daemon: its answers are not held to the requests' limit (a pull of
+# a million files answers with one line of about 100 MB).
+MAX_ANSWER_LINE = 2**30
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,28 @@ async def test_async_clients_in_one_loop(tmp_path: Path) -> None:
             return (await c.status()).pid
 
     assert set(await asyncio.gather(*(many(50) for _ in range(8)))) == {pid}
+
+
+def _big_pipes(c: PipeClient, tmp_path: Path, count: int, description: int) -> None:
+    (tmp_path / "big").mkdir()
+    c.upsert_remote({"name": "big", "protocol": "local", "options": {"remotepath": f"{tmp_path}/big/"}})
+    for n in range(count):
+        c.upsert_pipe({"name": f"big{n}", "remote": "big", "description": "d" * description})
+
+
+def test_answers_longer_than_the_request_limit_reach_both_clients(client: PipeClient, tmp_path: Path) -> None:
+    """The 16 MiB line limit is the daemon's on requests; its answers can be longer (a pull of a
+    million files answers with one line of ~100 MB): both clients read them whole."""
+    from pipedaemon_sdk.protocol.wire import MAX_LINE, encode_line
+
+    _big_pipes(client, tmp_path, 3, MAX_LINE // 4)
+    pipes = client.list_pipes(names_only=False)
+    assert len(encode_line(pipes)) > MAX_LINE + 1  # the line the daemon sent was longer still
+    assert sorted(p["name"] for p in pipes if p["name"].startswith("big")) == ["big0", "big1", "big2"]
+
+    async def read_async() -> Any:
+        async with AsyncPipeClient() as ac:
+            return await ac.list_pipes(names_only=False)
+
+    assert asyncio.run(read_async()) == pipes
+    assert client.ping()["pong"] is True  # and the connection goes on
