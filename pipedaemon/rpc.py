@@ -21,6 +21,7 @@ import msgspec
 
 from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.wire import ErrorObject, Message, Request, encode_line, request_decoder
+from pipedaemon_sdk.protocol.wire import encoder as wire_encoder
 
 if TYPE_CHECKING:
     from .server import Connection, Daemon
@@ -257,10 +258,19 @@ async def invoke(method: Method, params: Any, ctx: Context) -> tuple[Any, E.Daem
         return None, E.InternalError(f"internal error in {method.name}; see the daemon log")
 
 
-def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | None:
+def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | bytearray | None:
     """The response line, or None for a notification (a request without id)."""
     if req.id is msgspec.UNSET:
         return None
     if err is not None:
         return encode_line(error_message(req.id, err))
-    return encode_line(Message(id=req.id, result=result))
+    return answer_line(Message(id=req.id, result=result))
+
+
+def answer_line(msg: Message) -> bytes | bytearray:
+    """``encode_line`` without its last copy: an answer may be a whole pull's list of files
+    (~100 MB at a million), which the transport takes as it is."""
+    buf = bytearray()
+    wire_encoder.encode_into(msg, buf)
+    buf += b"\n"
+    return buf

@@ -90,7 +90,7 @@ class Connection:
         self.closed = False
         self.user: str | None = None  # set by Daemon._on_client from the peer credentials
 
-    def send(self, line: bytes, droppable: bool = False) -> None:
+    def send(self, line: bytes | bytearray, droppable: bool = False) -> None:
         """Queue a line; progress events are dropped for a client that does not read."""
         if self.closed or self.writer.is_closing():
             return

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 from .syncstate import FileState, local_changed, remote_changed
 
 Direction = Literal["pull", "push"]
@@ -33,6 +35,15 @@ class Side(Protocol):
     def etag(self) -> str | None: ...
 
 
+class PlannedRow(msgspec.Struct):
+    """``Move.row()`` as the wire carries it, without a dict per file (a million-file preview)."""
+
+    filename: str
+    size: int
+    modified_at: float | None
+    action: str
+
+
 @dataclass(slots=True)
 class Move:
     name: str
@@ -43,6 +54,9 @@ class Move:
     def row(self) -> dict[str, Any]:
         return {"filename": self.name, "size": self.src.size, "modified_at": self.src.mtime,
                 "action": self.action}
+
+    def wire(self) -> PlannedRow:
+        return PlannedRow(self.name, self.src.size, self.src.mtime, self.action)
 
 
 @dataclass(slots=True)

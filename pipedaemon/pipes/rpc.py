@@ -198,7 +198,7 @@ async def pipe_preview(ctx: Context, p: Preview) -> dict[str, Any]:
     if plan.missing:
         raise E.NotFoundError(f"no such file in pipe {p.name}: {', '.join(plan.missing[:10])}",
                               {"files": plan.missing})
-    return {"files": [m.row() for m in plan.moves],
+    return {"files": [m.wire() for m in plan.moves],
             "conflicts": [c.row("conflict", opts.direction) for c in plan.conflicts],  # type: ignore[arg-type]
             "kept": [c.row("kept", opts.direction) for c in plan.kept],  # type: ignore[arg-type]
             "skipped": [], "docs": {}, "dryrun": True,
