@@ -28,7 +28,7 @@ from pipedaemon_sdk.protocol.wire import (
     encode_line,
 )
 
-from .rpc import Context, Methods, Params
+from .rpc import Context, Methods, Params, message_line
 from .transfer.common import Orphan, Tuning, streams_for
 from .transfer.limits import Limits, TokenBucket, env_int
 from .transfer.resume import ResumeSlot, forget_job
@@ -261,7 +261,7 @@ class JobManager:
              msgspec.json.encode(info.progress), info.updated_at, info.id))
         await forget_job(self.state, info.id)
         self._log_end(info, error)
-        line = encode_line(Message(method="job.finished", params=info))
+        line = message_line(Message(method="job.finished", params=info))
         for conn in self.watchers.pop(info.id, set()):
             conn.send(line)
 
@@ -363,7 +363,9 @@ def _row_info(row: Any) -> JobInfo:
     dec = msgspec.json.decode
     return JobInfo(
         id=jid, kind=kind, state=state, created_at=created, updated_at=updated, params=dec(params),
-        result=dec(result) if result else None,
+        # The result goes out as it was stored, undecoded: a pull's list of a million files is
+        # one ~100 MB value, which job.get and job.list need not build as objects first.
+        result=msgspec.Raw(result) if result else None,
         error=msgspec.json.decode(error, type=ErrorObject | None) if error else None,
         progress=msgspec.json.decode(progress, type=ProgressEvent | None) if progress else None)
 

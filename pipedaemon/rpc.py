@@ -264,12 +264,12 @@ def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | byte
         return None
     if err is not None:
         return encode_line(error_message(req.id, err))
-    return answer_line(Message(id=req.id, result=result))
+    return message_line(Message(id=req.id, result=result))
 
 
-def answer_line(msg: Message) -> bytes | bytearray:
-    """``encode_line`` without its last copy: an answer may be a whole pull's list of files
-    (~100 MB at a million), which the transport takes as it is."""
+def message_line(msg: Message) -> bytes | bytearray:
+    """``encode_line`` without its last copy: an answer (or a job.finished) may hold a whole
+    pull's list of files (~100 MB at a million), which the transport takes as it is."""
     buf = bytearray()
     wire_encoder.encode_into(msg, buf)
     buf += b"\n"

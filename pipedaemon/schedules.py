@@ -234,7 +234,8 @@ class Scheduler:
                 key, spec, failures, {"code": E.CANCELLED, "message": f"job {job_id} {info.state}"}, job_id
             )
         # Told after the state is saved: a watcher that then asks schedule.list sees this run's outcome.
-        await self.events.publish("job.finished", key[0], key[1], {"job": msgspec.to_builtins(info)})
+        job = msgspec.json.decode(msgspec.json.encode(info))  # (as builtins: its result is raw JSON)
+        await self.events.publish("job.finished", key[0], key[1], {"job": job})
 
     async def _wait_job(self, job_id: str) -> JobInfo:
         while True:
