@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import logging
 import os
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.wire import RunningFile
 
-from .. import safepath, transfer
+from .. import transfer
 from ..backends.base import Backend, Entry, SmallFiles
 from ..jobs import JobContext
 from ..provenance.record import record_sync
@@ -32,9 +31,10 @@ from ..transfer import batch
 from ..transfer.batch import batchable
 from ..transfer.common import INLINE_IO, run_bounded
 from .plan import Conflict, Move, Plan
-from .service import Pipes, SyncOptions, View, clean, ensure_writable
+from .service import Pipes, SyncOptions, View, ensure_writable
 from .store import Resolved
 from .syncstate import DoneRow, FileState, StateWriter, remote_changed
+from .targets import Changed, Targets, check_local_unchanged
 
 log = logging.getLogger("pipedaemon.pipes.sync")
 CHECKPOINT_EVERY_S = 2.0
@@ -43,10 +43,6 @@ REPORT_EVERY_S = 0.05  # progress of a many-file job: the event is updated this 
 
 class Vanished(Exception):
     """The source file disappeared after the plan was made: skipped, not an error."""
-
-
-class Changed(Exception):
-    """The destination changed after the plan was made: a conflict now."""
 
 
 OneFile = Callable[[Move, Callable[[int], None]], Awaitable[DoneRow]]
@@ -193,7 +189,7 @@ class Runner:
     async def _pull_one(self, m: Move, on_bytes: Callable[[int], None]) -> DoneRow:
         rp = self.rp
         target, found = self.targets.with_stat(m.name)
-        _check_local_unchanged(found, m.dst, target)
+        check_local_unchanged(found, m.dst, target)
         src = rp.folder + m.name
         entry = Entry(name=src, size=m.src.size, mtime=m.src.mtime, etag=m.src.etag)
         resume = self.ctx.resume_slot(str(target))
@@ -252,7 +248,7 @@ class Runner:
         for m in ms:
             try:
                 target, found = self.targets.with_stat(m.name)
-                _check_local_unchanged(found, m.dst, target)
+                check_local_unchanged(found, m.dst, target)
                 self._parent_made(target.parent)
             except Changed as exc:
                 out[m.name] = exc
@@ -322,67 +318,6 @@ def _result_row(row: DoneRow | dict[str, Any]) -> dict[str, Any]:
         return row
     name, size, mtime, action, etag = row
     return {"filename": name, "size": size, "modified_at": mtime, "action": action, "etag": etag}
-
-
-class Targets:
-    """``safepath.local_target`` for the many names of one pull.
-
-    The same checks (no name leaves the folder, no linked folder or file leads out
-    of it), with the folder and each parent folder resolved once instead of once
-    per file: resolving walks every path component, which cost more than a small
-    download.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.base = folder.resolve()
-        self.checked: set[Path] = set()
-
-    def __call__(self, name: str, writing: bool = True) -> Path:
-        rel = clean(name)
-        if writing:
-            safepath.check_local_lengths(name, rel)  # (ENAMETOOLONG escaped as an OSError: -32603)
-        target = Path(f"{self.base}/{rel}")
-        self._check_parent(name, target.parent)
-        if target.is_symlink():
-            return safepath.local_target(self.folder, name)  # the full check, and its error
-        return target
-
-    def with_stat(self, name: str) -> tuple[Path, os.stat_result | None]:
-        """The target to write and the file there now (None: nothing), in one lstat when it is
-        no link (the common case), as ``__call__`` then ``stat`` would tell."""
-        rel = clean(name)
-        safepath.check_local_lengths(name, rel)
-        target = Path(f"{self.base}/{rel}")
-        self._check_parent(name, target.parent)
-        try:
-            st = os.lstat(target)
-        except (FileNotFoundError, NotADirectoryError):
-            return target, None
-        if not stat.S_ISLNK(st.st_mode):
-            return target, st
-        target = safepath.local_target(self.folder, name)  # the full check, and its error
-        try:
-            return target, target.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return target, None
-
-    def _check_parent(self, name: str, parent: Path) -> None:
-        if parent not in self.checked:
-            real = parent.resolve()
-            if real != self.base and self.base not in real.parents:
-                raise E.UnsafePathError(f"unsafe name {name!r}: a folder on the way is a link out of the "
-                                        "pipe's folder", {"path": name})
-            self.checked.add(parent)
-
-
-def _check_local_unchanged(st: os.stat_result | None, planned: Any, target: Path) -> None:
-    """The local file (``st``: as it is now) is still what the plan saw (else the user edited it
-    meanwhile)."""
-    if st is None:
-        return  # nothing there (any more): nothing of the user's to lose
-    if planned is None or (st.st_size, st.st_mtime_ns) != (planned.size, planned.mtime_ns):
-        raise Changed(str(target))
 
 
 # -- the job ----------------------------------------------------------------------------------
