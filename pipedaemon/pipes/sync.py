@@ -287,12 +287,11 @@ class Runner:
         moving: list[Move] = []
         for m in ms:
             try:
-                path = self.targets(m.name, writing=False)
-                st = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                out[m.name] = Vanished(m.name)
-                continue
+                path, st = self.targets.with_stat(m.name, writing=False)
             except (E.DaemonError, OSError):
+                continue  # the one-file way raises it as it always did
+            if st is None:
+                out[m.name] = Vanished(m.name)
                 continue
             items.append((path, st, rp.folder + m.name))
             moving.append(m)

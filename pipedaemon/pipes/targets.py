@@ -44,11 +44,12 @@ class Targets:
             return safepath.local_target(self.folder, name)  # the full check, and its error
         return target
 
-    def with_stat(self, name: str) -> tuple[Path, os.stat_result | None]:
-        """The target to write and the file there now (None: nothing), in one lstat when it is
-        no link (the common case), as ``__call__`` then ``stat`` would tell."""
+    def with_stat(self, name: str, writing: bool = True) -> tuple[Path, os.stat_result | None]:
+        """The target to write (or read) and the file there now (None: nothing), in one lstat
+        when it is no link (the common case), as ``__call__`` then ``stat`` would tell."""
         rel = clean(name)
-        safepath.check_local_lengths(name, rel)
+        if writing:
+            safepath.check_local_lengths(name, rel)
         target = Path(f"{self.base}/{rel}")
         self._check_parent(name, target.parent)
         try:

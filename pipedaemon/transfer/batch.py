@@ -108,20 +108,32 @@ async def send_small(backend: Backend, small: SmallFiles, items: list[tuple[Path
 
 
 def _read_unchanged(src: Path, before: os.stat_result) -> bytes | None:
-    """The file's bytes when it is still as ``before`` says (size and mtime, before and after the
-    read), else None (it changed or went: the one-file way tells which)."""
+    """The file's bytes when it is still as ``before`` says (size and mtime, when opened and after
+    the read), else None (it changed or went: the one-file way tells which). One open, two
+    fstats: a file replaced before the open shows in the first, one written meanwhile in the
+    second."""
     if before.st_size > INLINE_IO:
         return None
+    was = (before.st_size, before.st_mtime_ns)
     try:
-        with open(src, "rb") as f:
-            data = f.read(before.st_size + 1)  # one byte more shows that it grew
-        after = os.stat(src)
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _state(os.fstat(fd)) != was:
+                return None
+            data = os.read(fd, before.st_size + 1)  # one byte more shows that it grew
+            while 0 < len(data) <= before.st_size and (more := os.read(fd, before.st_size + 1 - len(data))):
+                data += more
+            if len(data) != before.st_size or _state(os.fstat(fd)) != was:
+                return None
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    if len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size,
-                                                                              before.st_mtime_ns):
-        return None
     return data
+
+
+def _state(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
 
 
 def _verified(entry: Entry, put: SmallPut) -> bool:
