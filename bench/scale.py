@@ -279,7 +279,8 @@ def run_kind(run: Run, kind: str) -> None:
             expect_moved(holder[0], expect, what)
             case.pd, case.moved = m, moved(holder[0])
             print(f"   pipedaemon {what:28} {m.wall_s:8.2f} s  cpu {m.cpu_s:7.2f} s  "
-                  f"rss {(m.peak_rss or 0) / MiB:5.0f} MiB  {case.pd_requests}", flush=True)
+                  f"(user {m.user_s or 0:6.2f} s)  rss {(m.peak_rss or 0) / MiB:5.0f} MiB  "
+                  f"{case.pd_requests}", flush=True)
         except Exception as exc:  # noqa: BLE001 - reported in the table; the other cases go on
             case.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             print(f"   pipedaemon {what:28} FAILED {case.error}", flush=True)
@@ -319,7 +320,8 @@ def run_kind(run: Run, kind: str) -> None:
             check()
             case.rclone = m
             print(f"   rclone     {what:28} {m.wall_s:8.2f} s  cpu {m.cpu_s:7.2f} s  "
-                  f"rss {(m.peak_rss or 0) / MiB:5.0f} MiB  {case.rclone_requests}", flush=True)
+                  f"(user {m.user_s or 0:6.2f} s)  rss {(m.peak_rss or 0) / MiB:5.0f} MiB  "
+                  f"{case.rclone_requests}", flush=True)
         except Exception as exc:  # noqa: BLE001 - reported in the table
             case.error = (case.error + "; " if case.error else "") + \
                 " ".join(f"rclone: {type(exc).__name__}: {exc}".split())[:300]

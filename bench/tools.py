@@ -44,6 +44,7 @@ class Measured:
     requests: int | None = None  # HTTP requests the S3 server logged during the run
     server_cpu_s: float | None = None  # CPU the server process spent meanwhile (moto, pyftpdlib)
     own_cpu_s: float | None = None  # pipedaemon: its daemon process alone (cpu_s adds its ssh children)
+    user_s: float | None = None  # of cpu_s, in user mode (the rest is the kernel's: file creation...)
 
 
 @dataclass
@@ -89,7 +90,8 @@ def execute(cmd: Command, timeout_s: float = 900.0) -> Measured:
             err.seek(0)
             tail = err.read().decode(errors="replace")[-1500:]
             raise ToolFailed(f"{' '.join(cmd.argv[:3])}... exited {status}: {tail}")
-    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_rss=usage.ru_maxrss * 1024)
+    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_rss=usage.ru_maxrss * 1024,
+                    user_s=usage.ru_utime)
 
 
 def _wait4(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, os.struct_rusage]:
@@ -212,7 +214,8 @@ class Daemon:
                   - before.children_user - before.children_system)
         kids = reaped + sum(cpu - kids_before.get(pid, 0.0) for pid, cpu in kids_after.items())
         kids -= sum(cpu for pid, cpu in kids_before.items() if pid not in kids_after)
-        return Measured(wall, own + max(0.0, kids), sampler.peak, own_cpu_s=own)
+        return Measured(wall, own + max(0.0, kids), sampler.peak, own_cpu_s=own,
+                        user_s=after.user - before.user)
 
     def _children_cpu(self) -> dict[int, float]:
         out = {}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,16 +22,19 @@ from typing import Any
 from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.wire import RunningFile
 
-from .. import safepath, transfer
-from ..backends.base import Backend, Entry
+from .. import transfer
+from ..backends.base import Backend, Entry, SmallFiles
 from ..jobs import JobContext
 from ..provenance.record import record_sync
 from ..retry import retry
-from ..transfer.common import run_bounded
+from ..transfer import batch
+from ..transfer.batch import batchable
+from ..transfer.common import INLINE_IO, run_bounded
 from .plan import Conflict, Move, Plan
-from .service import Pipes, SyncOptions, View, clean, ensure_writable
+from .service import Pipes, SyncOptions, View, ensure_writable
 from .store import Resolved
 from .syncstate import DoneRow, FileState, StateWriter, remote_changed
+from .targets import Changed, Targets, check_local_unchanged
 
 log = logging.getLogger("pipedaemon.pipes.sync")
 CHECKPOINT_EVERY_S = 2.0
@@ -42,8 +45,8 @@ class Vanished(Exception):
     """The source file disappeared after the plan was made: skipped, not an error."""
 
 
-class Changed(Exception):
-    """The destination changed after the plan was made: a conflict now."""
+OneFile = Callable[[Move, Callable[[int], None]], Awaitable[DoneRow]]
+Maker = Callable[[], Awaitable[None]]
 
 
 class Runner:
@@ -67,6 +70,7 @@ class Runner:
         self._last_cp = time.monotonic()
         self._last_report = 0.0
         self.targets = Targets(rp.dirpath)
+        self._made: set[Path] = set()  # local folders known to exist (pull batches)
 
     # -- the whole job ------------------------------------------------------------------
     async def run(self, parallel: int) -> list[dict[str, Any]]:
@@ -78,28 +82,11 @@ class Runner:
         self.ctx.progress(0, self.total, file_count=self.count, file_index=0, file_name="")
         one = self._pull_one if self.opts.direction == "pull" else self._push_one
 
-        def maker(m: Move) -> Callable[[], Awaitable[None]]:
-            async def go() -> None:
-                self.running[m.name] = RunningFile(m.name, 0, m.src.size)
-                try:
-                    row = await one(m, lambda n: self._bytes(n, m.name))
-                except Vanished:
-                    self.skipped.append({**m.row(), "action": "vanished"})
-                except Changed:
-                    self.late_conflicts.append(Conflict(m.name, self.view.local.get(m.name, m.src),
-                                                        self.view.remote.get(m.name, m.src)))
-                else:
-                    self.done[m.name] = row
-                finally:
-                    self.running.pop(m.name, None)
-                self.files_done += 1
-                self._report(m.name)
-                await self._maybe_checkpoint()
-
-            return go
-
+        small = batchable(self.backend, self.tuning)
+        makers = self._batched(todo, small, one) if small is not None else \
+            [functools.partial(self._move, m, one) for m in todo]
         try:
-            await run_bounded([maker(m) for m in todo], parallel)
+            await run_bounded(makers, parallel)
         finally:
             await self.writer.flush()
             self._report("", force=True)  # the exact count: files done == total at the end
@@ -108,6 +95,72 @@ class Runner:
         planned = {m.name for m in self.plan.moves}
         earlier = [_result_row(r) for n, r in self.done.items() if n not in planned]
         return earlier + [_result_row(self.done[m.name]) for m in self.plan.moves if m.name in self.done]
+
+    async def _move(self, m: Move, one: OneFile) -> None:
+        """One file the one-file way (``one``), and what came of it."""
+        self.running[m.name] = RunningFile(m.name, 0, m.src.size)
+        try:
+            outcome: DoneRow | Vanished | Changed = await one(m, lambda n: self._bytes(n, m.name))
+        except (Vanished, Changed) as exc:
+            outcome = exc
+        finally:
+            self.running.pop(m.name, None)
+        await self._settled(m, outcome)
+
+    async def _settled(self, m: Move, outcome: DoneRow | Vanished | Changed) -> None:
+        if isinstance(outcome, Vanished):
+            self.skipped.append({**m.row(), "action": "vanished"})
+        elif isinstance(outcome, Changed):
+            self.late_conflicts.append(Conflict(m.name, self.view.local.get(m.name, m.src),
+                                                self.view.remote.get(m.name, m.src)))
+        else:
+            self.done[m.name] = outcome
+        self.files_done += 1
+        self._report(m.name)
+        await self._maybe_checkpoint()
+
+    def _batched(self, todo: list[Move], small: SmallFiles, one: OneFile) -> list[Maker]:
+        """The moves, runs of small files as batches (``transfer.batch``), the rest one by one."""
+        makers: list[Maker] = []
+        run: list[Move] = []
+
+        def flush() -> None:
+            for a, b in batch.batches([m.src.size for m in run]):
+                makers.append(functools.partial(self._batch, run[a:b], small, one))
+            run.clear()
+
+        for m in todo:
+            if self._batchable(m):
+                run.append(m)
+            else:
+                flush()
+                makers.append(functools.partial(self._move, m, one))
+        flush()
+        return makers
+
+    def _batchable(self, m: Move) -> bool:
+        if m.src.size > INLINE_IO:
+            return False
+        if self.opts.direction == "pull":
+            return "-" not in (m.src.etag or "")  # (a multipart ETag is checked the general way)
+        return m.dst is None or m.action == "overwrite"  # else the remote is looked at again first
+
+    async def _batch(self, ms: list[Move], small: SmallFiles, one: OneFile) -> None:
+        """Small files in one backend call; each that did not move so goes the one-file way."""
+        for m in ms:
+            self.running[m.name] = RunningFile(m.name, 0, m.src.size)
+        try:
+            pull = self.opts.direction == "pull"
+            outcomes = await (self._pull_batch(ms, small) if pull else self._push_batch(ms, small))
+        finally:
+            for m in ms:
+                self.running.pop(m.name, None)
+        for m in ms:  # what the batch moved counts first: a file failing below loses none of it
+            if (outcome := outcomes.get(m.name)) is not None:
+                await self._settled(m, outcome)
+        for m in ms:
+            if m.name not in outcomes:
+                await self._move(m, one)
 
     def _report(self, name: str, force: bool = False) -> None:
         """Progress, coalesced: the job's event (what status and watchers see) is brought up to
@@ -140,7 +193,7 @@ class Runner:
     async def _pull_one(self, m: Move, on_bytes: Callable[[int], None]) -> DoneRow:
         rp = self.rp
         target, found = self.targets.with_stat(m.name)
-        _check_local_unchanged(found, m.dst, target)
+        check_local_unchanged(found, m.dst, target)
         src = rp.folder + m.name
         entry = Entry(name=src, size=m.src.size, mtime=m.src.mtime, etag=m.src.etag)
         resume = self.ctx.resume_slot(str(target))
@@ -189,6 +242,72 @@ class Runner:
         await self.writer.add((m.name, st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag), done)
         return done
 
+    async def _pull_batch(self, ms: list[Move], small: SmallFiles) -> dict[str, DoneRow | Vanished | Changed]:
+        """``_pull_one`` for small files, their bytes read in one backend call; a file not in the
+        result goes the one-file way (which retries, and tells a vanished file)."""
+        rp = self.rp
+        out: dict[str, DoneRow | Vanished | Changed] = {}
+        items: list[tuple[str, Entry, Path]] = []
+        moving: list[Move] = []
+        for m in ms:
+            try:
+                target, found = self.targets.with_stat(m.name)
+                check_local_unchanged(found, m.dst, target)
+                self._parent_made(target.parent)
+            except Changed as exc:
+                out[m.name] = exc
+                continue
+            except (E.DaemonError, OSError):
+                continue  # the one-file way raises it as it always did
+            src = rp.folder + m.name
+            items.append((src, Entry(name=src, size=m.src.size, mtime=m.src.mtime, etag=m.src.etag), target))
+            moving.append(m)
+        stored = await batch.fetch_small(small, items, self.tuning, self.ctx.id[:12])
+        for m, (_, e, _), st in zip(moving, items, stored, strict=True):
+            if st is not None:
+                self._bytes(e.size, m.name)
+                out[m.name] = await self._add((m.name, e.size, e.mtime, m.action, e.etag), st, e)
+        return out
+
+    async def _add(self, done: DoneRow, st: os.stat_result, entry: Entry) -> DoneRow:
+        """Record a moved file (local stat ``st``, remote ``entry``) as ``_pull_one``/``_push_one`` do."""
+        row = (done[0], st.st_size, st.st_mtime_ns, entry.size, entry.mtime, entry.etag)
+        await self.writer.add(row, done)
+        return done
+
+    def _parent_made(self, parent: Path) -> None:
+        """The local folder ``parent`` exists (made once per folder per job: one made and then
+        removed by someone makes the file fail its batch and go the one-file way, which makes it)."""
+        if parent not in self._made:
+            if not parent.is_dir():
+                parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(parent)
+
+    async def _push_batch(self, ms: list[Move], small: SmallFiles) -> dict[str, DoneRow | Vanished | Changed]:
+        """``_push_one`` for small files, written and published in one backend call."""
+        rp = self.rp
+        out: dict[str, DoneRow | Vanished | Changed] = {}
+        items: list[tuple[Path, os.stat_result, str]] = []
+        moving: list[Move] = []
+        for m in ms:
+            try:
+                path, st = self.targets.with_stat(m.name, writing=False)
+            except (E.DaemonError, OSError):
+                continue  # the one-file way raises it as it always did
+            if st is None:
+                out[m.name] = Vanished(m.name)
+                continue
+            items.append((path, st, rp.folder + m.name))
+            moving.append(m)
+        sent = await batch.send_small(self.backend, small, items, self.tuning, self.ctx.id[:12])
+        for m, (_, st, dst), entry in zip(moving, items, sent, strict=True):
+            if entry is not None:
+                self._bytes(st.st_size, m.name)
+                self.svc.remotes.changed(*rp.remote_key, dst, entry)
+                row = (m.name, st.st_size, st.st_mtime_ns / 1e9, m.action, entry.etag)
+                out[m.name] = await self._add(row, st, entry)
+        return out
+
     async def _stat_remote(self, path: str) -> Entry | None:
         try:
             return await retry(lambda: self.backend.stat(path), what=f"stat {path}")
@@ -202,67 +321,6 @@ def _result_row(row: DoneRow | dict[str, Any]) -> dict[str, Any]:
         return row
     name, size, mtime, action, etag = row
     return {"filename": name, "size": size, "modified_at": mtime, "action": action, "etag": etag}
-
-
-class Targets:
-    """``safepath.local_target`` for the many names of one pull.
-
-    The same checks (no name leaves the folder, no linked folder or file leads out
-    of it), with the folder and each parent folder resolved once instead of once
-    per file: resolving walks every path component, which cost more than a small
-    download.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.base = folder.resolve()
-        self.checked: set[Path] = set()
-
-    def __call__(self, name: str, writing: bool = True) -> Path:
-        rel = clean(name)
-        if writing:
-            safepath.check_local_lengths(name, rel)  # (ENAMETOOLONG escaped as an OSError: -32603)
-        target = Path(f"{self.base}/{rel}")
-        self._check_parent(name, target.parent)
-        if target.is_symlink():
-            return safepath.local_target(self.folder, name)  # the full check, and its error
-        return target
-
-    def with_stat(self, name: str) -> tuple[Path, os.stat_result | None]:
-        """The target to write and the file there now (None: nothing), in one lstat when it is
-        no link (the common case), as ``__call__`` then ``stat`` would tell."""
-        rel = clean(name)
-        safepath.check_local_lengths(name, rel)
-        target = Path(f"{self.base}/{rel}")
-        self._check_parent(name, target.parent)
-        try:
-            st = os.lstat(target)
-        except (FileNotFoundError, NotADirectoryError):
-            return target, None
-        if not stat.S_ISLNK(st.st_mode):
-            return target, st
-        target = safepath.local_target(self.folder, name)  # the full check, and its error
-        try:
-            return target, target.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return target, None
-
-    def _check_parent(self, name: str, parent: Path) -> None:
-        if parent not in self.checked:
-            real = parent.resolve()
-            if real != self.base and self.base not in real.parents:
-                raise E.UnsafePathError(f"unsafe name {name!r}: a folder on the way is a link out of the "
-                                        "pipe's folder", {"path": name})
-            self.checked.add(parent)
-
-
-def _check_local_unchanged(st: os.stat_result | None, planned: Any, target: Path) -> None:
-    """The local file (``st``: as it is now) is still what the plan saw (else the user edited it
-    meanwhile)."""
-    if st is None:
-        return  # nothing there (any more): nothing of the user's to lose
-    if planned is None or (st.st_size, st.st_mtime_ns) != (planned.size, planned.mtime_ns):
-        raise Changed(str(target))
 
 
 # -- the job ----------------------------------------------------------------------------------

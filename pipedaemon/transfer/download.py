@@ -109,18 +109,33 @@ async def _small(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, entr
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     data = await retry(attempt, what=f"download {src}")
-    etag = entry.etag or ""
-    if len(data) != entry.size or (len(etag) == 32 and hashlib.md5(data).hexdigest() != etag):
+    if not small_matches(data, entry):
         return False
+    store_small(dest, data, entry, tag)
+    on_bytes(len(data))
+    return True
+
+
+def small_matches(data: bytes, entry: Entry) -> bool:
+    """A small file's bytes are what ``entry`` describes: its size, and its plain-md5 ETag if any."""
+    etag = entry.etag or ""
+    return len(data) == entry.size and (len(etag) != 32 or hashlib.md5(data).hexdigest() == etag)
+
+
+def store_small(dest: Path, data: bytes, entry: Entry, tag: str | None) -> os.stat_result:
+    """``data`` written under the temporary name, given the remote's mtime, renamed to ``dest``; on
+    the event loop (a thread hop costs more than these page-cache writes). The file's stat (taken
+    before the rename: the same file, one path lookup fewer)."""
     tmp = temp_name(str(dest), tag)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             _write_all(fd, data, 0, None)
+            if entry.mtime is not None:
+                os.utime(fd, (entry.mtime, entry.mtime))
+            st = os.fstat(fd)
         finally:
             os.close(fd)
-        if entry.mtime is not None:
-            os.utime(tmp, (entry.mtime, entry.mtime))
         os.replace(tmp, dest)
     except OSError as exc:  # e.g. the destination folder was removed meanwhile, or the disk is full
         with contextlib.suppress(OSError):
@@ -130,8 +145,7 @@ async def _small(backend: Backend, src: str, dest: Path, on_bytes: OnBytes, entr
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    on_bytes(len(data))
-    return True
+    return st
 
 
 async def _fetch_verified(backend: Backend, src: str, tmp: Path, parts: list[tuple[int, int]],

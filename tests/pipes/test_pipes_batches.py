@@ -166,6 +166,8 @@ def test_mode_all_rerun_lists_what_the_killed_daemon_moved(client: PipeClient, l
     pipe = client.pipe("p")
     assert len(pipe.pull()) == n
     pipe.setmode("all")  # every file again
+    # Slowed to ~5 s (small files batched moved all of it between two looks at the job's rows).
+    client.update_profile_config({"bwlimit_bps": 500})
     job = pipe.pull(wait=False)
     deadline = time.monotonic() + 300
     while True:

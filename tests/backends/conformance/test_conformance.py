@@ -313,7 +313,7 @@ async def test_rmdir_of_full_folder_deletes_nothing(backend: Case) -> None:
 # What each backend of BACKENDS can do beyond the required methods (Features field names).
 _SFTP = {"rename", "set_mtime", "range_writes", "host_keys", "identity"}
 CAPABILITIES_OF: dict[str, set[str]] = {
-    "local": {"rename", "server_copy", "set_mtime", "finish_upload", "range_writes"},
+    "local": {"rename", "server_copy", "set_mtime", "finish_upload", "small_files", "range_writes"},
     "s3": {"multipart", "server_copy", "buckets", "identity", "native_metadata"},
     "sftp": _SFTP, "sftp_asyncssh": _SFTP,
     "ftp": {"rename", "set_mtime"}, "ftps": {"rename", "set_mtime"}, "pureftpd": {"rename", "set_mtime"},
