@@ -15,9 +15,11 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from pipedaemon_sdk.protocol import errors as E
 from pipedaemon_sdk.protocol.wire import RunningFile
@@ -33,7 +35,7 @@ from ..transfer.common import INLINE_IO, run_bounded
 from .plan import Conflict, Move, Plan
 from .service import Pipes, SyncOptions, View, ensure_writable
 from .store import Resolved
-from .syncstate import DoneRow, FileState, StateWriter, remote_changed
+from .syncstate import DoneFile, DoneRow, FileState, StateWriter, remote_changed
 from .targets import Changed, Targets, check_local_unchanged
 
 log = logging.getLogger("pipedaemon.pipes.sync")
@@ -73,7 +75,7 @@ class Runner:
         self._made: set[Path] = set()  # local folders known to exist (pull batches)
 
     # -- the whole job ------------------------------------------------------------------
-    async def run(self, parallel: int) -> list[dict[str, Any]]:
+    async def run(self, parallel: int) -> None:
         for row in await self.svc.state.job_done(self.ctx.id):
             self.done.setdefault(row[0], row)
         todo = [m for m in self.plan.moves if m.name not in self.done]
@@ -84,17 +86,23 @@ class Runner:
 
         small = batchable(self.backend, self.tuning)
         makers = self._batched(todo, small, one) if small is not None else \
-            [functools.partial(self._move, m, one) for m in todo]
+            (functools.partial(self._move, m, one) for m in todo)
         try:
             await run_bounded(makers, parallel)
         finally:
             await self.writer.flush()
             self._report("", force=True)  # the exact count: files done == total at the end
-        # The job's result is everything it moved, also in earlier runs (a daemon stopped or
-        # killed meanwhile): those files are in sync now, so no longer in this run's plan.
-        planned = {m.name for m in self.plan.moves}
-        earlier = [_result_row(r) for n, r in self.done.items() if n not in planned]
-        return earlier + [_result_row(self.done[m.name]) for m in self.plan.moves if m.name in self.done]
+
+    def moved(self) -> list[DoneFile]:
+        """The job's result: everything it moved, also in earlier runs (a daemon stopped or killed
+        meanwhile: those files are in sync now, so no longer in this run's plan), then this run's
+        in the plan's order. Call it once the views are let go: at a million files the rows are
+        built as the job's record of them is emptied."""
+        planned = [m.name for m in self.plan.moves if m.name in self.done]
+        self.plan.moves.clear()
+        done = self.done
+        rows = [_result_row(done.pop(n)) for n in planned]
+        return [_result_row(r) for r in done.values()] + rows
 
     async def _move(self, m: Move, one: OneFile) -> None:
         """One file the one-file way (``one``), and what came of it."""
@@ -119,24 +127,27 @@ class Runner:
         self._report(m.name)
         await self._maybe_checkpoint()
 
-    def _batched(self, todo: list[Move], small: SmallFiles, one: OneFile) -> list[Maker]:
-        """The moves, runs of small files as batches (``transfer.batch``), the rest one by one."""
-        makers: list[Maker] = []
+    def _batched(self, todo: list[Move], small: SmallFiles, one: OneFile) -> Iterator[Maker]:
+        """The moves, runs of small files as batches (``transfer.batch``), the rest one by one;
+        made as the window takes them (a million moves are not a million callables at once)."""
         run: list[Move] = []
-
-        def flush() -> None:
-            for a, b in batch.batches([m.src.size for m in run]):
-                makers.append(functools.partial(self._batch, run[a:b], small, one))
-            run.clear()
-
         for m in todo:
             if self._batchable(m):
                 run.append(m)
+                if len(run) < batch.BATCH_FILES:
+                    continue
             else:
-                flush()
-                makers.append(functools.partial(self._move, m, one))
-        flush()
-        return makers
+                yield from self._batches_of(run, small, one)
+                run = []
+                yield functools.partial(self._move, m, one)
+                continue
+            yield from self._batches_of(run, small, one)
+            run = []
+        yield from self._batches_of(run, small, one)
+
+    def _batches_of(self, run: list[Move], small: SmallFiles, one: OneFile) -> Iterator[Maker]:
+        for a, b in batch.batches([m.src.size for m in run]):
+            yield functools.partial(self._batch, run[a:b], small, one)
 
     def _batchable(self, m: Move) -> bool:
         if m.src.size > INLINE_IO:
@@ -315,12 +326,12 @@ class Runner:
             return None
 
 
-def _result_row(row: DoneRow | dict[str, Any]) -> dict[str, Any]:
-    """A file of the job's result, as d6tpipe's pull and push list them."""
+def _result_row(row: DoneRow | dict[str, Any]) -> DoneFile:
+    """A file of the job's result, as d6tpipe's pull and push list them (a dict: a checkpoint
+    of an older daemon)."""
     if isinstance(row, dict):
-        return row
-    name, size, mtime, action, etag = row
-    return {"filename": name, "size": size, "modified_at": mtime, "action": action, "etag": etag}
+        return msgspec.convert(row, DoneFile)
+    return DoneFile(*row)
 
 
 # -- the job ----------------------------------------------------------------------------------
@@ -350,8 +361,11 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
         # Under the profile's bandwidth limit, files at once are bounded like a file's streams.
         files_at_once = min(config["parallel_files"], tuning.streams) if config["bwlimit_bps"] else \
             config["parallel_files"]
-        moved = await runner.run(files_at_once)
+        await runner.run(files_at_once)
         await _record_unmoved(svc, rp, plan, view, opts)
+        del view  # (a million files' views are let go before the result is built)
+        runner.view = None  # type: ignore[assignment]
+        moved = runner.moved()
         await svc.state.forget_job(ctx.id)  # (the result lists them now)
         # Provenance: each moved file linked to the version it came from.
         linked = await record_sync(svc.daemon, rp, opts.direction, moved, backend, ctx.id) \
@@ -361,7 +375,7 @@ async def run_sync(svc: Pipes, ctx: JobContext, opts: SyncOptions) -> dict[str, 
         "files": moved, "skipped": runner.skipped,
         "conflicts": [c.row("conflict", opts.direction) for c in conflicts],  # type: ignore[arg-type]
         "kept": [c.row("kept", opts.direction) for c in plan.kept],  # type: ignore[arg-type]
-        "docs": {}, "summary": {"moved": len(moved), "bytes": sum(r["size"] for r in moved),
+        "docs": {}, "summary": {"moved": len(moved), "bytes": sum(r.size for r in moved),
                                 "conflicts": len(conflicts), "kept": len(plan.kept),
                                 "skipped": len(runner.skipped), "adopted": len(plan.adopt),
                                 "elapsed_s": round(time.monotonic() - started, 3)}}

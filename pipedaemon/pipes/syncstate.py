@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from ..state import State
 
 MTIME_SLACK_S = 0.001  # listings and stat of the same file may round differently below this
@@ -46,6 +48,16 @@ def remote_changed(size: int, mtime: float | None, etag: str | None, st: FileSta
 Row = tuple[str, int | None, int | None, int | None, float | None, str | None]
 # A file a running pull or push moved, for its result: (filename, size, modified_at, action, etag).
 DoneRow = tuple[str, int, "float | None", str, "str | None"]
+
+
+class DoneFile(msgspec.Struct):
+    """A row of a pull's or push's result, as the wire carries it (no dict per file)."""
+
+    filename: str
+    size: int
+    modified_at: float | None
+    action: str
+    etag: str | None = None
 BATCH_ROWS = 1000  # sync-state rows of a running job written in one transaction ...
 BATCH_S = 0.5  # ... or what gathered in this long, whichever comes first
 

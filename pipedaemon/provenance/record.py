@@ -7,7 +7,7 @@ other way round. Re-running a job records nothing twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipedaemon_sdk.protocol import errors as E
 
@@ -18,13 +18,14 @@ from .refs import entry_node, file_node
 
 if TYPE_CHECKING:
     from ..pipes.store import Resolved
+    from ..pipes.syncstate import DoneFile
     from ..server import Daemon
 
 REL_TYPE = "derived_from"
 
 
 async def record_sync(
-    daemon: Daemon, rp: Resolved, direction: str, moved: list[dict[str, Any]], backend: Backend, job_id: str
+    daemon: Daemon, rp: Resolved, direction: str, moved: list[DoneFile], backend: Backend, job_id: str
 ) -> int:
     """Link each moved file to the version it was made from; how many links are new."""
     graph = daemon.provenance
@@ -32,10 +33,10 @@ async def record_sync(
     link = Link(rel_type=REL_TYPE, qualifiers={"via": direction, "job_id": job_id})
     new = 0
     for row in moved:
-        name = row["filename"]
+        name = row.filename
         path = rp.folder + name
         key = path[len(remote.root) :] if path.startswith(remote.root) else path
-        entry = Entry(name=path, size=row["size"], mtime=row.get("modified_at"), etag=row.get("etag"))
+        entry = Entry(name=path, size=row.size, mtime=row.modified_at, etag=row.etag)
         if direction == "push" and not entry.etag:  # the local mtime is in the row: ask the storage
             try:
                 entry = await retry(lambda path=path: backend.stat(path), what=f"stat {path}")

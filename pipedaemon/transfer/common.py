@@ -6,7 +6,7 @@ import contextlib
 import errno
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -149,7 +149,7 @@ def local_error(exc: OSError, path: Path) -> E.DaemonError:
     return E.StorageError(f"cannot write {path}: {exc.strerror or exc}", {"path": str(path)})
 
 
-async def run_bounded(makers: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+async def run_bounded(makers: Iterable[Callable[[], Awaitable[None]]], limit: int) -> None:
     """Run the coroutines ``makers`` make, ``limit`` at a time, in the one bounded window: the first
     error cancels the rest and propagates as itself (not wrapped in an exception group)."""
     await run_window(makers, limit)
