@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+
+T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
     # 1: jobs and their final state, so job.get answers after a restart.
@@ -366,6 +368,14 @@ class State:
     async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         """Rows of the last commit (never waits for a transaction being written)."""
         return await self._reader.fetchall(sql, args)
+
+    async def fetch_as(self, make: Callable[..., T], sql: str, args: Iterable[Any] = ()) -> list[T]:
+        """``fetchall``, each row made into ``make(*row)`` as SQLite hands it over: a million rows
+        are never a million tuples as well (memory the objects could not reuse)."""
+        reader = self._reader.conn
+        async with reader.execute(sql, tuple(args)) as cur:
+            cur.row_factory = lambda _cur, row: make(*row)  # type: ignore[assignment]
+            return list(await cur.fetchall())
 
     async def schema_version(self) -> int:
         return int((await self.fetchone("PRAGMA user_version"))[0])

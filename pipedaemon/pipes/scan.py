@@ -124,8 +124,9 @@ class ScanCache:
         if prefix:
             sql += " AND name >= ? AND name < ?"
             args += [prefix, _upper(prefix)]
-        found = await self.db.fetchall(sql, args)
-        return [RemoteFile(n[len(prefix):], s, m, e) for n, s, m, e in found], listed_at
+        cut = len(prefix)
+        found = await self.db.fetch_as(lambda n, s, m, e: RemoteFile(n[cut:], s, m, e), sql, args)
+        return found, listed_at
 
     # -- listing ---------------------------------------------------------------------
     async def _refresh(self, key: Key, folder: str) -> None:

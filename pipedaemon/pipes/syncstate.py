@@ -67,10 +67,11 @@ class SyncState:
         self.db = db
 
     async def load(self, profile: str, pipe: str) -> dict[str, FileState]:
-        rows = await self.db.fetchall(
+        rows = await self.db.fetch_as(
+            lambda n, *st: (n, FileState(*st)),
             "SELECT filename, local_size, local_mtime_ns, remote_size, remote_mtime, remote_etag "
             "FROM sync_state WHERE profile=? AND pipe=?", (profile, pipe))
-        return {r[0]: FileState(*r[1:]) for r in rows}
+        return dict(rows)
 
     async def open(self) -> None:
         """Rows of jobs no longer running in the table of what running jobs moved (state.py,
