@@ -142,13 +142,20 @@ class Pipes:
     async def view(self, rp: Resolved, opts: SyncOptions) -> View:
         remote, listed_at = await self.remote_files(rp, opts.cached, opts.include, opts.exclude)
         local = await self.local_files(rp, opts.include, opts.exclude)
-        return View(local=local, remote=remote, state=await self.state.load(rp.profile, rp.name),
-                    listed_at=listed_at)
+        # One string per name for all three views (a million names are ~60 MB each time).
+        canon = {n: n for n in remote}
+        shared = {}
+        for n, f in local.items():
+            f.name = canon.get(n, n)
+            shared[f.name] = f
+        local = shared
+        state = await self.state.load(rp.profile, rp.name, canon)
+        return View(local=local, remote=remote, state=state, listed_at=listed_at)
 
     async def plan(self, rp: Resolved, opts: SyncOptions) -> tuple[Plan, View]:
         opts.check()
         v = await self.view(rp, opts)
-        unknown = [n for n in v.local.keys() & v.remote.keys() if n not in v.state]
+        unknown = [n for n in v.local if n in v.remote and n not in v.state]
         equal = await asyncio.to_thread(_equal_copies, rp.dirpath, unknown, v.local, v.remote)
         plan = make_plan(opts.direction, v.local, v.remote, v.state, mode=opts.mode,  # type: ignore[arg-type]
                          files=opts.files, nrecent=opts.nrecent, merge_mode=opts.merge_mode, equal=equal)

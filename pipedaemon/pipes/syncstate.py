@@ -66,9 +66,13 @@ class SyncState:
     def __init__(self, db: State) -> None:
         self.db = db
 
-    async def load(self, profile: str, pipe: str) -> dict[str, FileState]:
+    async def load(self, profile: str, pipe: str,
+                   names: dict[str, str] | None = None) -> dict[str, FileState]:
+        """The pipe's rows by file name (``names``: the string objects to use for names already
+        held elsewhere, so a million names are not held twice)."""
+        canon = names or {}
         rows = await self.db.fetch_as(
-            lambda n, *st: (n, FileState(*st)),
+            lambda n, *st: (canon.get(n, n), FileState(*st)),
             "SELECT filename, local_size, local_mtime_ns, remote_size, remote_mtime, remote_etag "
             "FROM sync_state WHERE profile=? AND pipe=?", (profile, pipe))
         return dict(rows)
