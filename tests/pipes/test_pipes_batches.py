@@ -110,7 +110,9 @@ def test_pull_and_push_at_batch_boundaries(client: PipeClient, local_storage: St
 # -- kill -9 in the middle of a many-file pull -----------------------------------------------
 def test_kill9_mid_pull_leaves_consistent_state_and_rerun_moves_exactly_the_rest(
         client: PipeClient, local_storage: Storage, pd_env: dict[str, Path]) -> None:
-    n = 3 * BATCH_ROWS + 500
+    # Enough files that the kill lands mid-pull: small files move in batches, thousands a
+    # second on a quiet machine (3,500 were all done before the first poll saw a batch).
+    n = 12 * BATCH_ROWS + 500
     names = _fill(local_storage, n)
     client.upsert_pipe({"name": "p", "remote": "r"})
     pipe = client.pipe("p")
