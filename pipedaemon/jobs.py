@@ -26,9 +26,10 @@ from pipedaemon_sdk.protocol.wire import (
     Message,
     ProgressEvent,
     encode_line,
+    line_buffer,
 )
 
-from .rpc import Context, Methods, Params, message_line
+from .rpc import Context, Methods, Params
 from .transfer.common import Orphan, Tuning, streams_for
 from .transfer.limits import Limits, TokenBucket, env_int
 from .transfer.resume import ResumeSlot, forget_job
@@ -261,7 +262,7 @@ class JobManager:
              msgspec.json.encode(info.progress), info.updated_at, info.id))
         await forget_job(self.state, info.id)
         self._log_end(info, error)
-        line = message_line(Message(method="job.finished", params=info))
+        line = line_buffer(Message(method="job.finished", params=info))
         for conn in self.watchers.pop(info.id, set()):
             conn.send(line)
 

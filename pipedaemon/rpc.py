@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from pipedaemon_sdk.protocol import errors as E
-from pipedaemon_sdk.protocol.wire import ErrorObject, Message, Request, encode_line, request_decoder
-from pipedaemon_sdk.protocol.wire import encoder as wire_encoder
+from pipedaemon_sdk.protocol.wire import (
+    ErrorObject,
+    Message,
+    Request,
+    encode_line,
+    line_buffer,
+    request_decoder,
+)
 
 if TYPE_CHECKING:
     from .server import Connection, Daemon
@@ -264,13 +270,5 @@ def answer(req: Request, result: Any, err: E.DaemonError | None) -> bytes | byte
         return None
     if err is not None:
         return encode_line(error_message(req.id, err))
-    return message_line(Message(id=req.id, result=result))
+    return line_buffer(Message(id=req.id, result=result))
 
-
-def message_line(msg: Message) -> bytes | bytearray:
-    """``encode_line`` without its last copy: an answer (or a job.finished) may hold a whole
-    pull's list of files (~100 MB at a million), which the transport takes as it is."""
-    buf = bytearray()
-    wire_encoder.encode_into(msg, buf)
-    buf += b"\n"
-    return buf

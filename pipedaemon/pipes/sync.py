@@ -132,17 +132,15 @@ class Runner:
         made as the window takes them (a million moves are not a million callables at once)."""
         run: list[Move] = []
         for m in todo:
-            if self._batchable(m):
-                run.append(m)
-                if len(run) < batch.BATCH_FILES:
-                    continue
-            else:
+            if not self._batchable(m):
                 yield from self._batches_of(run, small, one)
                 run = []
                 yield functools.partial(self._move, m, one)
                 continue
-            yield from self._batches_of(run, small, one)
-            run = []
+            run.append(m)
+            if len(run) == batch.BATCH_FILES:
+                yield from self._batches_of(run, small, one)
+                run = []
         yield from self._batches_of(run, small, one)
 
     def _batches_of(self, run: list[Move], small: SmallFiles, one: OneFile) -> Iterator[Maker]:

@@ -6,7 +6,6 @@ import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,14 +17,6 @@ from pipedaemon_sdk.errors import (
     PermissionDeniedError,
     StorageError,
 )
-
-
-@pytest.fixture
-async def local(local_spec: dict[str, Any]) -> AsyncIterator[tuple[LocalBackend, Path]]:
-    b = LocalBackend(local_spec["options"], local_spec["credentials"], max_streams=4)
-    await b.connect()
-    yield b, Path(local_spec["root"])
-    await b.close()
 
 
 @pytest.mark.parametrize(("exc", "cls", "message"), [

@@ -5,7 +5,6 @@ half-written under a final name or under a temporary one."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,6 @@ from pipedaemon.transfer import Tuning, batch
 from pipedaemon.transfer.batch import BATCH_BYTES, BATCH_FILES, batches
 from pipedaemon.transfer.common import INLINE_IO, is_temp, temp_name
 from pipedaemon_sdk.errors import NotFoundError, StorageError
-
-
-@pytest.fixture
-async def local(local_spec: dict[str, Any]) -> AsyncIterator[tuple[LocalBackend, Path]]:
-    b = LocalBackend(local_spec["options"], local_spec["credentials"], max_streams=4)
-    await b.connect()
-    yield b, Path(local_spec["root"])
-    await b.close()
 
 
 def _temps(root: Path) -> list[Path]:
